@@ -1,0 +1,1 @@
+//! Real-parts test harness. Filled in by issue 2.

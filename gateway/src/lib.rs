@@ -1,0 +1,1 @@
+//! SMPP gateway library. Filled in by issue 4.
