@@ -1,1 +1,8 @@
-//! Real-parts test harness. Filled in by issue 2.
+//! Real-parts test harness: the environment `make env-up` started (apiserver, PostgreSQL,
+//! Redis, SMSC simulator), private instances for tests that must stop or break a part,
+//! and the polling and process helpers every end-to-end test shares.
+
+pub mod env;
+pub mod process;
+pub mod smsc;
+pub mod wait;

@@ -1,0 +1,1 @@
+//! Private SMSC simulator instances for tests (issue 2, simulator work).
