@@ -1,0 +1,1 @@
+//! Running the sqlx migrations in sql/ under a lock (operator-side work, issue 3).
