@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Stops everything env-up started (each part by PID) and removes target/env.sh.
+STAGE=env-down
+source "$(dirname "$0")/lib.sh"
+
+env_file=${SMPP_ENV_FILE:-$REPO_ROOT/target/env.sh}
+rc=0
+if [ -x "$REPO_ROOT/e2e/smsc/down.sh" ]; then
+  "$REPO_ROOT/e2e/smsc/down.sh" "$ENV_ROOT/smsc" || rc=1
+fi
+"$E2E_SCRIPTS/redis.sh" down "$ENV_ROOT/redis" || rc=1
+"$E2E_SCRIPTS/postgres.sh" down "$ENV_ROOT/postgres" || rc=1
+KUBECONFIG_OUT=$ENV_ROOT/kubeconfig "$E2E_SCRIPTS/controlplane.sh" down "$ENV_ROOT/controlplane" || rc=1
+shopt -s nullglob
+# Private instances tests started (target/env/private-*) whose test process died before Drop.
+for d in "$ENV_ROOT"/private-pg-*; do "$E2E_SCRIPTS/postgres.sh" destroy "$d" || rc=1; done
+for d in "$ENV_ROOT"/private-redis-*; do "$E2E_SCRIPTS/redis.sh" down "$d" || rc=1; rm -rf "$d"; done
+rm -f "$env_file"
+[ $rc = 0 ] || die "some part did not stop cleanly (see above)"
+log "environment down"
