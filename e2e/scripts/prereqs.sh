@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the real parts and tests need and the machine may lack: Debian's PostgreSQL,
+# Redis and the tools the scripts use, and Python packages named in e2e/requirements.txt.
+# (The simulator's node_modules come from `npm ci`, run by e2e/smsc/up.sh.)
+STAGE=prereqs
+source "$(dirname "$0")/lib.sh"
+mkdir -p "$ENV_ROOT"
+
+ensure_pkg curl curl
+ensure_pkg openssl openssl
+ensure_pkg ss iproute2
+ensure_pkg /usr/lib/postgresql/15/bin/initdb postgresql-15
+ensure_pkg psql postgresql-client-15
+ensure_pkg redis-server redis-server
+ensure_pkg redis-cli redis-tools
+command -v go >/dev/null || die "go not found on PATH (the control plane is built from Go modules; install Go 1.26+)"
+command -v node >/dev/null && command -v npm >/dev/null ||
+  die "node/npm not found on PATH (the SMSC simulator runs on Node.js; install nodejs and npm)"
+
+req=$REPO_ROOT/e2e/requirements.txt
+if [ -f "$req" ]; then
+  log "pip install -r e2e/requirements.txt"
+  python3 -m pip install -q --disable-pip-version-check -r "$req" >"$ENV_ROOT/pip.log" 2>&1 ||
+    die "pip install -r $req failed (see $ENV_ROOT/pip.log)"
+fi
+log "prerequisites present"

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# `make test`: everything CI runs, in order, failing fast before the environment is up:
+#   prerequisites, control-plane build, fmt check, clippy, build, env-up, cargo test, env-down.
+# env-down runs in a trap, also when a step fails or the run is interrupted, and the run fails
+# if any process of the environment is left behind. Ends with a summary table.
+STAGE=test
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/smpp-gateway/target}
+TEST_TIMEOUT=${TEST_TIMEOUT:-2400}
+logs=$REPO_ROOT/target/test-logs
+mkdir -p "$logs"
+
+summary=()
+env_started=0
+total_start=$SECONDS
+
+record() { summary+=("$(printf '%-14s %-6s %5ss  %s' "$1" "$2" "$3" "${4:-}")"); }
+
+# step NAME CMD...: runs CMD, records its outcome and time; returns CMD's status.
+step() {
+  local name=$1 start=$SECONDS rc=0
+  shift
+  echo "==> $name: $*" >&2
+  "$@" || rc=$?
+  if [ $rc = 0 ]; then record "$name" ok $((SECONDS - start)); else record "$name" FAIL $((SECONDS - start)) "exit $rc"; fi
+  return $rc
+}
+
+# Processes of this environment still alive: anything running from target/env, the built
+# control-plane binaries or the simulator's directory, or listening on a port env-up used.
+leftovers() {
+  local pat="$ENV_ROOT/|$REPO_ROOT/e2e/\.bin/|$REPO_ROOT/e2e/smsc/" f port
+  pgrep -af "$pat" | grep -v -E "^($$|$BASHPID) " || true
+  for f in "$ENV_ROOT"/*/port "$ENV_ROOT"/*/*.port; do
+    [ -f "$f" ] || continue
+    port=$(cat "$f")
+    ss -Hltnp "sport = :$port" 2>/dev/null | sed "s|^|port $port still open: |" || true
+  done
+}
+
+finish() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ $env_started = 1 ]; then
+    step env-down "$E2E_SCRIPTS/env-down.sh" || rc=1
+  fi
+  local left
+  left=$(leftovers)
+  if [ -n "$left" ]; then
+    record leftovers FAIL 0 "processes left behind (listed above)"
+    echo "$left" >&2
+    rc=1
+  fi
+  echo
+  echo "================ make test summary ================"
+  printf '%s\n' "${summary[@]}"
+  if [ -f "$logs/cargo-test.log" ]; then
+    local counts
+    counts=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) {
+        if ($i ~ /^passed;/) p += $(i-1); if ($i ~ /^failed;/) f += $(i-1); if ($i ~ /^ignored;/) g += $(i-1) } }
+      END { printf "%d passed, %d failed, %d ignored", p, f, g }' "$logs/cargo-test.log")
+    grep -E '^test .* FAILED$' "$logs/cargo-test.log" | sed 's/^/  /' || true
+    echo "cargo test log: $logs/cargo-test.log"
+    echo "cargo-test: $counts"
+  fi
+  echo "total: $((SECONDS - total_start))s"
+  if [ $rc = 0 ]; then echo "make test: PASSED"; else echo "make test: FAILED"; fi
+  exit $rc
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+step prerequisites "$E2E_SCRIPTS/prereqs.sh"
+step controlplane "$REPO_ROOT/e2e/controlplane/build.sh"
+step fmt cargo fmt --all --check
+step clippy cargo clippy --workspace --all-targets --quiet -- -D warnings
+step build cargo build --workspace --bins --quiet
+env_started=1
+step env-up "$E2E_SCRIPTS/env-up.sh"
+# shellcheck source=/dev/null
+source "$REPO_ROOT/target/env.sh"
+run_tests() {
+  set -o pipefail
+  timeout --kill-after=30 "$TEST_TIMEOUT" cargo test --workspace 2>&1 | tee "$logs/cargo-test.log"
+}
+step cargo-test run_tests
