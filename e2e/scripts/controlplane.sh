@@ -21,7 +21,7 @@ dir=${2:-$ENV_ROOT/controlplane}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 pki=$dir/pki
-kubeconfig=${KUBECONFIG_OUT:-$dir/kubeconfig}
+kubeconfig=$(realpath -m "${KUBECONFIG_OUT:-$dir/kubeconfig}")
 
 named_pid() { # NAME PIDFILE: the PID, only while it still runs NAME
   local pid
@@ -145,7 +145,7 @@ up() {
     --client-ca-file "$pki/ca.crt" --authorization-mode RBAC \
     --service-cluster-ip-range 10.0.0.0/24 --service-account-issuer "https://127.0.0.1:$api_port/" \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-    --disable-admission-plugins ServiceAccount --profiling=false --v=1
+    --disable-admission-plugins ServiceAccount --endpoint-reconciler-type none --profiling=false --v=1
   wait_until "kube-apiserver on 127.0.0.1:$api_port" "$APISERVER_DEADLINE" "$(cat "$dir/apiserver.pid")" \
     "$dir/apiserver.log" readyz
   write_kubeconfig "$api_port"

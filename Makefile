@@ -1,0 +1,53 @@
+# SMPP gateway platform: entry points. `make demo` and `make test` are the two that matter;
+# the rest are steps of them. Scripts live in e2e/scripts/ (see README.md, "Development").
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# One cargo target dir outside the clone, so CI on a fresh clone reuses the build cache.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/smpp-gateway/target
+
+.PHONY: help demo test bench env-up env-down build fmt lint crds controlplane prereqs
+
+help:
+	@echo "make demo      bring up the whole stack locally and show it working"
+	@echo "make test      everything CI runs (fmt, clippy, build, real-parts tests)"
+	@echo "make bench     the benchmarks"
+	@echo "make env-up    start control plane, PostgreSQL, Redis, SMSC simulator; writes target/env.sh"
+	@echo "make env-down  stop everything env-up started"
+	@echo "make build | fmt | lint | crds | controlplane | prereqs"
+
+demo:
+	@e2e/scripts/demo.sh
+
+test:
+	@e2e/scripts/test.sh
+
+bench:
+	@e2e/scripts/bench.sh
+
+env-up:
+	@e2e/scripts/env-up.sh
+
+env-down:
+	@e2e/scripts/env-down.sh
+
+prereqs:
+	@e2e/scripts/prereqs.sh
+
+controlplane:
+	@e2e/controlplane/build.sh
+
+build:
+	cargo build --workspace --bins
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# Regenerates the checked-in CRD YAML from the Rust types (a test fails when it is stale).
+crds:
+	cargo run -q -p smpp-crds --bin crdgen > crds/smppvendor.yaml.tmp
+	mv crds/smppvendor.yaml.tmp crds/smppvendor.yaml
