@@ -1,0 +1,366 @@
+//! smpp-db against a real PostgreSQL: DATABASE_URL (from `make env-up`, target/env.sh).
+//! Every test creates its own database, so tests run in parallel without seeing each other.
+
+use chrono::Duration;
+use smpp_db::providers::{self, Owner, ProviderConfig, UpsertOutcome};
+use smpp_db::{DbError, PgPool, Secret, migrate, status};
+use sqlx::Executor;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use std::str::FromStr;
+
+async fn fresh_db() -> (PgPool, String) {
+    let url = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL must point at a PostgreSQL (run `make env-up; . target/env.sh`)");
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .expect("connect");
+    let name = format!("smppdb_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap();
+    let opts = PgConnectOptions::from_str(&url).unwrap().database(&name);
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    (pool, name)
+}
+
+fn config() -> ProviderConfig {
+    ProviderConfig {
+        host: "smpp.example.net".into(),
+        port: 3601,
+        username: "telxMBa1".into(),
+        password: Secret::new("pw-one"),
+        system_type: "ESME".into(),
+        is_active: true,
+        tls_enabled: true,
+        tls_server_name: Some("smpp.example.net".into()),
+        tls_ca_pem: None,
+        tls_client_cert_pem: None,
+        tls_client_key_pem: None,
+        tls_insecure_skip_verify: false,
+        bind_mode: "TRX".into(),
+        interface_version: "3.4".into(),
+        address_range: String::new(),
+        max_binds: 2,
+        window_size: 10,
+        max_messages_per_second: Some(20),
+        enquire_link_interval_seconds: 30,
+        reconnect_initial_delay_seconds: 1,
+        reconnect_max_delay_seconds: 60,
+        routing_priority: 100,
+        routing_weight: 1,
+        routing_prefixes: vec!["1".into()],
+        suspended: false,
+    }
+}
+
+fn owner(uid: &str, generation: i64) -> Owner {
+    Owner {
+        namespace: "messaging".into(),
+        name: format!("v-{uid}"),
+        uid: uid.into(),
+        generation,
+    }
+}
+
+#[tokio::test]
+async fn concurrent_migrations_do_not_race_and_rerun_is_a_no_op() {
+    let (pool, _) = fresh_db().await;
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let p = pool.clone();
+            tokio::spawn(async move { migrate(&p).await })
+        })
+        .collect();
+    for r in runs {
+        r.await.unwrap().expect("each concurrent migrate succeeds");
+    }
+    migrate(&pool).await.expect("re-run is a no-op");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied as usize, smpp_db::migrate::known_versions().len());
+}
+
+#[tokio::test]
+async fn migrates_a_legacy_table_and_keeps_its_rows_loadable() {
+    let (pool, _) = fresh_db().await;
+    // The table as the existing installation has it, with a row written by hand.
+    pool.execute(
+        "CREATE SCHEMA vendor_mgmt;
+         CREATE TABLE vendor_mgmt.service_providers (
+            id uuid PRIMARY KEY DEFAULT gen_random_uuid(), instance_name text NOT NULL UNIQUE,
+            host text NOT NULL, port integer NOT NULL, username text NOT NULL,
+            password text NOT NULL DEFAULT '', system_type text NOT NULL DEFAULT '',
+            is_active boolean NOT NULL DEFAULT true);
+         INSERT INTO vendor_mgmt.service_providers (instance_name, host, port, username, password)
+            VALUES ('Sinch_Atlanta', 'smpp.example.net', 3601, 'telx', 'legacy');",
+    )
+    .await
+    .unwrap();
+    migrate(&pool).await.unwrap();
+    // A hand-written row in the new shape, with a bind mode the gateway will reject: it
+    // must still load here.
+    pool.execute(
+        "INSERT INTO vendor_mgmt.service_providers (instance_name, host, port, username, password,
+            tls_enabled, bind_mode, interface_version, max_binds)
+         VALUES ('Hand_Made', 'h', 0, 'u', 'p', true, 'BOGUS', '9.9', 3)",
+    )
+    .await
+    .unwrap();
+    let rows = providers::list_all(&pool).await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.instance_name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["Hand_Made", "Sinch_Atlanta"]
+    );
+    let legacy = &rows[1];
+    assert_eq!(legacy.bind_mode, "TRX");
+    assert_eq!(legacy.interface_version, "3.4");
+    assert_eq!(legacy.max_binds, 1);
+    assert!(!legacy.tls_enabled);
+    assert_eq!(legacy.owner(), None);
+    assert_eq!(legacy.password.expose(), "legacy");
+    assert_eq!(rows[0].bind_mode, "BOGUS");
+    assert_eq!(rows[0].port, 0);
+
+    let one = providers::get(&pool, legacy.id).await.unwrap().unwrap();
+    assert_eq!(&one, legacy);
+    let missing = uuid::Uuid::new_v4();
+    let many = providers::get_many(&pool, &[rows[0].id, missing])
+        .await
+        .unwrap();
+    assert_eq!(many.len(), 1);
+    assert!(providers::get(&pool, missing).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn upsert_lifecycle_drift_conflict_adopt_orphan_delete() {
+    let (pool, _) = fresh_db().await;
+    migrate(&pool).await.unwrap();
+    let a = owner("uid-a", 1);
+
+    let created = providers::upsert_owned(&pool, "ns.v", &a, &config())
+        .await
+        .unwrap();
+    let UpsertOutcome::Created(row) = created else {
+        panic!("expected Created: {created:?}")
+    };
+    assert_eq!(row.config(), config());
+    assert_eq!(row.owner_generation, Some(1));
+    assert!(!row.edited_since_owner_wrote());
+
+    let again = providers::upsert_owned(&pool, "ns.v", &a, &config())
+        .await
+        .unwrap();
+    assert!(matches!(again, UpsertOutcome::Unchanged(_)), "{again:?}");
+
+    // Secret rotation: an ordinary update, not drift.
+    let mut rotated = config();
+    rotated.password = Secret::new("pw-two");
+    let out = providers::upsert_owned(&pool, "ns.v", &a, &rotated)
+        .await
+        .unwrap();
+    let UpsertOutcome::Updated {
+        row,
+        changed,
+        drift,
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(changed, vec!["password"]);
+    assert!(!drift);
+    assert_eq!(row.password.expose(), "pw-two");
+    let version = row.config_version;
+
+    // A hand edit is drift, and the upsert reverts it.
+    pool.execute("UPDATE vendor_mgmt.service_providers SET port = 2775, is_active = false")
+        .await
+        .unwrap();
+    let edited = providers::get_by_instance_name(&pool, "ns.v")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(edited.edited_since_owner_wrote());
+    let out = providers::upsert_owned(&pool, "ns.v", &a, &rotated)
+        .await
+        .unwrap();
+    let UpsertOutcome::Updated {
+        row,
+        changed,
+        drift,
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert!(drift);
+    assert_eq!(changed, vec!["port", "is_active"]);
+    assert_eq!(row.port, 3601);
+    assert!(row.is_active);
+    assert!(row.config_version > version);
+
+    // Another resource claiming the same name: refused, row untouched.
+    let b = owner("uid-b", 1);
+    let mut other = config();
+    other.host = "evil".into();
+    let out = providers::upsert_owned(&pool, "ns.v", &b, &other)
+        .await
+        .unwrap();
+    let UpsertOutcome::OwnedByOther { owner: o, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(o.uid, "uid-a");
+    let now = providers::get_by_instance_name(&pool, "ns.v")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.host, "smpp.example.net");
+    assert!(
+        !providers::delete_owned(&pool, "ns.v", "uid-b")
+            .await
+            .unwrap()
+    );
+    assert!(!providers::orphan(&pool, "ns.v", "uid-b").await.unwrap());
+
+    // Transfer is compare-and-set on the current owner.
+    assert!(
+        providers::transfer(&pool, "ns.v", "uid-x", &b)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let moved = providers::transfer(&pool, "ns.v", "uid-a", &b)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(moved.owner_uid.as_deref(), Some("uid-b"));
+    assert!(
+        providers::transfer(&pool, "ns.v", "uid-b", &a)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Orphan keeps the row and clears ownership; then it is unowned and can be adopted.
+    assert!(providers::orphan(&pool, "ns.v", "uid-a").await.unwrap());
+    let orphaned = providers::get_by_instance_name(&pool, "ns.v")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(orphaned.owner(), None);
+    assert_eq!(orphaned.owner_fingerprint, None);
+    let out = providers::upsert_owned(&pool, "ns.v", &b, &other)
+        .await
+        .unwrap();
+    assert!(matches!(out, UpsertOutcome::Unowned(_)), "{out:?}");
+    let adopted = providers::adopt(&pool, "ns.v", &b).await.unwrap().unwrap();
+    assert_eq!(adopted.owner_uid.as_deref(), Some("uid-b"));
+    assert!(
+        providers::adopt(&pool, "ns.v", &a).await.unwrap().is_none(),
+        "owned rows stay"
+    );
+    let out = providers::upsert_owned(&pool, "ns.v", &b, &other)
+        .await
+        .unwrap();
+    let UpsertOutcome::Updated { row, drift, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert!(!drift, "adoption is not drift");
+    assert_eq!(row.host, "evil");
+
+    assert!(
+        providers::delete_owned(&pool, "ns.v", "uid-b")
+            .await
+            .unwrap()
+    );
+    assert!(
+        providers::get_by_instance_name(&pool, "ns.v")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn every_write_notifies_the_channel() {
+    let (pool, _) = fresh_db().await;
+    migrate(&pool).await.unwrap();
+    let mut listener = PgListener::connect_with(&pool).await.unwrap();
+    listener.listen(providers::CHANNEL).await.unwrap();
+    let out = providers::upsert_owned(&pool, "ns.n", &owner("u", 1), &config())
+        .await
+        .unwrap();
+    let UpsertOutcome::Created(row) = out else {
+        panic!("{out:?}")
+    };
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+        .await
+        .expect("NOTIFY within 5 s")
+        .unwrap();
+    let payload: serde_json::Value = serde_json::from_str(n.payload()).unwrap();
+    assert_eq!(payload["op"], "INSERT");
+    assert_eq!(payload["id"], row.id.to_string());
+}
+
+#[tokio::test]
+async fn status_aggregates_live_sessions_only() {
+    let (pool, _) = fresh_db().await;
+    migrate(&pool).await.unwrap();
+    let out = providers::upsert_owned(&pool, "ns.s", &owner("u", 1), &config())
+        .await
+        .unwrap();
+    let UpsertOutcome::Created(row) = out else {
+        panic!("{out:?}")
+    };
+    sqlx::query(
+        "INSERT INTO vendor_mgmt.vendor_sessions (vendor_id, slot, pod, state, since, last_error, heartbeat) VALUES
+         ($1, 0, 'gw-0', 'bound',   now() - interval '5 min', NULL, now()),
+         ($1, 1, 'gw-1', 'backoff', now() - interval '10 s', 'bind_resp ESME_RINVPASWD', now()),
+         ($1, 2, 'gw-2', 'bound',   now() - interval '1 h', 'dead pod', now() - interval '2 min')",
+    )
+    .bind(row.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let s = status::vendor_sessions(&pool, row.id, Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(s.bound, 1);
+    assert_eq!(
+        s.sessions
+            .iter()
+            .map(|s| s.pod.as_str())
+            .collect::<Vec<_>>(),
+        vec!["gw-0", "gw-1"]
+    );
+    assert_eq!(s.last_error.as_deref(), Some("bind_resp ESME_RINVPASWD"));
+    let none = status::vendor_sessions(&pool, uuid::Uuid::new_v4(), Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(none, status::VendorSessions::default());
+}
+
+#[tokio::test]
+async fn unreachable_database_is_reported_as_unavailable() {
+    // A port nobody listens on: connection refused.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_secs(2))
+        .connect_lazy(&format!("postgres://nobody@127.0.0.1:{port}/x"))
+        .unwrap();
+    let err = providers::list_all(&pool).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    let err = migrate(&pool).await.unwrap_err();
+    assert!(matches!(err, DbError::Unavailable(_)), "{err:?}");
+}
