@@ -11,6 +11,9 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    println!("smpp-gateway: not implemented yet (http_addr {})", args.http_addr);
+    println!(
+        "smpp-gateway: not implemented yet (http_addr {})",
+        args.http_addr
+    );
     Ok(())
 }

@@ -1,0 +1,323 @@
+//! The only place SMPP PDUs are built. Everything else asks this module for a `Command`, so
+//! field limits (system_id ≤ 15, password ≤ 8, …) are checked in one spot and a bad value
+//! becomes a typed error instead of a panic or a silently truncated field.
+
+use rusmpp::pdus::{BindReceiver, BindTransceiver, BindTransmitter, DeliverSmResp, SubmitSm};
+use rusmpp::types::{COctetString, EmptyOrFullCOctetString, OctetString};
+use rusmpp::values::{DataCoding, EsmClass, InterfaceVersion, Npi, RegisteredDelivery, Ton};
+use rusmpp::{Command, CommandStatus, Pdu};
+
+/// What a single bind asks for. A TX+RX pair is two binds, one of each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BindKind {
+    Transceiver,
+    Transmitter,
+    Receiver,
+}
+
+impl BindKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindKind::Transceiver => "transceiver",
+            BindKind::Transmitter => "transmitter",
+            BindKind::Receiver => "receiver",
+        }
+    }
+
+    /// Whether this bind may send submit_sm.
+    pub fn can_submit(self) -> bool {
+        !matches!(self, BindKind::Receiver)
+    }
+}
+
+/// SMPP interface version sent in the bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    V34,
+    V50,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V34 => "3.4",
+            Version::V50 => "5.0",
+        }
+    }
+
+    fn wire(self) -> InterfaceVersion {
+        match self {
+            Version::V34 => InterfaceVersion::Smpp3_4,
+            Version::V50 => InterfaceVersion::Smpp5_0,
+        }
+    }
+}
+
+/// Credentials and identity of one bind.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BindParams {
+    pub kind: BindKind,
+    pub system_id: String,
+    pub password: String,
+    pub system_type: String,
+    pub version: Version,
+    pub address_range: String,
+}
+
+impl std::fmt::Debug for BindParams {
+    // Never print the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BindParams")
+            .field("kind", &self.kind)
+            .field("system_id", &self.system_id)
+            .field("password", &"***")
+            .field("system_type", &self.system_type)
+            .field("version", &self.version)
+            .field("address_range", &self.address_range)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PduError {
+    #[error("{field} is {len} characters, SMPP allows at most {max}")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{field} must be ASCII without NUL bytes")]
+    NotAscii { field: &'static str },
+}
+
+/// Builds a C-octet string field, checking its SMPP length limit (`MAX` includes the NUL).
+fn c_str<const MAX: usize>(
+    field: &'static str,
+    value: &str,
+) -> Result<COctetString<1, MAX>, PduError> {
+    if value.len() > MAX - 1 {
+        return Err(PduError::TooLong {
+            field,
+            len: value.len(),
+            max: MAX - 1,
+        });
+    }
+    COctetString::from_string(value.to_string()).map_err(|_| PduError::NotAscii { field })
+}
+
+/// Checks the bind fields without building anything, so config validation and the PDU agree.
+pub fn validate_bind(p: &BindParams) -> Result<(), PduError> {
+    bind(p, 0).map(|_| ())
+}
+
+/// bind_transmitter / bind_receiver / bind_transceiver by kind, at the requested version.
+pub fn bind(p: &BindParams, seq: u32) -> Result<Command, PduError> {
+    let system_id = c_str::<16>("system_id", &p.system_id)?;
+    let password = c_str::<9>("password", &p.password)?;
+    let system_type = c_str::<13>("system_type", &p.system_type)?;
+    let address_range = c_str::<41>("address_range", &p.address_range)?;
+    let v = p.version.wire();
+    let (ton, npi) = (Ton::Unknown, Npi::Unknown);
+    let pdu: Pdu = match p.kind {
+        BindKind::Transceiver => {
+            BindTransceiver::new(system_id, password, system_type, v, ton, npi, address_range)
+                .into()
+        }
+        BindKind::Transmitter => {
+            BindTransmitter::new(system_id, password, system_type, v, ton, npi, address_range)
+                .into()
+        }
+        BindKind::Receiver => {
+            BindReceiver::new(system_id, password, system_type, v, ton, npi, address_range).into()
+        }
+    };
+    Ok(Command::new(CommandStatus::EsmeRok, seq, pdu))
+}
+
+/// Replaces the password of a bind PDU, for traces. Other PDUs are returned as they are.
+pub fn mask_password(cmd: &Command) -> Command {
+    let masked =
+        || COctetString::from_string("********".to_string()).expect("static mask is valid");
+    let mut out = cmd.clone();
+    let pdu = match cmd.pdu() {
+        Some(Pdu::BindTransceiver(b)) => Some(Pdu::BindTransceiver(BindTransceiver {
+            password: masked(),
+            ..b.clone()
+        })),
+        Some(Pdu::BindTransmitter(b)) => Some(Pdu::BindTransmitter(BindTransmitter {
+            password: masked(),
+            ..b.clone()
+        })),
+        Some(Pdu::BindReceiver(b)) => Some(Pdu::BindReceiver(BindReceiver {
+            password: masked(),
+            ..b.clone()
+        })),
+        _ => None,
+    };
+    if let Some(p) = pdu {
+        out.set_pdu(p);
+    }
+    out
+}
+
+/// A short message to submit.
+#[derive(Debug, Clone)]
+pub struct Submit {
+    pub source_addr: String,
+    pub destination_addr: String,
+    pub text: Vec<u8>,
+    pub data_coding: u8,
+    pub registered_delivery: bool,
+}
+
+pub fn submit_sm(s: &Submit, seq: u32) -> Result<Command, PduError> {
+    let source = c_str::<21>("source_addr", &s.source_addr)?;
+    let dest = c_str::<21>("destination_addr", &s.destination_addr)?;
+    if s.text.len() > 254 {
+        return Err(PduError::TooLong {
+            field: "short_message",
+            len: s.text.len(),
+            max: 254,
+        });
+    }
+    let sm = OctetString::from_slice(&s.text).map_err(|_| PduError::TooLong {
+        field: "short_message",
+        len: s.text.len(),
+        max: 254,
+    })?;
+    let pdu = SubmitSm::builder()
+        .source_addr_ton(Ton::International)
+        .source_addr_npi(Npi::Isdn)
+        .source_addr(source)
+        .dest_addr_ton(Ton::International)
+        .dest_addr_npi(Npi::Isdn)
+        .destination_addr(dest)
+        .esm_class(EsmClass::from(0u8))
+        .schedule_delivery_time(EmptyOrFullCOctetString::empty())
+        .validity_period(EmptyOrFullCOctetString::empty())
+        .registered_delivery(RegisteredDelivery::from(u8::from(s.registered_delivery)))
+        .data_coding(DataCoding::from(s.data_coding))
+        .short_message(sm)
+        .build();
+    Ok(Command::new(CommandStatus::EsmeRok, seq, pdu))
+}
+
+pub fn deliver_sm_resp(seq: u32, status: CommandStatus) -> Command {
+    Command::new(
+        status,
+        seq,
+        DeliverSmResp::new(COctetString::empty(), Vec::new()),
+    )
+}
+
+pub fn enquire_link(seq: u32) -> Command {
+    Command::new(CommandStatus::EsmeRok, seq, Pdu::EnquireLink)
+}
+
+pub fn enquire_link_resp(seq: u32) -> Command {
+    Command::new(CommandStatus::EsmeRok, seq, Pdu::EnquireLinkResp)
+}
+
+pub fn unbind(seq: u32) -> Command {
+    Command::new(CommandStatus::EsmeRok, seq, Pdu::Unbind)
+}
+
+pub fn unbind_resp(seq: u32) -> Command {
+    Command::new(CommandStatus::EsmeRok, seq, Pdu::UnbindResp)
+}
+
+/// generic_nack for a PDU we do not handle (status ESME_RINVCMDID) or cannot parse.
+pub fn generic_nack(seq: u32, status: CommandStatus) -> Command {
+    Command::new(status, seq, Pdu::GenericNack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use rusmpp::CommandId;
+    use rusmpp::tokio_codec::CommandCodec;
+    use tokio_util::codec::Encoder;
+
+    fn params(kind: BindKind, version: Version) -> BindParams {
+        BindParams {
+            kind,
+            system_id: "telxMBa1".into(),
+            password: "secret12".into(),
+            system_type: "ESME".into(),
+            version,
+            address_range: String::new(),
+        }
+    }
+
+    fn encode(cmd: &Command) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        CommandCodec::new().encode(cmd, &mut b).unwrap();
+        b.to_vec()
+    }
+
+    #[test]
+    fn bind_kind_sets_command_id_and_version_byte() {
+        for (kind, id) in [
+            (BindKind::Transceiver, CommandId::BindTransceiver),
+            (BindKind::Transmitter, CommandId::BindTransmitter),
+            (BindKind::Receiver, CommandId::BindReceiver),
+        ] {
+            for (v, byte) in [(Version::V34, 0x34u8), (Version::V50, 0x50u8)] {
+                let cmd = bind(&params(kind, v), 7).unwrap();
+                assert_eq!(cmd.id(), id);
+                assert_eq!(cmd.sequence_number(), 7);
+                let wire = encode(&cmd);
+                // header 16 + "telxMBa1\0" 9 + "secret12\0" 9 + "ESME\0" 5 → interface_version
+                assert_eq!(wire[16 + 9 + 9 + 5], byte);
+            }
+        }
+    }
+
+    #[test]
+    fn too_long_fields_are_errors_not_truncation() {
+        let mut p = params(BindKind::Transceiver, Version::V34);
+        p.password = "123456789".into();
+        assert_eq!(
+            bind(&p, 1).unwrap_err(),
+            PduError::TooLong {
+                field: "password",
+                len: 9,
+                max: 8
+            }
+        );
+        let mut p = params(BindKind::Transceiver, Version::V34);
+        p.system_id = "x".repeat(16);
+        assert!(matches!(
+            bind(&p, 1),
+            Err(PduError::TooLong {
+                field: "system_id",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn mask_password_hides_it_in_debug_and_wire() {
+        let cmd = bind(&params(BindKind::Transmitter, Version::V34), 1).unwrap();
+        let masked = mask_password(&cmd);
+        assert!(!format!("{masked:?}").contains("secret12"));
+        assert!(!String::from_utf8_lossy(&encode(&masked)).contains("secret12"));
+        assert!(String::from_utf8_lossy(&encode(&cmd)).contains("secret12"));
+        assert!(!format!("{:?}", params(BindKind::Receiver, Version::V50)).contains("secret12"));
+    }
+
+    #[test]
+    fn submit_sm_encodes() {
+        let s = Submit {
+            source_addr: "12345".into(),
+            destination_addr: "15551234567".into(),
+            text: b"hello".to_vec(),
+            data_coding: 0,
+            registered_delivery: true,
+        };
+        let cmd = submit_sm(&s, 3).unwrap();
+        assert_eq!(cmd.id(), CommandId::SubmitSm);
+        assert!(encode(&cmd).ends_with(b"hello"));
+    }
+}
