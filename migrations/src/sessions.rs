@@ -1,1 +1,201 @@
-//! Bind-slot claims, heartbeats and gateway_pods: the gateway side of vendor_sessions (issue 4).
+//! The gateway side of vendor_sessions and gateway_pods: pod heartbeats, bind-slot claims,
+//! per-slot state reports and releases.
+//!
+//! The primary key (vendor_id, slot) with slots 0..max_binds is what keeps the fleet within a
+//! vendor's bind budget: a pod binds only on a slot it holds, and a slot changes hands only
+//! when its holder's heartbeat is older than the TTL (the holder died or hung). Every
+//! comparison uses the database clock, so pod clocks never matter.
+
+use std::time::Duration;
+
+use crate::DbError;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Slot states written by gateways (the operator counts `bound`).
+pub const STATE_CLAIMED: &str = "claimed";
+pub const STATE_CONNECTING: &str = "connecting";
+pub const STATE_BOUND: &str = "bound";
+pub const STATE_BACKOFF: &str = "backoff";
+pub const STATE_UNBINDING: &str = "unbinding";
+
+fn interval(ttl: Duration) -> f64 {
+    ttl.as_secs_f64()
+}
+
+/// Records that `pod` is alive (insert or refresh its gateway_pods row).
+pub async fn heartbeat_pod(pool: &PgPool, pod: &str) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO vendor_mgmt.gateway_pods (pod) VALUES ($1) \
+         ON CONFLICT (pod) DO UPDATE SET heartbeat = now()",
+    )
+    .bind(pod)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Pods whose heartbeat is within `ttl` (at least 1: the caller is alive).
+pub async fn live_pods(pool: &PgPool, ttl: Duration) -> Result<u32, DbError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM vendor_mgmt.gateway_pods \
+         WHERE heartbeat > now() - make_interval(secs => $1)",
+    )
+    .bind(interval(ttl))
+    .fetch_one(pool)
+    .await?;
+    Ok((n.max(1)) as u32)
+}
+
+/// Refreshes the heartbeat of every slot `pod` holds and returns them, so the pod learns about
+/// slots it lost (taken over after it missed heartbeats) and stops binding on them.
+pub async fn heartbeat_slots(pool: &PgPool, pod: &str) -> Result<Vec<(Uuid, i32)>, DbError> {
+    Ok(sqlx::query_as(
+        "UPDATE vendor_mgmt.vendor_sessions SET heartbeat = now() WHERE pod = $1 \
+         RETURNING vendor_id, slot",
+    )
+    .bind(pod)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Slots of `vendor_id` held by a live pod other than `pod`.
+pub async fn slots_held_by_others(
+    pool: &PgPool,
+    vendor_id: Uuid,
+    pod: &str,
+    ttl: Duration,
+) -> Result<Vec<i32>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT slot FROM vendor_mgmt.vendor_sessions WHERE vendor_id = $1 AND pod <> $2 \
+         AND heartbeat > now() - make_interval(secs => $3) ORDER BY slot",
+    )
+    .bind(vendor_id)
+    .bind(pod)
+    .bind(interval(ttl))
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Claims all of `slots` for `pod`, or none: each slot is taken when free, already ours, or
+/// held by a pod whose heartbeat is older than `ttl`. A TX+RX pair claims its two slots
+/// together this way. Returns whether the claim succeeded.
+pub async fn claim(
+    pool: &PgPool,
+    vendor_id: Uuid,
+    slots: &[i32],
+    pod: &str,
+    config_version: i64,
+    ttl: Duration,
+) -> Result<bool, DbError> {
+    let mut tx = pool.begin().await?;
+    for slot in slots {
+        let got: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO vendor_mgmt.vendor_sessions \
+                 (vendor_id, slot, pod, state, since, last_error, heartbeat, config_version) \
+             VALUES ($1, $2, $3, 'claimed', now(), NULL, now(), $4) \
+             ON CONFLICT (vendor_id, slot) DO UPDATE SET pod = EXCLUDED.pod, state = 'claimed', \
+                 since = now(), last_error = NULL, heartbeat = now(), \
+                 config_version = EXCLUDED.config_version \
+             WHERE vendor_mgmt.vendor_sessions.pod = EXCLUDED.pod \
+                OR vendor_mgmt.vendor_sessions.heartbeat < now() - make_interval(secs => $5) \
+             RETURNING slot",
+        )
+        .bind(vendor_id)
+        .bind(slot)
+        .bind(pod)
+        .bind(config_version)
+        .bind(interval(ttl))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if got.is_none() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Reports one slot's state. `since` moves only when the state changes; `last_error` is
+/// replaced (None clears it). Returns false when `pod` no longer holds the slot.
+pub async fn report(
+    pool: &PgPool,
+    vendor_id: Uuid,
+    slot: i32,
+    pod: &str,
+    state: &str,
+    last_error: Option<&str>,
+    config_version: i64,
+) -> Result<bool, DbError> {
+    let r = sqlx::query(
+        "UPDATE vendor_mgmt.vendor_sessions SET \
+             since = CASE WHEN state IS DISTINCT FROM $4 THEN now() ELSE since END, \
+             state = $4, last_error = $5, heartbeat = now(), config_version = $6 \
+         WHERE vendor_id = $1 AND slot = $2 AND pod = $3",
+    )
+    .bind(vendor_id)
+    .bind(slot)
+    .bind(pod)
+    .bind(state)
+    .bind(last_error)
+    .bind(config_version)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Gives `slots` back (after the binds on them are closed).
+pub async fn release(
+    pool: &PgPool,
+    vendor_id: Uuid,
+    slots: &[i32],
+    pod: &str,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "DELETE FROM vendor_mgmt.vendor_sessions \
+         WHERE vendor_id = $1 AND slot = ANY($2) AND pod = $3",
+    )
+    .bind(vendor_id)
+    .bind(slots)
+    .bind(pod)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Removes `pod` and every slot it holds (graceful shutdown, after unbinding).
+pub async fn remove_pod(pool: &PgPool, pod: &str) -> Result<(), DbError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM vendor_mgmt.vendor_sessions WHERE pod = $1")
+        .bind(pod)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM vendor_mgmt.gateway_pods WHERE pod = $1")
+        .bind(pod)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One slot as stored, for tests and diagnostics.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Slot {
+    pub slot: i32,
+    pub pod: String,
+    pub state: String,
+    pub last_error: Option<String>,
+    pub config_version: Option<i64>,
+}
+
+/// Every slot row of `vendor_id`, ordered by slot.
+pub async fn slots(pool: &PgPool, vendor_id: Uuid) -> Result<Vec<Slot>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT slot, pod, state, last_error, config_version FROM vendor_mgmt.vendor_sessions \
+         WHERE vendor_id = $1 ORDER BY slot",
+    )
+    .bind(vendor_id)
+    .fetch_all(pool)
+    .await?)
+}
