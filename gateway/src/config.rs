@@ -1,0 +1,386 @@
+//! A service_providers row turned into a validated vendor configuration. Pure: a bad row
+//! becomes a per-vendor error, never a panic and never a failure for the other vendors.
+
+use std::time::Duration;
+
+use smpp_db::Secret;
+use smpp_db::providers::ServiceProvider;
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::pdu::{self, BindKind, BindParams, Version};
+use crate::tls::{MinVersion, TlsSettings};
+
+/// How a vendor is bound. A TX+RX pair is two binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BindMode {
+    Transceiver,
+    Transmitter,
+    Receiver,
+    TransmitterAndReceiver,
+}
+
+impl BindMode {
+    /// Accepts the row's short names and the CR's long names, case-insensitively.
+    pub fn parse(s: &str) -> Option<Self> {
+        let norm: String = s
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, '_' | '-' | '+' | ' '))
+            .collect();
+        match norm.to_ascii_lowercase().as_str() {
+            "trx" | "transceiver" => Some(Self::Transceiver),
+            "tx" | "transmitter" => Some(Self::Transmitter),
+            "rx" | "receiver" => Some(Self::Receiver),
+            "txrx" | "transmitterandreceiver" | "transmitterreceiver" => {
+                Some(Self::TransmitterAndReceiver)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transceiver => "TRX",
+            Self::Transmitter => "TX",
+            Self::Receiver => "RX",
+            Self::TransmitterAndReceiver => "TX_RX",
+        }
+    }
+
+    /// Binds per unit of the budget: a TX+RX pair takes two slots.
+    pub fn binds_per_unit(self) -> u32 {
+        match self {
+            Self::TransmitterAndReceiver => 2,
+            _ => 1,
+        }
+    }
+
+    /// The bind kind on `slot`: pairs use even slots for TX and odd slots for RX.
+    pub fn kind_for_slot(self, slot: u32) -> BindKind {
+        match self {
+            Self::Transceiver => BindKind::Transceiver,
+            Self::Transmitter => BindKind::Transmitter,
+            Self::Receiver => BindKind::Receiver,
+            Self::TransmitterAndReceiver if slot % 2 == 0 => BindKind::Transmitter,
+            Self::TransmitterAndReceiver => BindKind::Receiver,
+        }
+    }
+}
+
+pub fn parse_version(s: &str) -> Option<Version> {
+    match s.trim().to_ascii_lowercase().trim_start_matches('v') {
+        "3.4" | "34" | "0x34" => Some(Version::V34),
+        "5.0" | "50" | "5" | "0x50" => Some(Version::V50),
+        _ => None,
+    }
+}
+
+/// What a session needs to connect and bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<TlsSettings>,
+    pub mode: BindMode,
+    pub system_id: String,
+    pub password: Secret,
+    pub system_type: String,
+    pub version: Version,
+    pub address_range: String,
+}
+
+impl Connection {
+    pub fn bind_params(&self, kind: BindKind) -> BindParams {
+        BindParams {
+            kind,
+            system_id: self.system_id.clone(),
+            password: self.password.expose().to_string(),
+            system_type: self.system_type.clone(),
+            version: self.version,
+            address_range: self.address_range.clone(),
+        }
+    }
+}
+
+/// A vendor's validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VendorConfig {
+    pub id: Uuid,
+    pub name: String,
+    pub version: i64,
+    pub conn: Connection,
+    pub max_binds: u32,
+    pub window: usize,
+    /// For the vendor across the fleet; None = unlimited.
+    pub max_mps: Option<u32>,
+    pub enquire_interval: Duration,
+    pub reconnect: Backoff,
+}
+
+impl VendorConfig {
+    /// Budget units: binds, or TX+RX pairs.
+    pub fn units(&self) -> u32 {
+        self.max_binds / self.conn.mode.binds_per_unit()
+    }
+
+    /// This bind's share of the vendor's TPS. The fleet never holds more than `units` units, so
+    /// the shares never add up to more than the vendor allows. Receivers send nothing.
+    pub fn tps_per_bind(&self) -> Option<f64> {
+        self.max_mps
+            .map(|m| f64::from(m) / f64::from(self.units().max(1)))
+    }
+}
+
+/// One row as the gateway sees it: identified even when its configuration is invalid, so the
+/// error is reported for that vendor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VendorEntry {
+    pub id: Uuid,
+    pub name: String,
+    pub version: i64,
+    /// is_active and not suspended.
+    pub active: bool,
+    pub config: Result<VendorConfig, String>,
+}
+
+fn positive(field: &str, v: i32, min: i32, max: i32) -> Result<i32, String> {
+    if v < min || v > max {
+        return Err(format!("{field} {v} is out of range {min}..={max}"));
+    }
+    Ok(v)
+}
+
+fn blank(s: &Option<String>) -> Option<String> {
+    s.as_ref().filter(|v| !v.trim().is_empty()).cloned()
+}
+
+pub fn parse(row: &ServiceProvider) -> VendorEntry {
+    VendorEntry {
+        id: row.id,
+        name: row.instance_name.clone(),
+        version: row.config_version,
+        active: row.is_active && !row.suspended,
+        config: validate(row),
+    }
+}
+
+fn validate(row: &ServiceProvider) -> Result<VendorConfig, String> {
+    if row.host.trim().is_empty() {
+        return Err("host is empty".into());
+    }
+    let port = positive("port", row.port, 1, 65535)? as u16;
+    let mode = BindMode::parse(&row.bind_mode).ok_or_else(|| {
+        format!(
+            "unknown bind_mode {:?} (TRX, TX, RX or TX_RX)",
+            row.bind_mode
+        )
+    })?;
+    let version = parse_version(&row.interface_version).ok_or_else(|| {
+        format!(
+            "unknown interface_version {:?} (3.4 or 5.0)",
+            row.interface_version
+        )
+    })?;
+    let max_binds = positive("max_binds", row.max_binds, 0, 1000)? as u32;
+    if mode == BindMode::TransmitterAndReceiver && max_binds == 1 {
+        return Err("bind_mode TX_RX needs max_binds of at least 2 (a pair is two binds)".into());
+    }
+    let window = positive("window_size", row.window_size, 1, 100_000)? as usize;
+    let max_mps = match row.max_messages_per_second {
+        None => None,
+        Some(v) => Some(positive("max_messages_per_second", v, 1, 1_000_000)? as u32),
+    };
+    let enquire = positive(
+        "enquire_link_interval_seconds",
+        row.enquire_link_interval_seconds,
+        1,
+        3600,
+    )?;
+    let initial = positive(
+        "reconnect_initial_delay_seconds",
+        row.reconnect_initial_delay_seconds,
+        0,
+        3600,
+    )?;
+    let max = positive(
+        "reconnect_max_delay_seconds",
+        row.reconnect_max_delay_seconds,
+        0,
+        3600,
+    )?;
+    let tls = if row.tls_enabled {
+        let min_version = match row.tls_min_version.trim() {
+            "" | "1.2" => MinVersion::Tls12,
+            "1.3" => MinVersion::Tls13,
+            other => return Err(format!("unknown tls_min_version {other:?} (1.2 or 1.3)")),
+        };
+        let settings = TlsSettings {
+            server_name: blank(&row.tls_server_name).unwrap_or_else(|| row.host.trim().to_string()),
+            ca_pem: blank(&row.tls_ca_pem),
+            client_cert_pem: blank(&row.tls_client_cert_pem),
+            client_key_pem: row
+                .tls_client_key_pem
+                .as_ref()
+                .map(|k| k.expose().to_string())
+                .filter(|k| !k.trim().is_empty()),
+            insecure_skip_verify: row.tls_insecure_skip_verify,
+            min_version,
+        };
+        Some(settings)
+    } else {
+        None
+    };
+    let conn = Connection {
+        host: row.host.trim().to_string(),
+        port,
+        tls,
+        mode,
+        system_id: row.username.clone(),
+        password: row.password.clone(),
+        system_type: row.system_type.clone(),
+        version,
+        address_range: row.address_range.clone(),
+    };
+    // The PDU module owns the field limits; check them now so a bad row is reported at once.
+    pdu::validate_bind(&conn.bind_params(mode.kind_for_slot(0))).map_err(|e| e.to_string())?;
+    Ok(VendorConfig {
+        id: row.id,
+        name: row.instance_name.clone(),
+        version: row.config_version,
+        conn,
+        max_binds,
+        window,
+        max_mps,
+        enquire_interval: Duration::from_secs(enquire as u64),
+        reconnect: Backoff::new(
+            Duration::from_secs(initial as u64),
+            Duration::from_secs(max as u64),
+        ),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A row as a hand-written INSERT with only the legacy columns leaves it (column defaults).
+    pub(crate) fn row(name: &str) -> ServiceProvider {
+        ServiceProvider {
+            id: Uuid::new_v4(),
+            instance_name: name.into(),
+            host: "127.0.0.1".into(),
+            port: 2775,
+            username: "smppclient1".into(),
+            password: Secret::new("password"),
+            system_type: String::new(),
+            is_active: true,
+            tls_enabled: false,
+            tls_server_name: None,
+            tls_ca_pem: None,
+            tls_client_cert_pem: None,
+            tls_client_key_pem: None,
+            tls_insecure_skip_verify: false,
+            tls_min_version: "1.2".into(),
+            bind_mode: "TRX".into(),
+            interface_version: "3.4".into(),
+            address_range: String::new(),
+            max_binds: 1,
+            window_size: 10,
+            max_messages_per_second: None,
+            enquire_link_interval_seconds: 30,
+            reconnect_initial_delay_seconds: 1,
+            reconnect_max_delay_seconds: 60,
+            routing_priority: 100,
+            routing_weight: 1,
+            routing_prefixes: vec![],
+            suspended: false,
+            owner_namespace: None,
+            owner_name: None,
+            owner_uid: None,
+            owner_generation: None,
+            owner_fingerprint: None,
+            config_version: 1,
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn legacy_row_is_valid_with_defaults() {
+        let e = parse(&row("legacy"));
+        let c = e.config.unwrap();
+        assert_eq!(c.conn.mode, BindMode::Transceiver);
+        assert_eq!(c.conn.version, Version::V34);
+        assert_eq!(c.conn.tls, None);
+        assert_eq!(c.units(), 1);
+        assert!(e.active);
+    }
+
+    #[test]
+    fn bind_modes_short_long_any_case() {
+        for (s, m) in [
+            ("TRX", BindMode::Transceiver),
+            ("trx", BindMode::Transceiver),
+            ("Transceiver", BindMode::Transceiver),
+            ("tx", BindMode::Transmitter),
+            ("Transmitter", BindMode::Transmitter),
+            ("RX", BindMode::Receiver),
+            ("receiver", BindMode::Receiver),
+            ("TX_RX", BindMode::TransmitterAndReceiver),
+            ("tx+rx", BindMode::TransmitterAndReceiver),
+            ("TransmitterAndReceiver", BindMode::TransmitterAndReceiver),
+        ] {
+            assert_eq!(BindMode::parse(s), Some(m), "{s}");
+        }
+        assert_eq!(BindMode::parse("bogus"), None);
+    }
+
+    #[test]
+    fn bad_rows_are_errors_for_that_vendor() {
+        let mut r = row("bad-port");
+        r.port = 70000;
+        assert!(parse(&r).config.unwrap_err().contains("port 70000"));
+        let mut r = row("bad-mode");
+        r.bind_mode = "XYZ".into();
+        assert!(parse(&r).config.unwrap_err().contains("unknown bind_mode"));
+        let mut r = row("bad-version");
+        r.interface_version = "4.0".into();
+        assert!(parse(&r).config.is_err());
+        let mut r = row("long-password");
+        r.password = Secret::new("123456789");
+        let err = parse(&r).config.unwrap_err();
+        assert!(
+            err.contains("password") && !err.contains("123456789"),
+            "{err}"
+        );
+        let mut r = row("pair-of-one");
+        r.bind_mode = "TX_RX".into();
+        assert!(parse(&r).config.is_err());
+    }
+
+    #[test]
+    fn inactive_and_suspended() {
+        let mut r = row("off");
+        r.is_active = false;
+        assert!(!parse(&r).active);
+        let mut r = row("suspended");
+        r.suspended = true;
+        assert!(!parse(&r).active);
+    }
+
+    #[test]
+    fn tls_defaults_sni_to_host_and_pairs_use_two_slots() {
+        let mut r = row("tls");
+        r.tls_enabled = true;
+        r.host = "smpp.example.net".into();
+        r.bind_mode = "TX_RX".into();
+        r.max_binds = 4;
+        r.max_messages_per_second = Some(20);
+        let c = parse(&r).config.unwrap();
+        assert_eq!(c.conn.tls.as_ref().unwrap().server_name, "smpp.example.net");
+        assert_eq!(c.units(), 2);
+        assert_eq!(c.tps_per_bind(), Some(10.0));
+        assert_eq!(c.conn.mode.kind_for_slot(2), BindKind::Transmitter);
+        assert_eq!(c.conn.mode.kind_for_slot(3), BindKind::Receiver);
+    }
+}
