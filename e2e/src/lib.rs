@@ -3,6 +3,7 @@
 //! and the polling and process helpers every end-to-end test shares.
 
 pub mod env;
+pub mod postgres;
 pub mod process;
 pub mod smsc;
 pub mod wait;
