@@ -12,6 +12,9 @@ dir=${1:?usage: gen-pki.sh <dir>}
 command -v openssl >/dev/null || { echo "gen-pki: openssl not found (apt-get install openssl)" >&2; exit 1; }
 mkdir -p "$dir"
 cd "$dir"
+# Concurrent test processes share one PKI directory: one generates, the others wait and reuse it.
+exec 9>.lock
+flock 9
 
 files=(ca.crt ca.key server.crt server.key wrong-name.crt wrong-name.key wrong-ca.crt wrong-ca.key client.crt client.key)
 complete=1
