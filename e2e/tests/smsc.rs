@@ -46,7 +46,7 @@ struct Esme {
 /// What reading the connection produced.
 #[derive(Debug)]
 enum Read {
-    Pdu(Command),
+    Pdu(Box<Command>),
     /// The peer closed the connection (EOF, reset or TLS close).
     Closed,
     /// Nothing arrived within the deadline.
@@ -105,14 +105,14 @@ impl Esme {
         match tokio::time::timeout(within, self.framed.next()).await {
             Err(_) => Read::Silent,
             Ok(None) | Ok(Some(Err(_))) => Read::Closed,
-            Ok(Some(Ok(c))) => Read::Pdu(c),
+            Ok(Some(Ok(c))) => Read::Pdu(Box::new(c)),
         }
     }
 
     /// The next PDU, failing the test on close or silence.
     async fn expect(&mut self, what: &str) -> Result<Command> {
         match self.read(EXPECT).await {
-            Read::Pdu(c) => Ok(c),
+            Read::Pdu(c) => Ok(*c),
             other => anyhow::bail!("expected {what}, got {other:?}"),
         }
     }
