@@ -135,8 +135,10 @@ wait_until() {
 }
 
 last_log_line() {
+  local line
   if [ -f "$1" ]; then
-    tail -n 1 "$1" | cut -c1-200
+    line=$(grep -v '^[[:space:]]*$' "$1" | tail -n 1 | cut -c1-200)
+    echo "${line:-$1 is empty}"
   else
     echo "no log at $1"
   fi
@@ -171,4 +173,6 @@ spawn_daemon() {
   shift 2
   setsid "$@" </dev/null >>"$logf" 2>&1 &
   echo $! >"$pidfile"
+  # Not a job of this shell any more: its death is reported by wait_until, not by bash.
+  disown $!
 }

@@ -96,10 +96,11 @@ up() {
   as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$logf" -W start -o \
     "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='$(readlink -f "$data")' -c fsync=off -c full_page_writes=off -c max_connections=200" \
     >/dev/null 2>&1 || die "pg_ctl start failed (see $logf)"
+  # The pid file first holds a negative PID (startup in progress); wait for the real one.
   local end=$((SECONDS + 10))
-  while [ ! -f "$data/postmaster.pid" ]; do
-    [ $SECONDS -lt $end ] || die "postgres did not write its pid file within 10s (last log line: $(last_log_line "$logf"))"
-    sleep 0.1
+  until server_pid >/dev/null; do
+    [ $SECONDS -lt $end ] || die "postgres did not start within 10s (last log line: $(last_log_line "$logf"))"
+    sleep 0.05
   done
   wait_until "postgres on 127.0.0.1:$port" "$PG_DEADLINE" "$(server_pid)" "$logf" \
     as_pg "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port"
