@@ -566,6 +566,7 @@ async fn prepare() -> Result<PathBuf, SmscError> {
         if let Some(p) = done.as_ref() {
             return Ok(p.clone());
         }
+        remove_stale_dirs();
         run_script("ensure-deps.sh", &[])?;
         let pki = private_root().join("pki");
         run_script("gen-pki.sh", &[pki.as_os_str()])?;
@@ -574,6 +575,27 @@ async fn prepare() -> Result<PathBuf, SmscError> {
     })
     .await
     .map_err(|e| SmscError::Prepare(format!("prepare task failed: {e}")))?
+}
+
+/// Directories of test processes that are gone (kept for a failed test's log): cleared on the
+/// next run so they do not pile up.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(private_root()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.split_once('-'))
+            .map(|(p, _)| p)
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn run_script(name: &str, args: &[&std::ffi::OsStr]) -> Result<(), SmscError> {

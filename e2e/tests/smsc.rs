@@ -666,6 +666,52 @@ async fn unanswered_receipt_is_sent_again_and_retries_are_bounded() -> Result {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_window_of_submits_gets_all_ids_and_receipts() -> Result {
+    const N: usize = 5000;
+    const WINDOW: usize = 50;
+    let smsc = Smsc::start(SmscConfig::standard()).await?;
+    let mut esme = Esme::plain(smsc.port("plain")).await?;
+    esme.bind(BindType::Transceiver).await?;
+    let started = Instant::now();
+    let (mut sent, mut inflight) = (0, 0);
+    let mut ids = std::collections::HashSet::new();
+    let mut receipted = std::collections::HashSet::new();
+    while ids.len() < N || receipted.len() < N {
+        while sent < N && inflight < WINDOW {
+            esme.submit(&format!("bulk {sent}"), true).await?;
+            sent += 1;
+            inflight += 1;
+        }
+        let c = esme.expect("submit_sm_resp or receipt").await?;
+        match c.id() {
+            CommandId::SubmitSmResp => {
+                inflight -= 1;
+                assert!(ids.insert(message_id(&c)?), "duplicate message id in {c:?}");
+            }
+            CommandId::DeliverSm => {
+                receipted.insert(receipt(&c)?.receipted_id.expect("receipted_message_id"));
+                esme.respond(&c, CommandStatus::EsmeRok, DeliverSmResp::default())
+                    .await?;
+            }
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+    let rate = N as f64 / started.elapsed().as_secs_f64();
+    println!("{N} submits with receipts, window {WINDOW}, 1 connection: {rate:.0} msg/s");
+    assert_eq!(ids, receipted, "every id got exactly its receipt");
+    let s = wait::until("all receipts acknowledged", EXPECT, || async {
+        let s = smsc.stats().await?;
+        Ok((s.receipts_acked == N as u64).then_some(s))
+    })
+    .await?;
+    assert_eq!(
+        (s.submits, s.receipts_sent, s.receipts_retried),
+        (N as u64, N as u64, 0)
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Misbehaviour modes, one test each
 
@@ -1110,7 +1156,7 @@ async fn env_scripts_start_and_stop_a_simulator() -> Result {
     let dir = smpp_e2e::process::repo_root()
         .join("target")
         .join("smsc-private")
-        .join(format!("env-{}", std::process::id()));
+        .join(format!("{}-env", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let scripts = smpp_e2e::process::repo_root().join("e2e").join("smsc");
     let out = Cmd::new(scripts.join("up.sh")).arg(&dir).output()?;
