@@ -2,11 +2,19 @@
 //! fleet-wide bind budget, hot reload and bind failures explained.
 
 pub mod backoff;
+pub mod budget;
 pub mod config;
 pub mod connection;
 pub mod diagnostics;
+pub mod dial;
+pub mod http;
+pub mod manager;
+pub mod metrics;
 pub mod pdu;
+pub mod probe;
 pub mod reload;
 pub mod session;
+pub mod state;
 pub mod tls;
 pub mod trace;
+pub mod watcher;

@@ -1,0 +1,175 @@
+//! The fleet-wide bind budget: each pod heartbeats, learns how many pods are alive, and
+//! aims for a fair share of each vendor's units. The slot rows themselves (smpp_db::sessions)
+//! guarantee the fleet never holds more than max_binds; the fair share only spreads them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use smpp_db::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+
+/// A slot whose holder misses heartbeats this long is taken over.
+pub const SLOT_TTL: Duration = Duration::from_secs(15);
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
+
+/// Units this pod should hold: ceil(units / live pods). Rounding up lets the budget fill even
+/// when pods outnumber nothing; the slot rows stop any excess.
+pub fn fair_share(units: u32, live_pods: u32) -> u32 {
+    units.div_ceil(live_pods.max(1))
+}
+
+/// Which units to try to claim: the lowest ones neither held by us nor by a live other pod,
+/// as many as needed to reach `share`. Pure.
+pub fn units_to_claim(units: u32, share: u32, mine: &[u32], others: &[u32]) -> Vec<u32> {
+    let want = share.saturating_sub(mine.len() as u32) as usize;
+    (0..units)
+        .filter(|u| !mine.contains(u) && !others.contains(u))
+        .take(want)
+        .collect()
+}
+
+/// Which of our units to give back: those beyond the budget, then the highest beyond the share.
+pub fn units_to_release(units: u32, share: u32, mine: &[u32]) -> Vec<u32> {
+    let mut sorted: Vec<u32> = mine.to_vec();
+    sorted.sort_unstable();
+    let mut out: Vec<u32> = sorted.iter().copied().filter(|u| *u >= units).collect();
+    let keep: Vec<u32> = sorted.into_iter().filter(|u| *u < units).collect();
+    let excess = keep.len().saturating_sub(share as usize);
+    out.extend(keep.iter().rev().take(excess));
+    out
+}
+
+/// The slots of a unit: one per bind, consecutive.
+pub fn unit_slots(unit: u32, binds_per_unit: u32) -> Vec<i32> {
+    (0..binds_per_unit)
+        .map(|i| (unit * binds_per_unit + i) as i32)
+        .collect()
+}
+
+/// The unit a slot belongs to.
+pub fn slot_unit(slot: i32, binds_per_unit: u32) -> u32 {
+    slot as u32 / binds_per_unit.max(1)
+}
+
+/// Live-pod count and the slots this pod holds, kept fresh by the heartbeat loop.
+pub struct Fleet {
+    pub pool: PgPool,
+    pub pod: String,
+    live: watch::Sender<u32>,
+    /// Slots we hold → token cancelled when the heartbeat finds the slot taken over.
+    held: Mutex<HashMap<(Uuid, i32), CancellationToken>>,
+}
+
+impl Fleet {
+    pub fn new(pool: PgPool, pod: String) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            pod,
+            live: watch::channel(1).0,
+            held: Mutex::default(),
+        })
+    }
+
+    pub fn live_pods(&self) -> watch::Receiver<u32> {
+        self.live.subscribe()
+    }
+
+    /// Registers a claimed slot; the token fires if another pod takes it over.
+    pub fn hold(&self, vendor: Uuid, slot: i32) -> CancellationToken {
+        let t = CancellationToken::new();
+        self.held
+            .lock()
+            .expect("held")
+            .insert((vendor, slot), t.clone());
+        t
+    }
+
+    pub fn forget(&self, vendor: Uuid, slot: i32) {
+        self.held.lock().expect("held").remove(&(vendor, slot));
+    }
+
+    /// One heartbeat round: pod row, live pods, slot rows; cancels the slots we lost.
+    pub async fn beat(&self) -> Result<(), smpp_db::DbError> {
+        smpp_db::sessions::heartbeat_pod(&self.pool, &self.pod).await?;
+        let live = smpp_db::sessions::live_pods(&self.pool, SLOT_TTL).await?;
+        self.live
+            .send_if_modified(|v| std::mem::replace(v, live) != live);
+        let still: std::collections::HashSet<(Uuid, i32)> =
+            smpp_db::sessions::heartbeat_slots(&self.pool, &self.pod)
+                .await?
+                .into_iter()
+                .collect();
+        let held = self.held.lock().expect("held");
+        for (key, token) in held.iter() {
+            if !still.contains(key) {
+                tracing::warn!(vendor = %key.0, slot = key.1, "bind slot taken over by another pod (missed heartbeats); unbinding it here");
+                token.cancel();
+            }
+        }
+        Ok(())
+    }
+
+    /// Heartbeats until `stop`. A failed round is logged and counted; sessions keep running.
+    pub async fn run(self: Arc<Self>, metrics: Arc<Metrics>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = self.beat().await {
+                        metrics.db_errors.with_label_values(&["heartbeat"]).inc();
+                        tracing::warn!(error = %e, "heartbeat to PostgreSQL failed; keeping sessions, retrying");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fair_share_rounds_up() {
+        assert_eq!(fair_share(2, 1), 2);
+        assert_eq!(fair_share(2, 2), 1);
+        assert_eq!(fair_share(2, 3), 1);
+        assert_eq!(fair_share(3, 2), 2);
+        assert_eq!(fair_share(0, 3), 0);
+        assert_eq!(fair_share(5, 0), 5);
+    }
+
+    #[test]
+    fn claims_fill_gaps_up_to_share() {
+        assert_eq!(units_to_claim(2, 2, &[], &[]), vec![0, 1]);
+        assert_eq!(units_to_claim(2, 1, &[], &[0]), vec![1]);
+        assert_eq!(units_to_claim(2, 1, &[], &[0, 1]), Vec::<u32>::new());
+        assert_eq!(units_to_claim(3, 2, &[1], &[0]), vec![2]);
+        assert_eq!(units_to_claim(3, 1, &[1], &[]), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn releases_excess_and_out_of_budget() {
+        assert_eq!(units_to_release(2, 1, &[0, 1]), vec![1]);
+        assert_eq!(units_to_release(2, 2, &[0, 1]), Vec::<u32>::new());
+        // max_binds lowered to 1: unit 1 is out of the budget even if the share allows 2
+        assert_eq!(units_to_release(1, 2, &[0, 1]), vec![1]);
+        assert_eq!(units_to_release(3, 1, &[2, 0]), vec![2]);
+    }
+
+    #[test]
+    fn pairs_take_two_slots() {
+        assert_eq!(unit_slots(0, 2), vec![0, 1]);
+        assert_eq!(unit_slots(1, 2), vec![2, 3]);
+        assert_eq!(unit_slots(3, 1), vec![3]);
+        assert_eq!(slot_unit(3, 2), 1);
+        assert_eq!(slot_unit(3, 1), 3);
+    }
+}

@@ -1,0 +1,97 @@
+//! HTTP: /health, /ready, /metrics, GET /api/v1/vendors, and the per-vendor PDU trace switch
+//! (POST/DELETE/GET /api/v1/vendors/{name}/trace).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::json;
+use warp::Filter;
+use warp::http::StatusCode;
+
+use crate::metrics::Metrics;
+use crate::state::Registry;
+
+pub fn routes(
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
+    let reg = warp::any().map(move || registry.clone());
+    let health = warp::path!("health")
+        .and(warp::get())
+        .map(|| warp::reply::json(&json!({"status": "ok"})));
+    let ready = warp::path!("ready")
+        .and(warp::get())
+        .and(reg.clone())
+        .map(|r: Arc<Registry>| ready(&r));
+    let m = metrics.clone();
+    let metrics_route = warp::path!("metrics").and(warp::get()).map(move || {
+        warp::reply::with_header(m.render(), "content-type", "text/plain; version=0.0.4")
+    });
+    let vendors = warp::path!("api" / "v1" / "vendors")
+        .and(warp::get())
+        .and(reg.clone())
+        .map(|r: Arc<Registry>| {
+            let vendors: BTreeMap<String, _> = r
+                .all()
+                .iter()
+                .map(|v| (v.id.to_string(), v.view()))
+                .collect();
+            warp::reply::json(&json!({"success": true, "count": vendors.len(), "vendors": vendors}))
+        });
+    let trace = warp::path!("api" / "v1" / "vendors" / String / "trace")
+        .and(warp::method())
+        .and(reg)
+        .map(
+            |name: String, method: warp::http::Method, r: Arc<Registry>| trace(&r, &name, &method),
+        );
+    health.or(ready).or(metrics_route).or(vendors).or(trace)
+}
+
+fn ready(r: &Registry) -> warp::reply::WithStatus<warp::reply::Json> {
+    let bound = r.bound_total();
+    if bound > 0 {
+        return warp::reply::with_status(
+            warp::reply::json(&json!({"ready": true, "sessions_bound": bound})),
+            StatusCode::OK,
+        );
+    }
+    let vendors = r.all();
+    let reason = if vendors.is_empty() {
+        "no vendor configured (no active row in vendor_mgmt.service_providers, or PostgreSQL not reached yet)".to_string()
+    } else {
+        let errors: Vec<String> = vendors
+            .iter()
+            .map(|v| {
+                let view = v.view();
+                format!(
+                    "{}: {}",
+                    view.vendor_name,
+                    view.last_error.unwrap_or_else(|| "not bound yet".into())
+                )
+            })
+            .collect();
+        format!("no vendor session is bound ({})", errors.join(" | "))
+    };
+    warp::reply::with_status(
+        warp::reply::json(&json!({"ready": false, "reason": reason})),
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+}
+
+fn trace(
+    r: &Registry,
+    name: &str,
+    method: &warp::http::Method,
+) -> warp::reply::WithStatus<warp::reply::Json> {
+    let Some(v) = r.by_name(name) else {
+        let body = json!({"success": false, "error": {"code": "vendor_not_found", "message": format!("no vendor named {name:?} on this pod")}});
+        return warp::reply::with_status(warp::reply::json(&body), StatusCode::NOT_FOUND);
+    };
+    match *method {
+        warp::http::Method::POST => v.tracer.set(true),
+        warp::http::Method::DELETE => v.tracer.set(false),
+        _ => {}
+    }
+    let body = json!({"success": true, "vendor": name, "trace": v.tracer.enabled(), "lines": v.tracer.lines()});
+    warp::reply::with_status(warp::reply::json(&body), StatusCode::OK)
+}

@@ -1,0 +1,143 @@
+//! Prometheus metrics of one gateway process.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub sessions_bound: IntGaugeVec,
+    pub bind_attempts: IntCounterVec,
+    pub bind_failures: IntCounterVec,
+    pub reconnects: IntCounterVec,
+    pub pdus: IntCounterVec,
+    pub enquire_link_rtt: HistogramVec,
+    pub vendor_config_invalid: IntGaugeVec,
+    pub db_up: IntGauge,
+    pub db_errors: IntCounterVec,
+    pub config_resyncs: IntCounter,
+    pub config_notifications: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let ig = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric");
+            r.register(Box::new(m.clone())).expect("register");
+            m
+        };
+        let ic = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntCounterVec::new(Opts::new(name, help), labels).expect("metric");
+            r.register(Box::new(m.clone())).expect("register");
+            m
+        };
+        let sessions_bound = ig(
+            "smpp_sessions_bound",
+            "Binds of this pod that are bound, per vendor",
+            &["vendor"],
+        );
+        let bind_attempts = ic(
+            "smpp_bind_attempts_total",
+            "Bind attempts per vendor",
+            &["vendor"],
+        );
+        let bind_failures = ic(
+            "smpp_bind_failures_total",
+            "Failed bind attempts and ended sessions, by vendor and reason code",
+            &["vendor", "reason"],
+        );
+        let reconnects = ic(
+            "smpp_reconnects_total",
+            "Sessions re-established after a bound session ended",
+            &["vendor"],
+        );
+        let pdus = ic(
+            "smpp_pdus_total",
+            "PDUs sent (out) and received (in)",
+            &["vendor", "direction", "command"],
+        );
+        let vendor_config_invalid = ig(
+            "smpp_vendor_config_invalid",
+            "1 when the vendor row cannot be used",
+            &["vendor"],
+        );
+        let db_errors = ic(
+            "smpp_config_db_errors_total",
+            "Failed PostgreSQL operations, by operation",
+            &["op"],
+        );
+        let enquire_link_rtt = HistogramVec::new(
+            HistogramOpts::new(
+                "smpp_enquire_link_rtt_seconds",
+                "enquire_link round-trip time",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["vendor"],
+        )
+        .expect("metric");
+        r.register(Box::new(enquire_link_rtt.clone()))
+            .expect("register");
+        let db_up = IntGauge::new(
+            "smpp_config_db_up",
+            "1 while the PostgreSQL config listener is connected",
+        )
+        .expect("metric");
+        r.register(Box::new(db_up.clone())).expect("register");
+        let config_resyncs =
+            IntCounter::new("smpp_config_resyncs_total", "Full reads of the vendor rows")
+                .expect("metric");
+        r.register(Box::new(config_resyncs.clone()))
+            .expect("register");
+        let config_notifications = IntCounter::new(
+            "smpp_config_notifications_total",
+            "Change notifications received",
+        )
+        .expect("metric");
+        r.register(Box::new(config_notifications.clone()))
+            .expect("register");
+        if let Ok(pc) =
+            std::panic::catch_unwind(|| prometheus::process_collector::ProcessCollector::for_self())
+        {
+            let _ = r.register(Box::new(pc));
+        }
+        Self {
+            registry: r,
+            sessions_bound,
+            bind_attempts,
+            bind_failures,
+            reconnects,
+            pdus,
+            enquire_link_rtt,
+            vendor_config_invalid,
+            db_up,
+            db_errors,
+            config_resyncs,
+            config_notifications,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encode metrics");
+        String::from_utf8(buf).expect("utf-8 metrics")
+    }
+
+    /// Drops the series of a vendor that is no longer managed.
+    pub fn forget_vendor(&self, vendor: &str) {
+        let _ = self.sessions_bound.remove_label_values(&[vendor]);
+        let _ = self.vendor_config_invalid.remove_label_values(&[vendor]);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
