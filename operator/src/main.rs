@@ -1,4 +1,21 @@
+//! smpp-operator: reconciles SmppVendor resources into vendor_mgmt.service_providers and
+//! reports the gateways' bind state back in their status.
+
+mod controller;
+mod credentials;
+mod leader;
+mod metrics;
+mod row;
+mod status;
+
+use anyhow::Context as _;
 use clap::Parser;
+use kube::runtime::events::{Recorder, Reporter};
+use smpp_crds::SmppVendor;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// SmppVendor operator.
 #[derive(Parser, Debug)]
@@ -6,11 +23,161 @@ use clap::Parser;
 struct Args {
     /// Address of the /health, /ready and /metrics listener.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8081")]
-    http_addr: String,
+    http_addr: SocketAddr,
+    /// PostgreSQL holding vendor_mgmt (postgres://user:pass@host:port/db).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// This replica's identity in the leader Lease and in Events.
+    #[arg(long, env = "POD_NAME", default_value_t = default_identity())]
+    pod_name: String,
+    /// Namespace to watch; all namespaces when absent.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "smpp-operator")]
+    lease_name: String,
+    /// Seconds after which a silent leader loses the Lease.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds between status refreshes / drift checks of each vendor.
+    #[arg(long, env = "RESYNC_SECONDS", default_value_t = 5)]
+    resync_seconds: u64,
+    /// Gateway sessions with an older heartbeat are ignored.
+    #[arg(long, env = "SESSION_TTL_SECONDS", default_value_t = 30)]
+    session_ttl_seconds: i64,
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
-fn main() -> anyhow::Result<()> {
+fn default_identity() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| format!("smpp-operator-{}", std::process::id()))
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn,sqlx=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    println!("smpp-operator: not implemented yet (http_addr {})", args.http_addr);
+    init_tracing(&args.log_format);
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
+
+    let metrics = Arc::new(metrics::Metrics::new().context("registering metrics")?);
+    let http = tokio::spawn(metrics::serve(args.http_addr, metrics.clone()));
+
+    let client = kube::Client::try_default()
+        .await
+        .context("building the Kubernetes client (in-cluster config or KUBECONFIG)")?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy(&args.database_url)
+        .context("parsing DATABASE_URL")?;
+
+    let reporter = Reporter {
+        controller: "smpp-operator".into(),
+        instance: Some(args.pod_name.clone()),
+    };
+    let ctx = Arc::new(controller::Context::new(
+        client.clone(),
+        pool,
+        Recorder::new(client.clone(), reporter),
+        metrics.clone(),
+        controller::Settings {
+            resync: Duration::from_secs(args.resync_seconds.max(1)),
+            session_ttl: chrono::Duration::seconds(args.session_ttl_seconds),
+        },
+    ));
+    tokio::spawn(initialise(ctx.clone(), args.watch_namespace.clone()));
+
+    let lease = leader::LeaseConfig {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        identity: args.pod_name.clone(),
+        duration: Duration::from_secs(args.lease_duration_seconds.max(2)),
+        renew_every: Duration::from_secs((args.lease_duration_seconds / 5).max(1)),
+    };
+    let (tx, mut leading) = tokio::sync::watch::channel(false);
+    tokio::spawn(leader::run(client.clone(), lease.clone(), tx));
+    tracing::info!(identity = %args.pod_name, lease = %format!("{}/{}", lease.namespace, lease.name), "waiting for leadership");
+
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            r = leading.wait_for(|l| *l) => { r.context("leader election stopped")?; }
+            _ = &mut shutdown => break,
+        }
+        tracing::info!(identity = %args.pod_name, "leading: reconciling SmppVendors");
+        metrics.leader.set(1);
+        tokio::select! {
+            _ = controller::run(ctx.clone(), args.watch_namespace.clone()) => {
+                tracing::info!("controller stopped");
+                metrics.leader.set(0);
+                break;
+            }
+            _ = leading.wait_for(|l| !*l) => {
+                tracing::warn!("lost the leader Lease: stopped reconciling, waiting to lead again");
+            }
+            _ = &mut shutdown => {
+                metrics.leader.set(0);
+                break;
+            }
+        }
+        metrics.leader.set(0);
+    }
+    leader::release(client, &lease).await;
+    http.abort();
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Migrates the schema and checks the SmppVendor API, retrying until both work; /ready
+/// turns 200 then. Reconciles run meanwhile and report what is missing in status.
+async fn initialise(ctx: Arc<controller::Context>, namespace: Option<String>) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let api: kube::Api<SmppVendor> = match &namespace {
+            Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
+            None => kube::Api::all(ctx.client.clone()),
+        };
+        let crd = api.list(&kube::api::ListParams::default().limit(1)).await;
+        let schema = ctx.ensure_schema().await;
+        match (crd, schema) {
+            (Ok(_), Ok(())) => {
+                ctx.metrics.ready.store(true, Ordering::Relaxed);
+                tracing::info!("ready");
+                return;
+            }
+            (Err(e), _) => {
+                tracing::error!(error = %e, "cannot list SmppVendors; is the CRD installed (kubectl apply -f crds/smppvendor.yaml) and may this service account list them?")
+            }
+            (_, Err(e)) => tracing::error!(error = %e, "migrating the vendor_mgmt schema failed"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutdown signal received");
 }

@@ -1,0 +1,464 @@
+//! Pure computation of an SmppVendor's status from what one reconcile observed. Conditions
+//! keep their lastTransitionTime while their status stays the same, so an unchanged world
+//! produces an identical status and no write.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use smpp_crds::{SessionStatus, SmppVendorStatus, condition, reason};
+use smpp_db::status::VendorSessions;
+use uuid::Uuid;
+
+/// Outcome of resolving the referenced Secrets.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CredState {
+    Resolved,
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// Outcome of writing the row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SyncState {
+    /// The row matches the spec.
+    Synced {
+        instance_name: String,
+        vendor_id: Uuid,
+    },
+    /// Not written because the Secrets could not be resolved; the last good row stays.
+    WaitingForCredentials,
+    /// PostgreSQL unreachable.
+    DatabaseUnavailable(String),
+    /// PostgreSQL answered with an error.
+    DatabaseError(String),
+    /// An older SmppVendor owns the row with this instanceName.
+    Conflict {
+        instance_name: String,
+        owner: String,
+    },
+}
+
+/// Everything one reconcile learned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub generation: i64,
+    pub creds: CredState,
+    pub sync: SyncState,
+    /// The owned row's id, when known (also while waiting for credentials).
+    pub vendor_id: Option<Uuid>,
+    /// None when vendor_sessions could not be read (or there is no owned row).
+    pub sessions: Option<VendorSessions>,
+    pub desired: i32,
+    pub suspended: bool,
+}
+
+fn cond(
+    type_: &str,
+    ok: Option<bool>,
+    reason: &str,
+    message: String,
+    generation: i64,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: match ok {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "Unknown",
+        }
+        .into(),
+        reason: reason.into(),
+        message,
+        observed_generation: Some(generation),
+        last_transition_time: Time(Default::default()),
+    }
+}
+
+fn synced_condition(o: &Observation) -> Condition {
+    let (ok, reason, msg) = match &o.sync {
+        SyncState::Synced { instance_name, vendor_id } => (
+            true,
+            reason::SYNCED,
+            format!("row {instance_name:?} (id {vendor_id}) in vendor_mgmt.service_providers matches the spec"),
+        ),
+        SyncState::WaitingForCredentials => (
+            false,
+            reason::PENDING,
+            "row not written: the referenced Secrets could not be resolved (see CredentialsResolved); the last written row stays in effect".into(),
+        ),
+        SyncState::DatabaseUnavailable(e) => (
+            false,
+            reason::DATABASE_UNAVAILABLE,
+            format!("cannot reach PostgreSQL, retrying with backoff; check that it is running and the operator's DATABASE_URL: {e}"),
+        ),
+        SyncState::DatabaseError(e) => (
+            false,
+            reason::DATABASE_ERROR,
+            format!("writing the row failed; check the operator log and the vendor_mgmt schema: {e}"),
+        ),
+        SyncState::Conflict { instance_name, owner } => (
+            false,
+            reason::CONFLICT,
+            format!("instanceName {instance_name:?} is already managed by the older SmppVendor {owner}; this resource does not touch that row. Delete one of them, or re-create this one with another spec.instanceName"),
+        ),
+    };
+    cond(condition::SYNCED, Some(ok), reason, msg, o.generation)
+}
+
+fn creds_condition(o: &Observation) -> Condition {
+    match &o.creds {
+        CredState::Resolved => cond(
+            condition::CREDENTIALS_RESOLVED,
+            Some(true),
+            reason::RESOLVED,
+            "password (and TLS material, if referenced) read from the Secrets".into(),
+            o.generation,
+        ),
+        CredState::Failed { reason, message } => cond(
+            condition::CREDENTIALS_RESOLVED,
+            Some(false),
+            reason,
+            message.clone(),
+            o.generation,
+        ),
+    }
+}
+
+fn bound_condition(o: &Observation) -> Condition {
+    let g = o.generation;
+    if o.suspended {
+        return cond(
+            condition::BOUND,
+            Some(false),
+            reason::SUSPENDED,
+            "spec.suspend is true: the row is kept and every gateway unbinds".into(),
+            g,
+        );
+    }
+    if matches!(o.sync, SyncState::Conflict { .. }) {
+        return cond(
+            condition::BOUND,
+            Some(false),
+            reason::CONFLICT,
+            "no row of its own (see Synced)".into(),
+            g,
+        );
+    }
+    let Some(s) = &o.sessions else {
+        let why = if o.vendor_id.is_none() {
+            "no row written yet"
+        } else {
+            "cannot read vendor_sessions"
+        };
+        return cond(
+            condition::BOUND,
+            None,
+            reason::PENDING,
+            format!("bind state unknown: {why}"),
+            g,
+        );
+    };
+    let (bound, desired) = (s.bound as i32, o.desired);
+    let err = s.last_error.as_deref();
+    if bound >= desired {
+        return cond(
+            condition::BOUND,
+            Some(true),
+            reason::BOUND,
+            format!("{bound}/{desired} binds up"),
+            g,
+        );
+    }
+    let (reason, msg) = match (bound, err) {
+        (0, Some(e)) => (
+            reason::BIND_FAILED,
+            format!("0/{desired} binds up; last gateway error: {e}"),
+        ),
+        (0, None) => (
+            reason::NOT_BOUND,
+            format!(
+                "0/{desired} binds up and no gateway reports a session; are smpp-gateway pods running against the same database?"
+            ),
+        ),
+        (_, Some(e)) => (
+            reason::PARTIALLY_BOUND,
+            format!("{bound}/{desired} binds up; last gateway error: {e}"),
+        ),
+        (_, None) => (
+            reason::PARTIALLY_BOUND,
+            format!(
+                "{bound}/{desired} binds up; the other slots are not claimed (fewer gateway pods than maxBinds, or they are still connecting)"
+            ),
+        ),
+    };
+    cond(condition::BOUND, Some(false), reason, msg, g)
+}
+
+/// Ready is True only when the other three are; otherwise it carries the first blocker.
+fn ready_condition(o: &Observation, others: &[Condition; 3]) -> Condition {
+    let [synced, creds, bound] = others;
+    // Conflict and credentials come first: they need a person; Synced next; then binding.
+    let blocker = if synced.reason == reason::CONFLICT {
+        Some(synced)
+    } else if creds.status != "True" {
+        Some(creds)
+    } else if synced.status != "True" {
+        Some(synced)
+    } else if bound.status != "True" {
+        Some(bound)
+    } else {
+        None
+    };
+    match blocker {
+        None => cond(
+            condition::READY,
+            Some(true),
+            reason::READY,
+            format!("synced and {}", bound.message),
+            o.generation,
+        ),
+        Some(c) => {
+            let ok = if c.status == "Unknown" {
+                None
+            } else {
+                Some(false)
+            };
+            cond(
+                condition::READY,
+                ok,
+                &c.reason,
+                format!("{}: {}", c.type_, c.message),
+                o.generation,
+            )
+        }
+    }
+}
+
+/// Keeps the previous lastTransitionTime when the status did not change.
+fn stamp(mut c: Condition, previous: &[Condition], now: &Time) -> Condition {
+    c.last_transition_time = match previous.iter().find(|p| p.type_ == c.type_) {
+        Some(p) if p.status == c.status => p.last_transition_time.clone(),
+        _ => now.clone(),
+    };
+    c
+}
+
+/// The status to write for `o`, given the current one.
+pub fn build_status(
+    o: &Observation,
+    previous: Option<&SmppVendorStatus>,
+    now: Time,
+) -> SmppVendorStatus {
+    let prev_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+    let three = [synced_condition(o), creds_condition(o), bound_condition(o)];
+    let ready = ready_condition(o, &three);
+    let [synced, creds, bound] = three;
+    let conditions = [synced, creds, bound, ready]
+        .into_iter()
+        .map(|c| stamp(c, prev_conditions, &now))
+        .collect();
+
+    let (bound_sessions, sessions, last_error) = match (&o.sessions, previous) {
+        (Some(s), _) => (
+            s.bound as i32,
+            s.sessions
+                .iter()
+                .map(|r| SessionStatus {
+                    pod: r.pod.clone(),
+                    state: r.state.clone(),
+                    since: Some(r.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    last_error: r.last_error.clone().filter(|e| !e.is_empty()),
+                })
+                .collect(),
+            s.last_error.clone(),
+        ),
+        // vendor_sessions unreadable: keep what was last seen rather than claim 0.
+        (None, Some(p)) if o.vendor_id.is_some() => {
+            (p.bound_sessions, p.sessions.clone(), p.last_error.clone())
+        }
+        (None, _) => (0, Vec::new(), None),
+    };
+    SmppVendorStatus {
+        observed_generation: Some(o.generation),
+        vendor_id: o.vendor_id.map(|id| id.to_string()),
+        bound_sessions,
+        desired_sessions: o.desired,
+        bound: Some(format!("{bound_sessions}/{}", o.desired)),
+        last_error,
+        sessions,
+        conditions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use smpp_db::status::SessionRow;
+
+    fn now() -> Time {
+        Time(Default::default())
+    }
+
+    fn later() -> Time {
+        Time("2030-01-01T00:00:00Z".parse().unwrap())
+    }
+
+    fn sessions(bound: u32, states: &[(&str, Option<&str>)]) -> VendorSessions {
+        let t = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+        VendorSessions {
+            bound,
+            last_error: states.iter().rev().find_map(|(_, e)| e.map(String::from)),
+            sessions: states
+                .iter()
+                .enumerate()
+                .map(|(i, (s, e))| SessionRow {
+                    slot: i as i32,
+                    pod: format!("gw-{i}"),
+                    state: s.to_string(),
+                    since: t,
+                    last_error: e.map(String::from),
+                    heartbeat: t,
+                })
+                .collect(),
+        }
+    }
+
+    fn obs() -> Observation {
+        let id = Uuid::nil();
+        Observation {
+            generation: 3,
+            creds: CredState::Resolved,
+            sync: SyncState::Synced {
+                instance_name: "ns.v".into(),
+                vendor_id: id,
+            },
+            vendor_id: Some(id),
+            sessions: Some(sessions(2, &[("bound", None), ("bound", None)])),
+            desired: 2,
+            suspended: false,
+        }
+    }
+
+    fn get<'a>(s: &'a SmppVendorStatus, t: &str) -> &'a Condition {
+        s.condition(t).unwrap()
+    }
+
+    #[test]
+    fn all_good_is_ready_2_of_2() {
+        let s = build_status(&obs(), None, now());
+        assert_eq!(s.bound.as_deref(), Some("2/2"));
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.sessions.len(), 2);
+        assert_eq!(s.sessions[0].since.as_deref(), Some("2023-11-14T22:13:20Z"));
+        for t in ["Synced", "CredentialsResolved", "Bound", "Ready"] {
+            assert_eq!(get(&s, t).status, "True", "{t}");
+            assert_eq!(get(&s, t).observed_generation, Some(3));
+        }
+        assert_eq!(get(&s, "Ready").reason, "Ready");
+    }
+
+    #[test]
+    fn transition_time_kept_while_status_unchanged() {
+        let first = build_status(&obs(), None, now());
+        let again = build_status(&obs(), Some(&first), later());
+        assert_eq!(first, again, "an unchanged world gives an identical status");
+        let mut o = obs();
+        o.sessions = Some(sessions(
+            1,
+            &[
+                ("bound", None),
+                ("backoff", Some("bind_resp: ESME_RBINDFAIL")),
+            ],
+        ));
+        let changed = build_status(&o, Some(&first), later());
+        assert_eq!(get(&changed, "Bound").last_transition_time, later());
+        assert_eq!(get(&changed, "Synced").last_transition_time, now());
+    }
+
+    #[test]
+    fn partial_and_failed_binds_carry_the_gateway_error() {
+        let mut o = obs();
+        o.sessions = Some(sessions(
+            1,
+            &[("bound", None), ("backoff", Some("tls: unknown CA"))],
+        ));
+        let s = build_status(&o, None, now());
+        assert_eq!(s.bound.as_deref(), Some("1/2"));
+        assert_eq!(get(&s, "Bound").reason, "PartiallyBound");
+        assert_eq!(s.last_error.as_deref(), Some("tls: unknown CA"));
+        assert_eq!(get(&s, "Ready").reason, "PartiallyBound");
+        assert!(get(&s, "Ready").message.contains("tls: unknown CA"));
+
+        o.sessions = Some(sessions(
+            0,
+            &[("backoff", Some("peer closed after TLS handshake"))],
+        ));
+        let s = build_status(&o, None, now());
+        assert_eq!(get(&s, "Bound").reason, "BindFailed");
+        o.sessions = Some(VendorSessions::default());
+        let s = build_status(&o, None, now());
+        assert_eq!(get(&s, "Bound").reason, "NotBound");
+        assert!(get(&s, "Bound").message.contains("smpp-gateway pods"));
+    }
+
+    #[test]
+    fn suspended_wants_zero_binds() {
+        let mut o = obs();
+        o.suspended = true;
+        o.desired = 0;
+        o.sessions = Some(VendorSessions::default());
+        let s = build_status(&o, None, now());
+        assert_eq!(s.bound.as_deref(), Some("0/0"));
+        assert_eq!(get(&s, "Ready").reason, "Suspended");
+        assert_eq!(get(&s, "Ready").status, "False");
+    }
+
+    #[test]
+    fn conflict_wins_over_everything_and_shows_no_sessions() {
+        let mut o = obs();
+        o.sync = SyncState::Conflict {
+            instance_name: "X".into(),
+            owner: "ns/older".into(),
+        };
+        o.vendor_id = None;
+        o.sessions = None;
+        let s = build_status(&o, None, now());
+        assert_eq!(get(&s, "Ready").reason, "Conflict");
+        assert_eq!(get(&s, "Synced").reason, "Conflict");
+        assert!(get(&s, "Synced").message.contains("ns/older"));
+        assert_eq!(s.vendor_id, None);
+        assert_eq!(s.bound.as_deref(), Some("0/2"));
+    }
+
+    #[test]
+    fn missing_secret_blocks_ready_with_its_reason() {
+        let mut o = obs();
+        o.creds = CredState::Failed {
+            reason: "SecretNotFound",
+            message: "Secret ns/x not found".into(),
+        };
+        o.sync = SyncState::WaitingForCredentials;
+        o.vendor_id = None;
+        o.sessions = None;
+        let s = build_status(&o, None, now());
+        assert_eq!(get(&s, "CredentialsResolved").reason, "SecretNotFound");
+        assert_eq!(get(&s, "Synced").status, "False");
+        assert_eq!(get(&s, "Ready").reason, "SecretNotFound");
+        assert_eq!(get(&s, "Bound").status, "Unknown");
+    }
+
+    #[test]
+    fn database_down_keeps_last_seen_sessions() {
+        let first = build_status(&obs(), None, now());
+        let mut o = obs();
+        o.sync = SyncState::DatabaseUnavailable("connection refused".into());
+        o.sessions = None;
+        let s = build_status(&o, Some(&first), later());
+        assert_eq!(get(&s, "Synced").reason, "DatabaseUnavailable");
+        assert!(get(&s, "Synced").message.contains("DATABASE_URL"));
+        assert_eq!(get(&s, "Ready").reason, "DatabaseUnavailable");
+        assert_eq!(s.bound_sessions, 2);
+        assert_eq!(get(&s, "Bound").status, "Unknown");
+    }
+}
