@@ -32,10 +32,7 @@ impl ChildGuard {
     /// Sends `signal` (e.g. libc SIGTERM = 15, SIGKILL = 9) to the process group.
     pub fn signal(&self, signal: i32) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill")
-                .arg(format!("-{signal}"))
-                .arg(format!("-{}", c.id()))
-                .status();
+            let _ = kill_group(signal, c.id());
         }
     }
 
@@ -50,7 +47,7 @@ impl ChildGuard {
     /// Kills the process group and waits for the child.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-9").arg(format!("-{}", c.id())).status();
+            let _ = kill_group(9, c.id());
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -61,6 +58,15 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends `signal` to process group `pgid`. The `-s N --` form matters: procps-ng 4.0.2's kill
+/// parses `kill -9 -1234` as kill(-1, SIGKILL), i.e. every process on the machine.
+fn kill_group(signal: i32, pgid: u32) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("kill")
+        .args(["-s", &signal.to_string(), "--", &format!("-{pgid}")])
+        .stderr(std::process::Stdio::null())
+        .status()
 }
 
 /// Repository root (the workspace), from this crate's manifest dir.
