@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::process::repo_root;
+use crate::process::{ChildGuard, repo_root};
 use crate::wait;
 
 /// Credentials every standard config provisions.
@@ -339,7 +339,7 @@ pub struct Smsc {
     config: SmscConfig,
     dir: PathBuf,
     pki: PathBuf,
-    child: Option<NodeChild>,
+    child: Option<ChildGuard>,
     ports: HashMap<String, u16>,
     stats_port: u16,
 }
@@ -396,9 +396,8 @@ impl Smsc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        let mut child = NodeChild::spawn(cmd).map_err(|e| {
-            SmscError::Start(format!("cannot run node: {e} (is Node.js installed?)"))
-        })?;
+        let mut child = ChildGuard::spawn("smsc simulator", cmd)
+            .map_err(|e| SmscError::Start(format!("{e:#} (is Node.js installed?)")))?;
         let ready = wait::until("the simulator's ready-file", READY_TIMEOUT, || {
             let exited = child.has_exited();
             let ready_path = ready_path.clone();
@@ -516,37 +515,6 @@ impl Drop for Smsc {
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
-    }
-}
-
-/// The node process, SIGKILLed and reaped on drop. Not `process::ChildGuard`: its group kill runs
-/// `kill -9 -<pid>`, which procps-ng 4.0.2's kill misparses into kill(-<first digit>, SIGKILL)
-/// (with a pid starting with 1 that is kill(-1): every process on the machine). node is a single
-/// process, so killing the pid itself is enough.
-struct NodeChild(std::process::Child);
-
-impl NodeChild {
-    fn spawn(mut cmd: Command) -> std::io::Result<Self> {
-        use std::os::unix::process::CommandExt;
-        // Own process group: a Ctrl-C meant for the test runner is not the simulator's business;
-        // it exits by itself when the test process is gone (--parent-pid).
-        cmd.process_group(0);
-        cmd.spawn().map(Self)
-    }
-
-    fn has_exited(&mut self) -> bool {
-        !matches!(self.0.try_wait(), Ok(None))
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for NodeChild {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
