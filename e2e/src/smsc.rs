@@ -500,9 +500,14 @@ impl Smsc {
         self.spawn().await
     }
 
+    /// The simulator's log so far (stderr, one line per event).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("smsc.log")).unwrap_or_default()
+    }
+
     /// Last lines of the simulator's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("smsc.log")).unwrap_or_default();
+        let text = self.log();
         let lines: Vec<_> = text.lines().rev().take(8).collect();
         lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
     }

@@ -393,13 +393,15 @@ async fn tls_listener_requiring_a_client_certificate() -> Result {
 
 #[tokio::test]
 async fn wrong_credentials_are_refused() -> Result {
-    let smsc = Smsc::start(SmscConfig::standard()).await?;
+    const GOOD: &str = "Zq7pW2x"; // distinctive, so the log check below cannot match by accident
+    const BAD: &str = "Yq8oV1z";
+    let smsc = Smsc::start(SmscConfig::standard().credential("audit", GOOD)).await?;
     let mut esme = Esme::plain(smsc.port("plain")).await?;
     let got = esme
         .bind_raw(
             BindType::Transceiver,
-            SYSTEM_ID,
-            "wrong",
+            "audit",
+            BAD,
             InterfaceVersion::Smpp3_4,
         )
         .await?;
@@ -414,10 +416,38 @@ async fn wrong_credentials_are_refused() -> Result {
         )
         .await?;
     assert_eq!(bind_status(got)?, CommandStatus::EsmeRinvsysid);
+    let got = esme
+        .bind_raw(
+            BindType::Transceiver,
+            "audit",
+            GOOD,
+            InterfaceVersion::Smpp3_4,
+        )
+        .await?;
+    assert_eq!(
+        bind_status(got)?,
+        CommandStatus::EsmeRok,
+        "the right one still works"
+    );
 
     let stats = smsc.stats().await?;
-    assert_eq!((stats.bind_rejects, stats.binds_total), (2, 0), "{stats:?}");
-    assert!(stats.binds.is_empty());
+    assert_eq!((stats.bind_rejects, stats.binds_total), (2, 1), "{stats:?}");
+    assert_eq!(stats.open_binds("audit").total, 1);
+    let log = smsc.log();
+    assert!(
+        log.contains("wrong password"),
+        "the refusal is logged: {log}"
+    );
+    assert!(
+        !log.contains(GOOD) && !log.contains(BAD),
+        "passwords never in the log: {log}"
+    );
+
+    // POST /reset zeroes the counters but not the open binds.
+    smsc.reset_stats().await?;
+    let stats = smsc.stats().await?;
+    assert_eq!((stats.bind_rejects, stats.binds_total), (0, 0), "{stats:?}");
+    assert_eq!(stats.open_binds("audit").total, 1);
     Ok(())
 }
 
