@@ -376,6 +376,11 @@ class Simulator {
         reject(new Error(`listener "${listener.name}" cannot listen on ${this.cfg.host}:${listener.port}: ${why}`));
       });
       server.listen(listener.port, this.cfg.host, () => {
+        // Errors after start-up (e.g. out of file descriptors) are logged, not fatal.
+        server.on('error', (e) => {
+          this.counters.errors++;
+          log(`listener ${listener.name}: ${e.message}`);
+        });
         this.ports[listener.name] = server.address().port;
         this.servers.push(server);
         log(`listener ${listener.name} (${listener.tls ? 'tls' : 'plain'}) on ${this.cfg.host}:${this.ports[listener.name]}`);
