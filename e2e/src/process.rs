@@ -60,13 +60,20 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Sends `signal` to process group `pgid`. The `-s N --` form matters: procps-ng 4.0.2's kill
-/// parses `kill -9 -1234` as kill(-1, SIGKILL), i.e. every process on the machine.
-fn kill_group(signal: i32, pgid: u32) -> std::io::Result<std::process::ExitStatus> {
-    Command::new("kill")
-        .args(["-s", &signal.to_string(), "--", &format!("-{pgid}")])
-        .stderr(std::process::Stdio::null())
-        .status()
+/// Sends `signal` to process group `pgid` with kill(2) directly. Shelling out is a trap here:
+/// procps-ng 4.0.2's kill parses `kill -9 -1234` as kill(-1, SIGKILL), every process on the machine.
+fn kill_group(signal: i32, pgid: u32) -> std::io::Result<()> {
+    let pgid = i32::try_from(pgid).map_err(std::io::Error::other)?;
+    // A pgid of 0 or 1 would address our own group or every process; never send those.
+    if pgid <= 1 {
+        return Err(std::io::Error::other("refusing to signal process group <= 1"));
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    if unsafe { libc::kill(-pgid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Repository root (the workspace), from this crate's manifest dir.
