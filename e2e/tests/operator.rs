@@ -1,0 +1,886 @@
+//! smpp-operator end to end: the real kube-apiserver (CRD applied with the built kubectl),
+//! the real PostgreSQL, and the operator binary as a child process.
+//!
+//! Each test gets its own namespace, its own database (created in the environment's
+//! PostgreSQL) and its own operator (watching only that namespace, with its own Lease), so
+//! tests run in parallel and no gateway from another test ever sees these rows.
+//! Prerequisites: `make env-up` (target/env.sh) and `cargo build --workspace --bins`.
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+use smpp_e2e::env::Env;
+use smpp_e2e::process::{ChildGuard, repo_root, workspace_bin};
+use smpp_e2e::wait::until;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+const T: Duration = Duration::from_secs(30);
+const PASSWORD: &str = "s3cr3tpw";
+const ROTATED: &str = "r0tat3d!";
+
+static CRD: OnceCell<()> = OnceCell::const_new();
+
+/// Applies crds/smppvendor.yaml once per test binary and waits until it is served.
+async fn install_crd(env: &Env) {
+    CRD.get_or_init(|| async {
+        let crd = repo_root().join("crds/smppvendor.yaml");
+        run(env
+            .kubectl()
+            .arg("apply")
+            .arg("--server-side")
+            .arg("--force-conflicts")
+            .arg("-f")
+            .arg(&crd))
+        .expect("kubectl apply of the CRD");
+        run(env.kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "crd/smppvendors.smpp.io",
+            "--timeout=60s",
+        ]))
+        .expect("CRD established");
+    })
+    .await;
+}
+
+/// Runs a command; stdout on success, an error with stderr otherwise.
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a command with `input` on stdin; (success, stdout+stderr).
+fn run_stdin(cmd: &mut Command, input: &str) -> (bool, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A namespace, a database and an operator for one test.
+struct Harness {
+    env: Env,
+    ns: String,
+    db_url: String,
+    pool: PgPool,
+    operator: Option<ChildGuard>,
+    log: PathBuf,
+    http_port: u16,
+}
+
+impl Harness {
+    /// Namespace `op-<tag>-<random>`, a fresh database in the environment's PostgreSQL, and
+    /// a running operator.
+    async fn start(tag: &str) -> Self {
+        let env = Env::load().expect("environment (make env-up)");
+        let admin = env.pg_pool().await.expect("environment PostgreSQL");
+        let suffix = format!("{:08x}", rand::random::<u32>());
+        let db = format!("op_{}_{suffix}", tag.replace('-', "_"));
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .await
+            .unwrap();
+        let opts = PgConnectOptions::from_str(&env.database_url)
+            .unwrap()
+            .database(&db);
+        let db_url = replace_db(&env.database_url, &db);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .unwrap();
+        Self::start_with(env, tag, &suffix, db_url, pool).await
+    }
+
+    async fn start_with(env: Env, tag: &str, suffix: &str, db_url: String, pool: PgPool) -> Self {
+        install_crd(&env).await;
+        let ns = format!("op-{tag}-{suffix}");
+        run(env.kubectl().args(["create", "namespace", &ns])).unwrap();
+        let log = repo_root().join(format!("target/e2e-logs/operator-{ns}.log"));
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let mut h = Harness {
+            env,
+            ns,
+            db_url,
+            pool,
+            operator: None,
+            log,
+            http_port: free_port(),
+        };
+        h.spawn_operator();
+        h.wait_ready().await;
+        h
+    }
+
+    fn spawn_operator(&mut self) {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(workspace_bin("smpp-operator"));
+        cmd.env("KUBECONFIG", &self.env.kubeconfig)
+            .env("DATABASE_URL", &self.db_url)
+            .env("RUST_LOG", "info,smpp_operator=debug")
+            .args(["--watch-namespace", &self.ns, "--lease-namespace", &self.ns])
+            .args(["--pod-name", &format!("operator-{}-{}", self.ns, self.http_port)])
+            .args(["--http-addr", &format!("127.0.0.1:{}", self.http_port)])
+            .args(["--resync-seconds", "2", "--lease-duration-seconds", "5"])
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file));
+        self.operator = Some(ChildGuard::spawn("smpp-operator", cmd).unwrap());
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("http://127.0.0.1:{}/ready", self.http_port);
+        until("operator /ready", T, || async {
+            Ok(
+                run(Command::new("curl").args(["-fsS", "--max-time", "2", &url]))
+                    .ok()
+                    .map(|_| ()),
+            )
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- operator log ---\n{}", self.log_text()));
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn operator_pid(&self) -> u32 {
+        self.operator.as_ref().unwrap().id()
+    }
+
+    fn assert_operator_alive(&mut self) {
+        let exited = self.operator.as_mut().unwrap().has_exited();
+        assert!(!exited, "operator exited\n--- log ---\n{}", self.log_text());
+    }
+
+    fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.http_port);
+        run(Command::new("curl").args(["-fsS", "--max-time", "2", &url])).unwrap()
+    }
+
+    fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        run(self.env.kubectl().arg("-n").arg(&self.ns).args(args))
+    }
+
+    fn apply(&self, yaml: &str) -> (bool, String) {
+        run_stdin(
+            self.env
+                .kubectl()
+                .args(["-n", &self.ns, "apply", "-f", "-"]),
+            yaml,
+        )
+    }
+
+    fn apply_ok(&self, yaml: &str) {
+        let (ok, out) = self.apply(yaml);
+        assert!(ok, "kubectl apply failed: {out}");
+    }
+
+    fn secret(&self, name: &str, password: &str) {
+        self.apply_ok(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{password: {password:?}}}\n"
+        ));
+    }
+
+    fn vendor_json(&self, name: &str) -> anyhow::Result<Value> {
+        Ok(serde_json::from_str(&self.kubectl(&[
+            "get",
+            "smppvendor",
+            name,
+            "-o",
+            "json",
+        ])?)?)
+    }
+
+    /// Waits until condition `type_` of `name` has `status` (and `reason`, if given).
+    async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Value {
+        let what = format!("{name} {type_}={status} {reason:?}");
+        until(&what, T, || async {
+            let v = self.vendor_json(name)?;
+            let c = v["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned());
+            match c {
+                Some(c) if c["status"] == status && reason.is_none_or(|r| c["reason"] == r) => {
+                    Ok(Some(c))
+                }
+                other => Err(anyhow::anyhow!("condition now: {other:?}")),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- operator log ---\n{}", self.log_text()))
+    }
+
+    async fn row(&self, instance_name: &str) -> Option<smpp_db::providers::ServiceProvider> {
+        smpp_db::providers::get_by_instance_name(&self.pool, instance_name)
+            .await
+            .unwrap()
+    }
+
+    async fn wait_row<F: Fn(&smpp_db::providers::ServiceProvider) -> bool>(
+        &self,
+        instance_name: &str,
+        what: &str,
+        pred: F,
+    ) -> smpp_db::providers::ServiceProvider {
+        until(what, T, || async {
+            let row = smpp_db::providers::get_by_instance_name(&self.pool, instance_name).await?;
+            Ok(row.filter(|r| pred(r)))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- operator log ---\n{}", self.log_text()))
+    }
+
+    fn events(&self) -> String {
+        self.kubectl(&["get", "events", "-o", "yaml"]).unwrap()
+    }
+
+    async fn wait_event(&self, reason: &str) -> String {
+        until(&format!("Event {reason}"), T, || async {
+            let ev: Value = serde_json::from_str(&self.kubectl(&["get", "events", "-o", "json"])?)?;
+            let hit = ev["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["reason"] == reason);
+            Ok(hit.map(|e| {
+                e["note"]
+                    .as_str()
+                    .or(e["message"].as_str())
+                    .unwrap_or("")
+                    .to_string()
+            }))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- events ---\n{}", self.events()))
+    }
+
+    /// No password anywhere a person or a log shipper can read: operator log, every
+    /// SmppVendor (spec + status) and every Event of the namespace.
+    fn assert_no_secret_leaks(&self, secrets: &[&str]) {
+        let vendors = self.kubectl(&["get", "smppvendors", "-o", "yaml"]).unwrap();
+        let describe = self
+            .kubectl(&["describe", "smppvendors"])
+            .unwrap_or_default();
+        for (what, text) in [
+            ("operator log", self.log_text()),
+            ("SmppVendors", vendors),
+            ("kubectl describe", describe),
+            ("Events", self.events()),
+        ] {
+            for s in secrets {
+                assert!(!text.contains(s), "{what} contains a password");
+            }
+        }
+    }
+}
+
+fn replace_db(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .expect("DATABASE_URL has a database path");
+    format!("{prefix}/{db}{query}")
+}
+
+/// examples/ files moved into the test namespace.
+fn example(ns: &str, file: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join("examples").join(file)).unwrap();
+    // Drop the Namespace document; the harness created the namespace.
+    text.split("\n---\n")
+        .filter(|doc| !doc.contains("kind: Namespace"))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+        .replace("namespace: messaging", &format!("namespace: {ns}"))
+}
+
+fn vendor_yaml(name: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: smpp.io/v1alpha1
+kind: SmppVendor
+metadata: {{name: {name}}}
+spec:
+  host: {name}.example.net
+  port: 2775
+  bind:
+    systemId: sys-{name}
+    passwordSecretRef: {{name: {name}-smpp}}
+{extra_spec}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_lifecycle_row_columns_rotation_drift_delete() {
+    let h = Harness::start("life").await;
+    let instance = format!("{}.sinch-atlanta", h.ns);
+    h.apply_ok(&example(&h.ns, "smppvendor-secret.yaml"));
+    h.apply_ok(&example(&h.ns, "smppvendor.yaml"));
+
+    // The row, from spec + Secret.
+    let row = h.wait_row(&instance, "row of the example", |_| true).await;
+    assert_eq!(row.host, "smpp.example.net");
+    assert_eq!(row.port, 3601);
+    assert_eq!(row.username, "telxMBa1");
+    assert_eq!(row.password.expose(), PASSWORD);
+    assert_eq!(row.system_type, "ESME");
+    assert!(row.tls_enabled);
+    assert_eq!(row.tls_server_name.as_deref(), Some("smpp.example.net"));
+    assert_eq!(
+        (row.bind_mode.as_str(), row.interface_version.as_str()),
+        ("TRX", "3.4")
+    );
+    assert_eq!(
+        (row.max_binds, row.window_size, row.max_messages_per_second),
+        (2, 10, Some(20))
+    );
+    assert_eq!(row.routing_prefixes, vec!["1".to_string()]);
+    assert!(!row.suspended && row.is_active);
+    let v = h.vendor_json("sinch-atlanta").unwrap();
+    assert_eq!(row.owner_uid.as_deref(), v["metadata"]["uid"].as_str());
+    assert_eq!(row.owner_namespace.as_deref(), Some(h.ns.as_str()));
+
+    // kubectl wait returns, the status names the row.
+    h.kubectl(&[
+        "wait",
+        "--for=condition=Synced",
+        "smppvendor/sinch-atlanta",
+        "--timeout=30s",
+    ])
+    .unwrap_or_else(|e| panic!("{e}\n{}", h.log_text()));
+    let v = h.vendor_json("sinch-atlanta").unwrap();
+    assert_eq!(v["status"]["vendorId"], row.id.to_string());
+    assert_eq!(
+        v["status"]["observedGeneration"],
+        v["metadata"]["generation"]
+    );
+    assert_eq!(v["status"]["desiredSessions"], 2);
+    assert!(
+        v["metadata"]["finalizers"]
+            .to_string()
+            .contains("smpp.io/row-cleanup")
+    );
+
+    // The printer columns, by the short name too. No gateway runs here: 0/2, NotBound.
+    let table = until("BOUND column filled", T, || async {
+        let t = h.kubectl(&["get", "smppv"])?;
+        Ok(t.contains("0/2").then_some(t))
+    })
+    .await
+    .unwrap();
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "HOST", "PORT", "TLS", "MODE", "BOUND", "READY", "REASON", "AGE"
+        ]
+    );
+    let cells: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &cells[..8],
+        [
+            "sinch-atlanta",
+            "smpp.example.net",
+            "3601",
+            "true",
+            "Transceiver",
+            "0/2",
+            "False",
+            "NotBound"
+        ]
+    );
+    assert!(
+        h.kubectl(&["get", "smppvendors"])
+            .unwrap()
+            .contains("sinch-atlanta")
+    );
+    h.wait_event("Created").await;
+
+    // Secret rotation reaches the row with no restart (the Secret watch, not the resync).
+    let pid = h.operator_pid();
+    let rotated_at = std::time::Instant::now();
+    h.secret("sinch-atlanta-smpp", ROTATED);
+    let row2 = h
+        .wait_row(&instance, "rotated password in the row", |r| {
+            r.password.expose() == ROTATED
+        })
+        .await;
+    let took = rotated_at.elapsed();
+    assert!(took < Duration::from_secs(5), "rotation took {took:?}");
+    assert_eq!(row2.id, row.id);
+    assert!(row2.config_version > row.config_version);
+    assert_eq!(h.operator_pid(), pid);
+
+    // A hand edit of the owned row is reverted, with an Event saying so.
+    sqlx::query(
+        "UPDATE vendor_mgmt.service_providers SET port = 9999, bind_mode = 'RX', password = 'handedit' WHERE instance_name = $1",
+    )
+    .bind(&instance)
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    h.wait_row(&instance, "hand edit reverted", |r| {
+        r.port == 3601 && r.bind_mode == "TRX" && r.password.expose() == ROTATED
+    })
+    .await;
+    let note = h.wait_event("DriftReverted").await;
+    assert!(
+        note.contains("port") && note.contains("bind_mode") && note.contains("password"),
+        "{note}"
+    );
+    assert!(!note.contains("handedit"));
+    assert!(h.metrics().contains("smpp_operator_drift_reverted_total 1"));
+
+    // A spec change is an ordinary update.
+    let (ok, out) =
+        h.apply(&example(&h.ns, "smppvendor.yaml").replace("maxBinds: 2", "maxBinds: 3"));
+    assert!(ok, "{out}");
+    h.wait_row(&instance, "maxBinds 3", |r| r.max_binds == 3)
+        .await;
+    h.wait_event("Updated").await;
+
+    let metrics = h.metrics();
+    assert!(
+        metrics.contains("smpp_operator_reconciles_total{result=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("smpp_operator_reconcile_duration_seconds_bucket"));
+    assert!(metrics.contains("smpp_operator_leader 1"));
+    h.assert_no_secret_leaks(&[PASSWORD, ROTATED, "handedit"]);
+
+    // deletionPolicy Delete: the row goes, then the resource.
+    h.kubectl(&["delete", "smppvendor", "sinch-atlanta", "--timeout=30s"])
+        .unwrap();
+    assert!(
+        h.row(&instance).await.is_none(),
+        "row deleted before the finalizer was removed"
+    );
+    h.assert_no_secret_leaks(&[PASSWORD, ROTATED, "handedit"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_policy_keeps_the_row_and_releases_it() {
+    let h = Harness::start("orphan").await;
+    h.secret("keep-smpp", PASSWORD);
+    h.apply_ok(&vendor_yaml("keep", "  deletionPolicy: Orphan\n"));
+    let instance = format!("{}.keep", h.ns);
+    let row = h
+        .wait_row(&instance, "row", |r| r.owner_uid.is_some())
+        .await;
+    h.kubectl(&["delete", "smppvendor", "keep", "--timeout=30s"])
+        .unwrap();
+    let after = h
+        .row(&instance)
+        .await
+        .expect("row kept with deletionPolicy Orphan");
+    assert_eq!(after.id, row.id);
+    assert_eq!(after.owner(), None);
+    assert_eq!(after.owner_fingerprint, None);
+    assert_eq!(
+        after.password.expose(),
+        PASSWORD,
+        "the gateway keeps working with it"
+    );
+    h.wait_event("Orphaned").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopts_a_hand_written_row_by_instance_name() {
+    let h = Harness::start("adopt").await;
+    // Wait for the operator to have migrated, then write a row the old way.
+    let instance = format!("Sinch_Atlanta_{}", h.ns.replace('-', "_"));
+    smpp_db::migrate(&h.pool).await.unwrap();
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO vendor_mgmt.service_providers (instance_name, host, port, username, password, system_type, is_active)
+         VALUES ($1, 'old.example.net', 2775, 'legacy', 'legacypw', '', true) RETURNING id",
+    )
+    .bind(&instance)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    h.secret("adopt-smpp", PASSWORD);
+    h.apply_ok(&vendor_yaml(
+        "adopt",
+        &format!("  instanceName: {instance}\n  tls: {{enabled: true}}\n"),
+    ));
+    let row = h
+        .wait_row(&instance, "adopted row follows the spec", |r| {
+            r.host == "adopt.example.net"
+        })
+        .await;
+    assert_eq!(
+        row.id, id,
+        "adoption keeps the row's id (the gateway's vendor_id)"
+    );
+    assert_eq!(row.password.expose(), PASSWORD);
+    assert!(row.tls_enabled);
+    assert_eq!(row.owner_name.as_deref(), Some("adopt"));
+    h.wait_condition("adopt", "Synced", "True", Some("Synced"))
+        .await;
+    assert_eq!(
+        h.vendor_json("adopt").unwrap()["status"]["vendorId"],
+        id.to_string()
+    );
+    let note = h.wait_event("Adopted").await;
+    assert!(note.contains(&instance), "{note}");
+    h.assert_no_secret_leaks(&[PASSWORD, "legacypw"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_resources_one_instance_name_older_wins() {
+    let h = Harness::start("conflict").await;
+    let instance = format!("shared-{}", h.ns);
+    h.secret("first-smpp", PASSWORD);
+    h.secret("second-smpp", ROTATED);
+    h.apply_ok(&vendor_yaml(
+        "first",
+        &format!("  instanceName: {instance}\n"),
+    ));
+    let row = h
+        .wait_row(&instance, "first's row", |r| {
+            r.owner_name.as_deref() == Some("first")
+        })
+        .await;
+    // creationTimestamp has 1 s resolution: make sure "second" is strictly newer.
+    let created = h.vendor_json("first").unwrap()["metadata"]["creationTimestamp"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let created: chrono::DateTime<chrono::Utc> = created.parse().unwrap();
+    until("a second after first's creation", T, || async {
+        Ok((chrono::Utc::now() > created + chrono::Duration::milliseconds(1100)).then_some(()))
+    })
+    .await
+    .unwrap();
+    h.apply_ok(&vendor_yaml(
+        "second",
+        &format!("  instanceName: {instance}\n"),
+    ));
+
+    let c = h
+        .wait_condition("second", "Ready", "False", Some("Conflict"))
+        .await;
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{}/first", h.ns)),
+        "{c}"
+    );
+    h.wait_condition("second", "Synced", "False", Some("Conflict"))
+        .await;
+    h.wait_event("Conflict").await;
+    // Several resyncs later the row is still first's, untouched by second.
+    let metrics_before = h.metrics();
+    until("two more reconcile rounds", T, || async {
+        let n = |m: &str| {
+            m.lines()
+                .find(|l| l.starts_with("smpp_operator_reconciles_total{result=\"ok\"}"))
+                .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok((n(&h.metrics()) >= n(&metrics_before) + 4).then_some(()))
+    })
+    .await
+    .unwrap();
+    let now = h.row(&instance).await.unwrap();
+    assert_eq!(
+        now.config_version, row.config_version,
+        "the loser never wrote the row"
+    );
+    assert_eq!(now.host, "first.example.net");
+    assert_eq!(now.password.expose(), PASSWORD);
+    assert_eq!(
+        h.vendor_json("first").unwrap()["status"]["conditions"][0]["status"],
+        "True"
+    );
+
+    // The winner goes away (Delete): the other one takes the name over.
+    h.kubectl(&["delete", "smppvendor", "first", "--timeout=30s"])
+        .unwrap();
+    h.wait_row(&instance, "second's row", |r| {
+        r.owner_name.as_deref() == Some("second")
+    })
+    .await;
+    h.wait_condition("second", "Synced", "True", Some("Synced"))
+        .await;
+    h.assert_no_secret_leaks(&[PASSWORD, ROTATED]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_manifests_are_refused_with_readable_messages() {
+    let env = Env::load().expect("environment (make env-up)");
+    install_crd(&env).await;
+    let ns = format!("op-invalid-{:08x}", rand::random::<u32>());
+    run(env.kubectl().args(["create", "namespace", &ns])).unwrap();
+    let apply =
+        |yaml: String| run_stdin(env.kubectl().args(["-n", &ns, "apply", "-f", "-"]), &yaml);
+    let refused = |yaml: String, expect: &[&str]| {
+        let (ok, out) = apply(yaml);
+        assert!(!ok, "accepted but should be refused");
+        for e in expect {
+            assert!(out.contains(e), "message lacks {e:?}: {out}");
+        }
+    };
+    refused(
+        vendor_yaml("p", "").replace("port: 2775", "port: 70000"),
+        &["spec.port", "port must be between 1 and 65535"],
+    );
+    refused(
+        vendor_yaml("h", "").replace("  host: h.example.net\n", ""),
+        &["spec.host", "Required value"],
+    );
+    refused(
+        vendor_yaml("s", "").replace("systemId: sys-s", "systemId: abcdefghijklmnopqrst"),
+        &["spec.bind.systemId", "1 to 15 characters"],
+    );
+    refused(
+        vendor_yaml("t", "").replace(
+            "systemId: sys-t",
+            "systemId: x\n    systemType: thirteenchars",
+        ),
+        &["spec.bind.systemType", "at most 12 characters"],
+    );
+    refused(
+        vendor_yaml("c", "  tls: {caSecretRef: {name: ca}}\n"),
+        &["spec.tls", "require tls.enabled: true"],
+    );
+    refused(
+        vendor_yaml("m", "").replace("systemId: sys-m", "systemId: x\n    mode: Sideways"),
+        &["spec.bind.mode", "Unsupported value"],
+    );
+    refused(
+        vendor_yaml("v", "").replace(
+            "systemId: sys-v",
+            "systemId: x\n    interfaceVersion: \"4.0\"",
+        ),
+        &["spec.bind.interfaceVersion"],
+    );
+
+    // instanceName is fixed at creation: change, add and remove are refused.
+    let (ok, out) = apply(vendor_yaml("i", "  instanceName: first-name\n"));
+    assert!(ok, "{out}");
+    refused(
+        vendor_yaml("i", "  instanceName: second-name\n"),
+        &["spec.instanceName", "immutable"],
+    );
+    refused(vendor_yaml("i", ""), &["fixed at creation"]);
+    let (ok, out) = apply(vendor_yaml("j", ""));
+    assert!(ok, "{out}");
+    refused(
+        vendor_yaml("j", "  instanceName: late\n"),
+        &["fixed at creation"],
+    );
+    // Re-applying the unchanged name is fine.
+    let (ok, out) = apply(vendor_yaml(
+        "i",
+        "  instanceName: first-name\n  maxBinds: 2\n",
+    ));
+    assert!(ok, "{out}");
+    // These resources have no operator; drop them with their finalizer-free metadata.
+    let _ = run(env
+        .kubectl()
+        .args(["-n", &ns, "delete", "smppvendors", "--all", "--wait=false"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_secret_reports_secret_not_found_then_heals() {
+    let mut h = Harness::start("secret").await;
+    let instance = format!("{}.late", h.ns);
+    h.apply_ok(&vendor_yaml("late", ""));
+    let c = h
+        .wait_condition(
+            "late",
+            "CredentialsResolved",
+            "False",
+            Some("SecretNotFound"),
+        )
+        .await;
+    let msg = c["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("{}/late-smpp", h.ns)) && msg.contains("create secret"),
+        "{msg}"
+    );
+    h.wait_condition("late", "Ready", "False", Some("SecretNotFound"))
+        .await;
+    assert!(
+        h.row(&instance).await.is_none(),
+        "no row without credentials"
+    );
+    h.wait_event("SecretNotFound").await;
+
+    // The Secret appears: healed by the Secret watch, without anyone touching the vendor.
+    h.secret("late-smpp", PASSWORD);
+    h.wait_condition("late", "CredentialsResolved", "True", Some("Resolved"))
+        .await;
+    h.wait_condition("late", "Synced", "True", Some("Synced"))
+        .await;
+    let row = h
+        .wait_row(&instance, "row", |r| r.password.expose() == PASSWORD)
+        .await;
+
+    // Too long for SMPP 3.4: a condition, the last good row stays, no crash.
+    h.secret("late-smpp", "muchtoolongpassword");
+    h.wait_condition(
+        "late",
+        "CredentialsResolved",
+        "False",
+        Some("PasswordTooLong"),
+    )
+    .await;
+    let c = h
+        .wait_condition("late", "Ready", "False", Some("PasswordTooLong"))
+        .await;
+    assert!(
+        c["message"].as_str().unwrap().contains("8 characters"),
+        "{c}"
+    );
+    assert_eq!(h.row(&instance).await.unwrap().password.expose(), PASSWORD);
+    assert_eq!(
+        h.row(&instance).await.unwrap().config_version,
+        row.config_version
+    );
+    h.assert_operator_alive();
+    h.assert_no_secret_leaks(&[PASSWORD, "muchtoolongpassword"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_reports_database_unavailable_and_recovers() {
+    let env = Env::load().expect("environment (make env-up)");
+    // The scripts block for a few seconds; fine on this multi-threaded runtime.
+    let mut pg = smpp_e2e::postgres::PrivatePostgres::start().expect("private PostgreSQL");
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(pg.url())
+        .await
+        .unwrap();
+    let suffix = format!("{:08x}", rand::random::<u32>());
+    let mut h = Harness::start_with(env, "pgdown", &suffix, pg.url().to_string(), pool).await;
+    let instance = format!("{}.db", h.ns);
+    h.secret("db-smpp", PASSWORD);
+    h.apply_ok(&vendor_yaml("db", ""));
+    h.wait_condition("db", "Synced", "True", Some("Synced"))
+        .await;
+    let pid = h.operator_pid();
+
+    pg.stop().expect("stopping PostgreSQL");
+    // A spec change while the database is down.
+    h.apply_ok(&vendor_yaml("db", "  maxBinds: 4\n"));
+    let c = h
+        .wait_condition("db", "Synced", "False", Some("DatabaseUnavailable"))
+        .await;
+    assert!(c["message"].as_str().unwrap().contains("PostgreSQL"), "{c}");
+    h.wait_condition("db", "Ready", "False", Some("DatabaseUnavailable"))
+        .await;
+    h.wait_event("DatabaseUnavailable").await;
+    h.assert_operator_alive();
+    assert!(
+        h.metrics()
+            .contains("smpp_operator_reconcile_errors_total{reason=\"DatabaseUnavailable\"}")
+    );
+
+    pg.start_again().expect("restarting PostgreSQL");
+    h.wait_condition("db", "Synced", "True", Some("Synced"))
+        .await;
+    h.wait_row(&instance, "maxBinds 4 after recovery", |r| r.max_binds == 4)
+        .await;
+    assert_eq!(h.operator_pid(), pid, "no restart");
+    h.assert_operator_alive();
+    h.assert_no_secret_leaks(&[PASSWORD]);
+    drop(h);
+    drop(pg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_reconciles() {
+    let mut h = Harness::start("lease").await;
+    // A second replica with the same Lease stays standby while the first renews.
+    let mut standby = Harness {
+        env: h.env.clone(),
+        ns: h.ns.clone(),
+        db_url: h.db_url.clone(),
+        pool: h.pool.clone(),
+        operator: None,
+        log: h.log.with_extension("standby.log"),
+        http_port: free_port(),
+    };
+    standby.spawn_operator();
+    standby.wait_ready().await;
+    h.secret("l-smpp", PASSWORD);
+    h.apply_ok(&vendor_yaml("l", ""));
+    h.wait_condition("l", "Synced", "True", Some("Synced"))
+        .await;
+    assert!(h.metrics().contains("smpp_operator_leader 1"));
+    assert!(standby.metrics().contains("smpp_operator_leader 0"));
+    assert!(
+        !standby
+            .metrics()
+            .contains("smpp_operator_reconciles_total{result=\"ok\"}")
+    );
+
+    // The leader dies: the standby takes over once the Lease expires, and reconciles.
+    h.operator.as_mut().unwrap().kill();
+    until("standby leads", T, || async {
+        Ok(standby
+            .metrics()
+            .contains("smpp_operator_leader 1")
+            .then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", standby.log_text()));
+    h.apply_ok(&vendor_yaml("l", "  maxBinds: 5\n"));
+    h.wait_row(&format!("{}.l", h.ns), "standby applied maxBinds 5", |r| {
+        r.max_binds == 5
+    })
+    .await;
+    standby.assert_operator_alive();
+}
