@@ -60,7 +60,7 @@ finish() {
     local counts
     counts=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) {
         if ($i ~ /^passed;/) p += $(i-1); if ($i ~ /^failed;/) f += $(i-1); if ($i ~ /^ignored;/) g += $(i-1) } }
-      END { printf "%d passed, %d failed, %d ignored", p, f, g }' "$logs/cargo-test.log")
+      END { printf "%d passed, %d failed, %d skipped", p, f, g }' "$logs/cargo-test.log")
     grep -E '^test .* FAILED$' "$logs/cargo-test.log" | sed 's/^/  /' || true
     echo "cargo test log: $logs/cargo-test.log"
     echo "cargo-test: $counts"
@@ -77,6 +77,9 @@ step controlplane "$REPO_ROOT/e2e/controlplane/build.sh"
 step fmt cargo fmt --all --check
 step clippy cargo clippy --workspace --all-targets --quiet -- -D warnings
 step build cargo build --workspace --bins --quiet
+# The simulator's own unit tests (node --test), after `npm ci` when needed.
+smsc_unit() { "$REPO_ROOT/e2e/smsc/ensure-deps.sh" && (cd "$REPO_ROOT/e2e/smsc" && npm test --silent); }
+step smsc-unit smsc_unit
 env_started=1
 step env-up "$E2E_SCRIPTS/env-up.sh"
 # shellcheck source=/dev/null
