@@ -51,6 +51,12 @@ struct ServeArgs {
     /// Redis for DLR correlation (not used yet).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// Per-attempt limit for DNS, TCP connect and the TLS handshake (each).
+    #[arg(long, env = "CONNECT_TIMEOUT_SECONDS", default_value_t = 5)]
+    connect_timeout_seconds: u64,
+    /// How long a bind waits for bind_resp.
+    #[arg(long, env = "BIND_TIMEOUT_SECONDS", default_value_t = 10)]
+    bind_timeout_seconds: u64,
     /// How long shutdown waits for sessions to unbind.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 10)]
     shutdown_timeout_seconds: u64,
@@ -159,8 +165,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         fleet: fleet.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
-        timeouts: Timeouts::default(),
-        connect_timeout: Duration::from_secs(5),
+        timeouts: Timeouts {
+            bind: Duration::from_secs(args.bind_timeout_seconds),
+            ..Timeouts::default()
+        },
+        connect_timeout: Duration::from_secs(args.connect_timeout_seconds),
     });
     let watch = tokio::spawn(watcher::run(
         pool.clone(),

@@ -1,0 +1,606 @@
+//! smpp-gateway end to end: the real binary, the real PostgreSQL of `make env-up` (a fresh
+//! database per test) and private node SMSC simulators (plain and TLS).
+//!
+//! Run: make env-up; cargo build --bins; cargo test -p smpp-e2e --test gateway
+
+mod gateway_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use gateway_support::{Gateway, Result, TestDb, metric, request};
+use smpp_e2e::smsc::{Behaviour, BindType, ServerCert, Smsc, SmscConfig};
+
+/// A credential of our own: distinctive enough to search the logs for.
+const SYSTEM_ID: &str = "gwtester";
+const PASSWORD: &str = "Zq9xK2pw";
+
+fn sim() -> SmscConfig {
+    SmscConfig::standard().credential(SYSTEM_ID, PASSWORD)
+}
+use smpp_e2e::wait;
+
+const SETTLE: Duration = Duration::from_secs(15);
+
+async fn open_binds(smsc: &Smsc, system_id: &str) -> Result<u64> {
+    Ok(smsc.stats().await?.open_binds(system_id).total)
+}
+
+fn pem(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).expect("read PEM");
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_change_password_and_delete() -> Result {
+    let smsc = Smsc::start(sim().credential("gwuser2", "newpw22")).await?;
+    let db = TestDb::new().await?;
+    let gw = Gateway::start(&db, "gw-basic").await?;
+    db.wait_schema().await?;
+
+    // A hand-written row with only the legacy columns binds.
+    let id = db
+        .insert_legacy("basic", smsc.port("plain"), SYSTEM_ID, PASSWORD, &[])
+        .await?;
+    wait::until("the simulator to see the bind", SETTLE, || async {
+        Ok((open_binds(&smsc, SYSTEM_ID).await? == 1).then_some(()))
+    })
+    .await?;
+    let v = wait::until("/api/v1/vendors connected", SETTLE, || async {
+        Ok(gw
+            .vendor("basic")
+            .await?
+            .filter(|v| v["status"] == "connected"))
+    })
+    .await?;
+    assert_eq!(v["vendor_id"], id.as_str());
+    assert_eq!(v["sessions_bound"], 1);
+    assert_eq!(v["sessions_desired"], 1);
+    assert_eq!(v["bind_mode"], "TRX");
+    assert_eq!(v["tls"], false);
+    assert!(v["connected_at"].is_string());
+    let slots = db.slots(&id).await?;
+    assert_eq!(slots.len(), 1);
+    assert_eq!(
+        (slots[0].1.as_str(), slots[0].2.as_str()),
+        ("gw-basic", "bound")
+    );
+    let (status, _) = request(gw.http, "GET", "/ready").await?;
+    assert_eq!(status, 200);
+    let pid = gw.guard.id();
+
+    // New credentials in the row: re-bound with them within 1 s, same process.
+    let t0 = Instant::now();
+    db.exec(&format!("UPDATE vendor_mgmt.service_providers SET username='gwuser2', password='newpw22' WHERE id='{id}'")).await?;
+    wait::until("a bind as gwuser2", Duration::from_secs(1), || async {
+        let s = smsc.stats().await?;
+        Ok(
+            (s.open_binds("gwuser2").total == 1 && s.open_binds(SYSTEM_ID).total == 0)
+                .then_some(()),
+        )
+    })
+    .await?;
+    let elapsed = t0.elapsed();
+    assert!(elapsed < Duration::from_secs(1), "re-bind took {elapsed:?}");
+    assert_eq!(gw.guard.id(), pid, "no restart");
+    let version: i64 = sqlx::query_scalar(
+        "SELECT config_version FROM vendor_mgmt.service_providers WHERE id::text=$1",
+    )
+    .bind(&id)
+    .fetch_one(&db.pool)
+    .await?;
+    wait::until("config_version reported", SETTLE, || async {
+        Ok(gw
+            .vendor("basic")
+            .await?
+            .filter(|v| v["config_version"] == version && v["status"] == "connected"))
+    })
+    .await?;
+
+    // A wrong password is named, in the API and in vendor_sessions.
+    db.exec(&format!(
+        "UPDATE vendor_mgmt.service_providers SET password='nopenope' WHERE id='{id}'"
+    ))
+    .await?;
+    gw.wait_error("basic", "bind_esme_rinvpaswd", SETTLE)
+        .await?;
+    wait::until("vendor_sessions last_error", SETTLE, || async {
+        let s = db.slots(&id).await?;
+        Ok(s.first()
+            .and_then(|s| s.3.clone())
+            .filter(|e| e.starts_with("bind_esme_rinvpaswd:")))
+    })
+    .await?;
+    let (status, body) = request(gw.http, "GET", "/ready").await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("bind_esme_rinvpaswd"), "{body}");
+
+    // Deleting the row unbinds and frees the slot.
+    db.exec(&format!(
+        "UPDATE vendor_mgmt.service_providers SET password='newpw22' WHERE id='{id}'"
+    ))
+    .await?;
+    wait::until("bound again", SETTLE, || async {
+        Ok((open_binds(&smsc, "gwuser2").await? == 1).then_some(()))
+    })
+    .await?;
+    db.exec(&format!(
+        "DELETE FROM vendor_mgmt.service_providers WHERE id='{id}'"
+    ))
+    .await?;
+    wait::until("unbound after delete", SETTLE, || async {
+        Ok(
+            (open_binds(&smsc, "gwuser2").await? == 0 && gw.vendor("basic").await?.is_none())
+                .then_some(()),
+        )
+    })
+    .await?;
+    assert!(db.slots(&id).await?.is_empty());
+    gw.assert_no_secret_in_log(&[PASSWORD, "newpw22", "nopenope"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaviours_are_classified() -> Result {
+    let only_tx = Behaviour {
+        bind_types: Some(vec![BindType::Transmitter]),
+        reject_action: Some("ESME_RBINDFAIL".into()),
+        ..Default::default()
+    };
+    let only_tx_close = Behaviour {
+        bind_types: Some(vec![BindType::Transmitter]),
+        reject_action: Some("close".into()),
+        ..Default::default()
+    };
+    let slow = Behaviour {
+        response_delay_ms: Some(6000),
+        ..Default::default()
+    };
+    let cfg = sim()
+        .credential("gwlimit", PASSWORD)
+        .tls(
+            "close-after-tls",
+            Behaviour {
+                close_after_handshake: true,
+                ..Default::default()
+            },
+        )
+        .plain("only-tx", only_tx)
+        .plain("only-tx-close", only_tx_close)
+        .plain("slow", slow)
+        .tls_with(
+            "wrong-name",
+            ServerCert::WrongName,
+            false,
+            Behaviour::default(),
+        )
+        .plain(
+            "limit1",
+            Behaviour {
+                max_binds_per_system_id: Some(1),
+                ..Default::default()
+            },
+        );
+    let smsc = Smsc::start(cfg).await?;
+    let db = TestDb::new().await?;
+    let gw = Gateway::start(&db, "gw-modes").await?;
+    db.wait_schema().await?;
+    let ca = pem(&smsc.ca_file());
+    let wrong_ca = pem(&smsc.pki_dir().join("wrong-ca.crt"));
+    let refused = gateway_support::free_port();
+    let tls = |ca: &str| {
+        vec![
+            ("tls_enabled", "true".to_string()),
+            ("tls_ca_pem", ca.to_string()),
+        ]
+    };
+    let cases: Vec<(&str, u16, &str, Vec<(&str, String)>, &str)> = vec![
+        (
+            "close-after-tls",
+            smsc.port("close-after-tls"),
+            PASSWORD,
+            tls(&ca),
+            "closed_before_bind_resp",
+        ),
+        (
+            "wrong-ca",
+            smsc.port("tls"),
+            PASSWORD,
+            tls(&wrong_ca),
+            "tls_unknown_ca",
+        ),
+        (
+            "wrong-name",
+            smsc.port("wrong-name"),
+            PASSWORD,
+            tls(&ca),
+            "tls_name_mismatch",
+        ),
+        (
+            "tls-to-plain",
+            smsc.port("plain"),
+            PASSWORD,
+            tls(&ca),
+            "tls_peer_closed",
+        ),
+        (
+            "bad-password",
+            smsc.port("plain"),
+            "wrongpw",
+            vec![],
+            "bind_esme_rinvpaswd",
+        ),
+        (
+            "only-tx",
+            smsc.port("only-tx"),
+            PASSWORD,
+            vec![],
+            "bind_esme_rbindfail",
+        ),
+        (
+            "only-tx-close",
+            smsc.port("only-tx-close"),
+            PASSWORD,
+            vec![],
+            "closed_before_bind_resp",
+        ),
+        ("slow", smsc.port("slow"), PASSWORD, vec![], "bind_timeout"),
+        ("refused", refused, PASSWORD, vec![], "tcp_refused"),
+        (
+            "bad-mode",
+            smsc.port("plain"),
+            PASSWORD,
+            vec![("bind_mode", "'XYZ'".into())],
+            "config_invalid",
+        ),
+        (
+            "limit",
+            smsc.port("limit1"),
+            PASSWORD,
+            vec![("max_binds", "2".into())],
+            "bind_esme_ralybnd",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (name, port, pw, extra, _) in &cases {
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        // The bind limit counts per system_id across listeners: give that vendor its own.
+        let user = if *name == "limit" {
+            "gwlimit"
+        } else {
+            SYSTEM_ID
+        };
+        ids.push(db.insert_legacy(name, *port, user, pw, &extra).await?);
+    }
+    // A good vendor next to the bad ones binds: a bad row disturbs no other.
+    let good = db
+        .insert_legacy(
+            "good-tls",
+            smsc.port("tls"),
+            SYSTEM_ID,
+            PASSWORD,
+            &[("tls_enabled", "true"), ("tls_ca_pem", &ca)],
+        )
+        .await?;
+    wait::until("good-tls bound", SETTLE, || async {
+        Ok((gw.bound("good-tls").await? == 1).then_some(()))
+    })
+    .await?;
+
+    for ((name, _, _, _, reason), id) in cases.iter().zip(&ids) {
+        let err = gw.wait_error(name, reason, SETTLE).await?;
+        assert!(!err.to_lowercase().contains("eof"), "{name}: {err}");
+        assert!(
+            err.contains("Likely causes") || *reason == "config_invalid",
+            "{name}: {err}"
+        );
+        if *reason == "config_invalid" {
+            continue; // no slot is claimed for a row that cannot bind
+        }
+        wait::until(
+            &format!("{name} reason in vendor_sessions"),
+            SETTLE,
+            || async {
+                let slots = db.slots(id).await?;
+                Ok(slots
+                    .iter()
+                    .find_map(|s| s.3.clone().filter(|e| e.starts_with(&format!("{reason}:")))))
+            },
+        )
+        .await?;
+    }
+    // The bind-limit vendor: one bind held, the second refused by the vendor.
+    assert_eq!(gw.bound("limit").await?, 1);
+    let m = gw.metrics().await?;
+    assert!(
+        metric(
+            &m,
+            "smpp_bind_failures_total",
+            &["vendor=\"wrong-ca\"", "reason=\"tls_unknown_ca\""]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(metric(&m, "smpp_sessions_bound", &["vendor=\"good-tls\""]) == 1.0);
+    assert_eq!(
+        metric(&m, "smpp_vendor_config_invalid", &["vendor=\"bad-mode\""]),
+        1.0
+    );
+    let _ = good;
+    gw.assert_no_secret_in_log(&[PASSWORD, "wrongpw"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_restart_reconnects_with_backoff() -> Result {
+    let mut smsc = Smsc::start(sim()).await?;
+    let db = TestDb::new().await?;
+    let gw = Gateway::start(&db, "gw-restart").await?;
+    db.wait_schema().await?;
+    db.insert_legacy(
+        "restart",
+        smsc.port("plain"),
+        SYSTEM_ID,
+        PASSWORD,
+        &[("reconnect_max_delay_seconds", "4")],
+    )
+    .await?;
+    wait::until("bound", SETTLE, || async {
+        Ok((gw.bound("restart").await? == 1).then_some(()))
+    })
+    .await?;
+    let attempts_before = metric(
+        &gw.metrics().await?,
+        "smpp_bind_attempts_total",
+        &["vendor=\"restart\""],
+    );
+
+    smsc.kill();
+    let err = wait::until("session loss noticed", SETTLE, || async {
+        Ok(gw
+            .vendor("restart")
+            .await?
+            .filter(|v| v["status"] == "disconnected")
+            .and_then(|v| v["last_error"].as_str().map(String::from)))
+    })
+    .await?;
+    assert!(
+        err.starts_with("connection_lost:") || err.starts_with("tcp_refused:"),
+        "{err}"
+    );
+    // While the vendor is down, attempts are spaced out (1 s, 2 s, 4 s, 4 s …), not a tight loop.
+    let down = Instant::now();
+    wait::until("a refused reconnect", SETTLE, || async {
+        Ok(gw
+            .vendor("restart")
+            .await?
+            .and_then(|v| v["last_error"].as_str().map(String::from))
+            .filter(|e| e.starts_with("tcp_refused:")))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(down.elapsed())).await; // observe the backoff over a fixed window
+    let attempts_down = metric(
+        &gw.metrics().await?,
+        "smpp_bind_attempts_total",
+        &["vendor=\"restart\""],
+    ) - attempts_before;
+    assert!(
+        (2.0..=6.0).contains(&attempts_down),
+        "{attempts_down} attempts in 6 s of outage"
+    );
+
+    smsc.restart().await?;
+    wait::until(
+        "re-bound after the simulator came back",
+        Duration::from_secs(10),
+        || async {
+            Ok(
+                (open_binds(&smsc, SYSTEM_ID).await? == 1 && gw.bound("restart").await? == 1)
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    assert!(
+        metric(
+            &gw.metrics().await?,
+            "smpp_reconnects_total",
+            &["vendor=\"restart\""]
+        ) >= 1.0
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_never_exceed_max_binds() -> Result {
+    let smsc = Arc::new(Smsc::start(sim()).await?);
+    let db = TestDb::new().await?;
+    let mut a = Gateway::start(&db, "gw-fleet-a").await?;
+    db.wait_schema().await?;
+    let id = db
+        .insert_legacy(
+            "fleet",
+            smsc.port("plain"),
+            SYSTEM_ID,
+            PASSWORD,
+            &[("max_binds", "2")],
+        )
+        .await?;
+
+    // Sample the simulator's open binds continuously for the whole test.
+    let max_seen = Arc::new(AtomicU64::new(0));
+    let samples = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (smsc, max_seen, samples) = (smsc.clone(), max_seen.clone(), samples.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(n) = open_binds(&smsc, SYSTEM_ID).await {
+                    max_seen.fetch_max(n, Ordering::SeqCst);
+                    samples.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    wait::until("gateway A holds both binds", SETTLE, || async {
+        Ok((a.bound("fleet").await? == 2).then_some(()))
+    })
+    .await?;
+
+    let b = Gateway::start(&db, "gw-fleet-b").await?;
+    wait::until(
+        "one bind each (fair share)",
+        Duration::from_secs(20),
+        || async {
+            Ok((a.bound("fleet").await? == 1 && b.bound("fleet").await? == 1).then_some(()))
+        },
+    )
+    .await?;
+    let pods: Vec<String> = db.slots(&id).await?.into_iter().map(|s| s.1).collect();
+    assert!(
+        pods.contains(&"gw-fleet-a".to_string()) && pods.contains(&"gw-fleet-b".to_string()),
+        "{pods:?}"
+    );
+
+    // Kill A without a chance to clean up: B takes its slot over after the TTL.
+    a.guard.kill();
+    let t0 = Instant::now();
+    wait::until("B holds both binds", Duration::from_secs(40), || async {
+        Ok((b.bound("fleet").await? == 2).then_some(()))
+    })
+    .await?;
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(10),
+        "took over after {took:?}, before the slot TTL"
+    );
+    let slots = db.slots(&id).await?;
+    assert!(
+        slots.iter().all(|s| s.1 == "gw-fleet-b" && s.2 == "bound"),
+        "{slots:?}"
+    );
+    wait::until("simulator sees 2 binds", SETTLE, || async {
+        Ok((open_binds(&smsc, SYSTEM_ID).await? == 2).then_some(()))
+    })
+    .await?;
+    sampler.abort();
+    let (max, n) = (
+        max_seen.load(Ordering::SeqCst),
+        samples.load(Ordering::SeqCst),
+    );
+    assert!(n > 100, "only {n} samples");
+    assert!(max <= 2, "the simulator saw {max} binds for max_binds 2");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_finds_the_only_working_combination() -> Result {
+    let only = Behaviour {
+        bind_types: Some(vec![BindType::Transmitter]),
+        interface_versions: Some(vec!["3.4".into()]),
+        reject_action: Some("close".into()),
+        ..Default::default()
+    };
+    let smsc = Smsc::start(
+        SmscConfig::new()
+            .credential(SYSTEM_ID, PASSWORD)
+            .plain("only", only),
+    )
+    .await?;
+    let dir = smpp_e2e::process::repo_root().join("target/gateway-tests");
+    std::fs::create_dir_all(&dir)?;
+    let pwfile = dir.join("probe-password");
+    std::fs::write(&pwfile, format!("{PASSWORD}\n"))?;
+    let t0 = Instant::now();
+    let out = std::process::Command::new(smpp_e2e::process::workspace_bin("smpp-gateway"))
+        .args([
+            "probe",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &smsc.port("only").to_string(),
+            "--system-id",
+            SYSTEM_ID,
+        ])
+        .arg("--password-file")
+        .arg(&pwfile)
+        .args(["--system-type", "ESME"])
+        .output()?;
+    let took = t0.elapsed();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(30), "probe took {took:?}");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("trans") || l.starts_with("receiver"))
+        .collect();
+    assert_eq!(rows.len(), 12, "{table}");
+    for row in &rows {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        let (mode, version, stage) = (cols[0], cols[1], cols[3]);
+        if mode == "transmitter" && version == "3.4" {
+            assert_eq!(stage, "bound", "{row}");
+        } else {
+            assert_eq!(stage, "bind", "{row}");
+            assert!(row.contains("closed_before_bind_resp"), "{row}");
+        }
+    }
+    assert!(
+        table.contains(
+            "Working: transmitter 3.4 system_type=\"ESME\", transmitter 3.4 system_type=\"\""
+        ),
+        "{table}"
+    );
+    assert!(!table.contains(PASSWORD));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_is_switchable_and_masks_the_password() -> Result {
+    let smsc = Smsc::start(sim()).await?;
+    let db = TestDb::new().await?;
+    let gw = Gateway::start(&db, "gw-trace").await?;
+    db.wait_schema().await?;
+    let id = db
+        .insert_legacy("traced", smsc.port("plain"), SYSTEM_ID, PASSWORD, &[])
+        .await?;
+    wait::until("bound", SETTLE, || async {
+        Ok((gw.bound("traced").await? == 1).then_some(()))
+    })
+    .await?;
+    let (status, body) = request(gw.http, "POST", "/api/v1/vendors/traced/trace").await?;
+    assert_eq!(status, 200, "{body}");
+    // Force a re-bind so a bind PDU is traced.
+    db.exec(&format!(
+        "UPDATE vendor_mgmt.service_providers SET system_type='ESME' WHERE id='{id}'"
+    ))
+    .await?;
+    let lines = wait::until("traced bind and bind_resp", SETTLE, || async {
+        let (_, body) = request(gw.http, "GET", "/api/v1/vendors/traced/trace").await?;
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        let lines: Vec<String> = v["lines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str().map(String::from))
+            .collect();
+        Ok((lines
+            .iter()
+            .any(|l| l.starts_with(">>") && l.contains("BindTransceiver"))
+            && lines.iter().any(|l| l.contains("BindTransceiverResp")))
+        .then_some(lines))
+    })
+    .await?;
+    let hex_pw: String = PASSWORD.bytes().map(|b| format!("{b:02x}")).collect();
+    for l in &lines {
+        assert!(!l.contains(PASSWORD) && !l.contains(&hex_pw), "{l}");
+    }
+    let (_, body) = request(gw.http, "DELETE", "/api/v1/vendors/traced/trace").await?;
+    assert!(body.contains("\"trace\":false"), "{body}");
+    gw.assert_no_secret_in_log(&[PASSWORD, &hex_pw]);
+    Ok(())
+}
