@@ -62,7 +62,7 @@ impl BindMode {
             Self::Transceiver => BindKind::Transceiver,
             Self::Transmitter => BindKind::Transmitter,
             Self::Receiver => BindKind::Receiver,
-            Self::TransmitterAndReceiver if slot % 2 == 0 => BindKind::Transmitter,
+            Self::TransmitterAndReceiver if slot.is_multiple_of(2) => BindKind::Transmitter,
             Self::TransmitterAndReceiver => BindKind::Receiver,
         }
     }

@@ -498,22 +498,22 @@ impl SlotWorker {
         self.v.remove_slot(self.slot);
         self.bound_gauge();
         self.ctx.fleet.forget(self.v.id, self.slot);
-        if matches!(exit, Exit::Stopped) && !self.keep_slot.load(Ordering::Relaxed) {
-            if let Err(e) = db::release(
+        if matches!(exit, Exit::Stopped)
+            && !self.keep_slot.load(Ordering::Relaxed)
+            && let Err(e) = db::release(
                 &self.ctx.fleet.pool,
                 self.v.id,
                 &[self.slot],
                 &self.ctx.fleet.pod,
             )
             .await
-            {
-                self.ctx
-                    .metrics
-                    .db_errors
-                    .with_label_values(&["release"])
-                    .inc();
-                tracing::warn!(vendor = %self.v.name, slot = self.slot, error = %e, "cannot release bind slot; it frees itself after the TTL");
-            }
+        {
+            self.ctx
+                .metrics
+                .db_errors
+                .with_label_values(&["release"])
+                .inc();
+            tracing::warn!(vendor = %self.v.name, slot = self.slot, error = %e, "cannot release bind slot; it frees itself after the TTL");
         }
     }
 

@@ -101,7 +101,7 @@ impl Metrics {
         r.register(Box::new(config_notifications.clone()))
             .expect("register");
         if let Ok(pc) =
-            std::panic::catch_unwind(|| prometheus::process_collector::ProcessCollector::for_self())
+            std::panic::catch_unwind(prometheus::process_collector::ProcessCollector::for_self)
         {
             let _ = r.register(Box::new(pc));
         }

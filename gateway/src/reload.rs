@@ -76,7 +76,7 @@ mod tests {
     use crate::config::{parse, tests::row};
     use smpp_db::Secret;
 
-    fn set(rows: &[smpp_db::providers::ServiceProvider]) -> HashMap<Uuid, VendorEntry> {
+    fn set(rows: &[&smpp_db::providers::ServiceProvider]) -> HashMap<Uuid, VendorEntry> {
         rows.iter().map(|r| (r.id, parse(r))).collect()
     }
 
@@ -84,8 +84,8 @@ mod tests {
     fn add_remove_and_nothing() {
         let a = row("a");
         let b = row("b");
-        let old = set(&[a.clone()]);
-        let new = set(&[a.clone(), b.clone()]);
+        let old = set(&[&a]);
+        let new = set(&[&a, &b]);
         assert_eq!(diff(&old, &new), vec![Action::Add(parse(&b))]);
         assert_eq!(diff(&new, &old), vec![Action::Remove(b.id)]);
         assert!(diff(&new, &new).is_empty());
@@ -97,19 +97,13 @@ mod tests {
         let mut off = a.clone();
         off.is_active = false;
         off.config_version += 1;
-        assert_eq!(
-            diff(&set(&[a.clone()]), &set(&[off.clone()])),
-            vec![Action::Remove(a.id)]
-        );
+        assert_eq!(diff(&set(&[&a]), &set(&[&off])), vec![Action::Remove(a.id)]);
         let mut sus = a.clone();
         sus.suspended = true;
-        assert_eq!(
-            diff(&set(&[a.clone()]), &set(&[sus])),
-            vec![Action::Remove(a.id)]
-        );
+        assert_eq!(diff(&set(&[&a]), &set(&[&sus])), vec![Action::Remove(a.id)]);
         // re-activating adds it again
         assert_eq!(
-            diff(&set(&[off]), &set(&[a.clone()])),
+            diff(&set(&[&off]), &set(&[&a])),
             vec![Action::Add(parse(&a))]
         );
     }
@@ -129,7 +123,7 @@ mod tests {
             change(&mut b);
             b.config_version += 1;
             assert_eq!(
-                diff(&set(&[a.clone()]), &set(&[b.clone()])),
+                diff(&set(&[&a]), &set(&[&b])),
                 vec![Action::Rebind(parse(&b))]
             );
         }
@@ -148,7 +142,7 @@ mod tests {
             change(&mut b);
             b.config_version += 1;
             assert_eq!(
-                diff(&set(&[a.clone()]), &set(&[b.clone()])),
+                diff(&set(&[&a]), &set(&[&b])),
                 vec![Action::UpdateInPlace(parse(&b))]
             );
         }
@@ -160,10 +154,10 @@ mod tests {
         let mut bad = a.clone();
         bad.bind_mode = "nope".into();
         assert!(
-            matches!(diff(&set(&[a.clone()]), &set(&[bad.clone()]))[..], [Action::Rebind(ref e)] if e.config.is_err())
+            matches!(diff(&set(&[&a]), &set(&[&bad]))[..], [Action::Rebind(ref e)] if e.config.is_err())
         );
         assert!(
-            matches!(diff(&set(&[bad]), &set(&[a]))[..], [Action::Rebind(ref e)] if e.config.is_ok())
+            matches!(diff(&set(&[&bad]), &set(&[&a]))[..], [Action::Rebind(ref e)] if e.config.is_ok())
         );
     }
 
