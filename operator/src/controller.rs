@@ -2,7 +2,7 @@
 //! (apply / cleanup behind a finalizer), a Secret watch so rotations arrive within seconds,
 //! and a periodic requeue that refreshes BOUND and reverts hand edits of owned rows.
 
-use crate::credentials::{self, CredentialError};
+use crate::credentials::{CredentialError, SecretSource};
 use crate::metrics::Metrics;
 use crate::row::desired_config;
 use crate::status::{CredState, Observation, SyncState, build_status};
@@ -16,7 +16,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use smpp_crds::{DeletionPolicy, FINALIZER, SmppVendor, condition, reason};
 use smpp_db::providers::{self, Owner, OwnerRef, ServiceProvider, UpsertOutcome};
@@ -71,6 +71,7 @@ pub struct Settings {
 
 pub struct Context {
     pub client: Client,
+    pub secrets: SecretSource,
     pub pool: PgPool,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
@@ -89,6 +90,7 @@ impl Context {
         settings: Settings,
     ) -> Self {
         Context {
+            secrets: SecretSource::new(client.clone()),
             client,
             pool,
             recorder,
@@ -290,7 +292,7 @@ impl VendorReconciler for SmppVendor {
     async fn reconcile(&self, ctx: &Context) -> Result<Action, Error> {
         let mut events = Vec::new();
         let previous = self.status.as_ref();
-        let (creds, sync, db_error) = match credentials::resolve(&ctx.client, self).await {
+        let (creds, sync, db_error) = match ctx.secrets.resolve(self).await {
             Err(e) if e.is_transient() => return Err(Error::Credentials(e)),
             Err(e) => (
                 CredState::Failed {
@@ -484,10 +486,15 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     };
     let controller = Controller::new(vendors, watcher::Config::default().any_semantic());
     let store = controller.store();
-    // Metadata only: the operator reads Secret values with a GET when it reconciles, so
-    // Secret contents never sit in a cache.
+    // Secrets are watched as metadata only (no values stream through the operator). The
+    // reflector updates the index before the event triggers the reconcile, so the reconcile
+    // sees the new resourceVersion and re-reads the rotated Secret.
+    let (index, writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    ctx.secrets.set_index(index);
+    let secret_events = reflector::reflector(writer, watcher(secrets, watcher::Config::default()))
+        .touched_objects();
     controller
-        .watches(secrets, watcher::Config::default(), move |s| {
+        .watches_stream(secret_events, move |s| {
             vendors_using(&store, s.namespace(), &s.name_any())
         })
         .shutdown_on_signal()

@@ -3,9 +3,13 @@
 
 use crate::row::Credentials;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use smpp_crds::{MAX_PASSWORD_LEN_V34, SmppVendor, reason};
 use smpp_db::Secret;
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
 
 /// Why the credentials of a vendor could not be resolved.
 #[derive(Debug, thiserror::Error)]
@@ -158,66 +162,107 @@ pub fn extract(
     }
 }
 
-/// Reads everything `vendor` references from its namespace.
-pub async fn resolve(client: &Client, vendor: &SmppVendor) -> Result<Credentials, CredentialError> {
-    let namespace = vendor.namespace().unwrap_or_default();
-    let api: Api<KubeSecret> = Api::namespaced(client.clone(), &namespace);
-    let fetch = |name: String| {
-        let api = api.clone();
-        let namespace = namespace.clone();
-        async move {
-            api.get_opt(&name)
-                .await
-                .map_err(|source| CredentialError::Api {
-                    namespace,
-                    name: name.clone(),
-                    source,
-                })
+/// Where Secrets are read from: a GET, or a copy kept from an earlier GET while the
+/// Secret's resourceVersion (from the metadata-only watch) has not moved. Only Secrets a
+/// vendor references are ever fetched, so only those are kept.
+pub struct SecretSource {
+    client: Client,
+    /// Metadata of the watched Secrets, updated before the watch event triggers a reconcile.
+    index: RwLock<Option<Store<PartialObjectMeta<KubeSecret>>>>,
+    cache: Mutex<HashMap<(String, String), (String, KubeSecret)>>,
+}
+
+impl SecretSource {
+    pub fn new(client: Client) -> Self {
+        SecretSource {
+            client,
+            index: RwLock::new(None),
+            cache: Mutex::new(HashMap::new()),
         }
-    };
-    let pw_ref = &vendor.spec.bind.password_secret_ref;
-    let pw_secret = fetch(pw_ref.name.clone()).await?;
-    let password = extract(
-        pw_secret.as_ref(),
-        &namespace,
-        &pw_ref.name,
-        &pw_ref.key,
-        Material::Password,
-    )?;
-    let mut creds = Credentials {
-        password: Secret::new(password),
-        ..Default::default()
-    };
-    if let Some(ca) = &vendor.spec.tls.ca_secret_ref {
-        let s = fetch(ca.name.clone()).await?;
-        creds.ca_pem = Some(extract(
-            s.as_ref(),
-            &namespace,
-            &ca.name,
-            &ca.key,
-            Material::CaBundle,
-        )?);
     }
-    if let Some(cc) = &vendor.spec.tls.client_cert_secret_ref {
-        let s = fetch(cc.name.clone()).await?;
-        let cert = extract(
-            s.as_ref(),
-            &namespace,
-            &cc.name,
-            "tls.crt",
-            Material::Certificate,
-        )?;
-        let key = extract(
-            s.as_ref(),
-            &namespace,
-            &cc.name,
-            "tls.key",
-            Material::PrivateKey,
-        )?;
-        creds.client_cert_pem = Some(cert);
-        creds.client_key_pem = Some(Secret::new(key));
+
+    /// Installs the metadata store of a (re)started controller.
+    pub fn set_index(&self, store: Store<PartialObjectMeta<KubeSecret>>) {
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = Some(store);
     }
-    Ok(creds)
+
+    fn current_version(&self, namespace: &str, name: &str) -> Option<String> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let key = ObjectRef::new(name).within(namespace);
+        index.as_ref()?.get(&key)?.resource_version()
+    }
+
+    async fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<KubeSecret>, CredentialError> {
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(rv) = self.current_version(namespace, name) {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((cached_rv, secret)) = cache.get(&key)
+                && *cached_rv == rv
+            {
+                return Ok(Some(secret.clone()));
+            }
+        }
+        let api: Api<KubeSecret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = api
+            .get_opt(name)
+            .await
+            .map_err(|source| CredentialError::Api {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                source,
+            })?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match &secret {
+            Some(s) => {
+                cache.insert(key, (s.resource_version().unwrap_or_default(), s.clone()));
+            }
+            None => {
+                cache.remove(&key);
+            }
+        }
+        Ok(secret)
+    }
+
+    /// Reads everything `vendor` references from its namespace.
+    pub async fn resolve(&self, vendor: &SmppVendor) -> Result<Credentials, CredentialError> {
+        let namespace = vendor.namespace().unwrap_or_default();
+        let ns = namespace.as_str();
+        let pw_ref = &vendor.spec.bind.password_secret_ref;
+        let pw_secret = self.get(ns, &pw_ref.name).await?;
+        let password = extract(
+            pw_secret.as_ref(),
+            ns,
+            &pw_ref.name,
+            &pw_ref.key,
+            Material::Password,
+        )?;
+        let mut creds = Credentials {
+            password: Secret::new(password),
+            ..Default::default()
+        };
+        if let Some(ca) = &vendor.spec.tls.ca_secret_ref {
+            let s = self.get(ns, &ca.name).await?;
+            creds.ca_pem = Some(extract(
+                s.as_ref(),
+                ns,
+                &ca.name,
+                &ca.key,
+                Material::CaBundle,
+            )?);
+        }
+        if let Some(cc) = &vendor.spec.tls.client_cert_secret_ref {
+            let s = self.get(ns, &cc.name).await?;
+            let cert = extract(s.as_ref(), ns, &cc.name, "tls.crt", Material::Certificate)?;
+            let key = extract(s.as_ref(), ns, &cc.name, "tls.key", Material::PrivateKey)?;
+            creds.client_cert_pem = Some(cert);
+            creds.client_key_pem = Some(Secret::new(key));
+        }
+        Ok(creds)
+    }
 }
 
 #[cfg(test)]
