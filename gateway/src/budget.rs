@@ -115,7 +115,18 @@ impl Fleet {
     }
 
     /// Heartbeats until `stop`. A failed round is logged and counted; sessions keep running.
-    pub async fn run(self: Arc<Self>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    /// Starts once `schema_ready` fires (the watcher applied the migrations), so a fresh
+    /// database does not produce a burst of "relation does not exist" warnings.
+    pub async fn run(
+        self: Arc<Self>,
+        metrics: Arc<Metrics>,
+        schema_ready: CancellationToken,
+        stop: CancellationToken,
+    ) {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = schema_ready.cancelled() => {}
+        }
         let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

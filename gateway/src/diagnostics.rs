@@ -436,10 +436,74 @@ pub fn status_name(status: u32) -> String {
     n.to_string()
 }
 
+/// Every fixed reason code (bind_resp statuses add `bind_esme_*` / `bind_status_0x…`).
+/// docs/troubleshooting.md documents each; a test keeps the two in step.
+pub const REASONS: &[&str] = &[
+    "config_invalid",
+    "dns_failed",
+    "dns_timeout",
+    "tcp_refused",
+    "tcp_timeout",
+    "tcp_failed",
+    "tls_timeout",
+    "tls_peer_closed",
+    "tls_failed",
+    "tls_unknown_ca",
+    "tls_name_mismatch",
+    "tls_cert_expired",
+    "tls_cert_not_yet_valid",
+    "tls_bad_certificate",
+    "tls_protocol_version",
+    "tls_client_cert_refused",
+    "tls_peer_alert",
+    "tls_not_tls",
+    "tls_handshake_failed",
+    "closed_before_bind_resp",
+    "bind_timeout",
+    "bind_generic_nack",
+    "bind_unexpected_pdu",
+    "protocol_error",
+    "enquire_link_timeout",
+    "peer_unbound",
+    "connection_lost",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::SocketAddr;
+
+    #[test]
+    fn every_reason_is_documented() {
+        let doc = include_str!("../../docs/troubleshooting.md");
+        for r in REASONS {
+            assert!(
+                doc.contains(&format!("`{r}`")),
+                "docs/troubleshooting.md lacks {r}"
+            );
+        }
+        for status in [0x0Eu32, 0x0F, 0x05, 0x0D, 0x53, 0x03, 0x58, 0x08] {
+            let code = bind_rejected(status).reason;
+            assert!(
+                doc.contains(&format!("`{code}`")),
+                "docs/troubleshooting.md lacks {code}"
+            );
+        }
+        let produced = [
+            config_error("x").reason,
+            bind_timeout(1).reason,
+            bind_generic_nack(3).reason,
+            bind_unexpected("x").reason,
+            protocol_error(Stage::Bind, "x").reason,
+            enquire_link_timeout(1).reason,
+            peer_unbound().reason,
+            connection_lost("x").reason,
+            closed_before_bind_resp(true, "a", "b", "c").reason,
+        ];
+        for r in produced {
+            assert!(REASONS.contains(&r.as_str()), "{r} missing from REASONS");
+        }
+    }
 
     fn addr() -> SocketAddr {
         "127.0.0.1:2776".parse().unwrap()

@@ -160,7 +160,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http_task = tokio::spawn(server);
 
     let beat_stop = CancellationToken::new();
-    let beat = tokio::spawn(fleet.clone().run(metrics.clone(), beat_stop.clone()));
+    let schema_ready = CancellationToken::new();
+    let beat = tokio::spawn(fleet.clone().run(
+        metrics.clone(),
+        schema_ready.clone(),
+        beat_stop.clone(),
+    ));
     let ctx = Arc::new(Ctx {
         fleet: fleet.clone(),
         registry: registry.clone(),
@@ -175,6 +180,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         pool.clone(),
         Manager::new(ctx),
         metrics.clone(),
+        schema_ready,
         stop.clone(),
     ));
 

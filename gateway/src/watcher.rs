@@ -74,6 +74,7 @@ pub async fn run(
     pool: PgPool,
     mut manager: Manager,
     metrics: Arc<Metrics>,
+    schema_ready: CancellationToken,
     stop: CancellationToken,
 ) -> Manager {
     let mut store = Store::new();
@@ -91,6 +92,7 @@ pub async fn run(
             &metrics,
             &stop,
             &mut migrated,
+            &schema_ready,
         )
         .await
         {
@@ -138,10 +140,12 @@ async fn listen(
     metrics: &Metrics,
     stop: &CancellationToken,
     migrated: &mut bool,
+    schema_ready: &CancellationToken,
 ) -> anyhow::Result<()> {
     if !*migrated {
         smpp_db::migrate(pool).await?;
         *migrated = true;
+        schema_ready.cancel();
     }
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(CHANNEL).await?;
