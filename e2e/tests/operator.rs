@@ -102,12 +102,21 @@ struct Harness {
     operator: Option<ChildGuard>,
     log: PathBuf,
     http_port: u16,
+    /// The operator's kubeconfig (the admin's unless it runs as the service account).
+    kubeconfig: PathBuf,
+    lease_namespace: String,
 }
 
 impl Harness {
     /// Namespace `op-<tag>-<random>`, a fresh database in the environment's PostgreSQL, and
     /// a running operator.
     async fn start(tag: &str) -> Self {
+        let (env, suffix, db_url, pool) = Self::fresh_db(tag).await;
+        Self::start_with(env, tag, &suffix, db_url, pool).await
+    }
+
+    /// A fresh database in the environment's PostgreSQL.
+    async fn fresh_db(tag: &str) -> (Env, String, String, PgPool) {
         let env = Env::load().expect("environment (make env-up)");
         let admin = env.pg_pool().await.expect("environment PostgreSQL");
         let suffix = format!("{:08x}", rand::random::<u32>());
@@ -125,16 +134,32 @@ impl Harness {
             .connect_with(opts)
             .await
             .unwrap();
-        Self::start_with(env, tag, &suffix, db_url, pool).await
+        (env, suffix, db_url, pool)
     }
 
     async fn start_with(env: Env, tag: &str, suffix: &str, db_url: String, pool: PgPool) -> Self {
+        Self::start_as(env, tag, suffix, db_url, pool, false).await
+    }
+
+    /// With `service_account`, the operator runs as system:serviceaccount:smpp-system:
+    /// smpp-operator (the admin kubeconfig impersonating it) under crds/rbac.yaml, with its
+    /// Lease in smpp-system: the RBAC manifest must be enough.
+    async fn start_as(
+        env: Env,
+        tag: &str,
+        suffix: &str,
+        db_url: String,
+        pool: PgPool,
+        service_account: bool,
+    ) -> Self {
         install_crd(&env).await;
         let ns = format!("op-{tag}-{suffix}");
         run(env.kubectl().args(["create", "namespace", &ns])).unwrap();
         let log = repo_root().join(format!("target/e2e-logs/operator-{ns}.log"));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         let mut h = Harness {
+            kubeconfig: env.kubeconfig.clone(),
+            lease_namespace: ns.clone(),
             env,
             ns,
             db_url,
@@ -143,6 +168,10 @@ impl Harness {
             log,
             http_port: free_port(),
         };
+        if service_account {
+            h.kubeconfig = impersonating_kubeconfig(&h.env, &h.ns);
+            h.lease_namespace = "smpp-system".into();
+        }
         h.spawn_operator();
         h.wait_ready().await;
         h
@@ -155,11 +184,20 @@ impl Harness {
             .open(&self.log)
             .unwrap();
         let mut cmd = Command::new(workspace_bin("smpp-operator"));
-        cmd.env("KUBECONFIG", &self.env.kubeconfig)
+        cmd.env("KUBECONFIG", &self.kubeconfig)
             .env("DATABASE_URL", &self.db_url)
             .env("RUST_LOG", "info,smpp_operator=debug")
-            .args(["--watch-namespace", &self.ns, "--lease-namespace", &self.ns])
-            .args(["--pod-name", &format!("operator-{}-{}", self.ns, self.http_port)])
+            .args([
+                "--watch-namespace",
+                &self.ns,
+                "--lease-namespace",
+                &self.lease_namespace,
+            ])
+            .args(["--lease-name", &format!("smpp-operator-{}", self.ns)])
+            .args([
+                "--pod-name",
+                &format!("operator-{}-{}", self.ns, self.http_port),
+            ])
             .args(["--http-addr", &format!("127.0.0.1:{}", self.http_port)])
             .args(["--resync-seconds", "2", "--lease-duration-seconds", "5"])
             .stdout(Stdio::from(file.try_clone().unwrap()))
@@ -319,6 +357,39 @@ impl Harness {
             }
         }
     }
+}
+
+/// Applies crds/rbac.yaml and writes a kubeconfig whose user impersonates its ServiceAccount.
+fn impersonating_kubeconfig(env: &Env, ns: &str) -> PathBuf {
+    if let Err(e) = run(env.kubectl().args(["create", "namespace", "smpp-system"])) {
+        assert!(e.to_string().contains("AlreadyExists"), "{e}");
+    }
+    let rbac = repo_root().join("crds/rbac.yaml");
+    run(env.kubectl().arg("apply").arg("-f").arg(&rbac)).expect("applying crds/rbac.yaml");
+    let copy = repo_root().join(format!("target/e2e-logs/kubeconfig-{ns}"));
+    let raw = run(env
+        .kubectl()
+        .args(["config", "view", "--raw", "--minify", "-o", "json"]))
+    .unwrap();
+    let mut config: Value = serde_json::from_str(&raw).unwrap();
+    config["users"][0]["user"]["as"] = "system:serviceaccount:smpp-system:smpp-operator".into();
+    std::fs::write(&copy, serde_json::to_string(&config).unwrap()).unwrap();
+    let kc = |args: &[&str]| {
+        run(Command::new(env.bin_dir.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&copy)
+            .args(args))
+    };
+    // kubectl itself, with this kubeconfig, now acts as the service account.
+    let who = kc(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ])
+    .unwrap();
+    assert_eq!(who, "system:serviceaccount:smpp-system:smpp-operator");
+    copy
 }
 
 fn replace_db(url: &str, db: &str) -> String {
@@ -852,6 +923,8 @@ async fn only_the_lease_holder_reconciles() {
         operator: None,
         log: h.log.with_extension("standby.log"),
         http_port: free_port(),
+        kubeconfig: h.kubeconfig.clone(),
+        lease_namespace: h.lease_namespace.clone(),
     };
     standby.spawn_operator();
     standby.wait_ready().await;
@@ -883,4 +956,30 @@ async fn only_the_lease_holder_reconciles() {
     })
     .await;
     standby.assert_operator_alive();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_with_the_least_privilege_rbac_manifest() {
+    let (env, suffix, db_url, pool) = Harness::fresh_db("rbac").await;
+    let h = Harness::start_as(env, "rbac", &suffix, db_url, pool, true).await;
+    let instance = format!("{}.r", h.ns);
+    h.secret("r-smpp", PASSWORD);
+    h.apply_ok(&vendor_yaml("r", ""));
+    h.wait_condition("r", "Ready", "False", Some("NotBound"))
+        .await; // status written
+    h.wait_row(&instance, "row", |r| r.password.expose() == PASSWORD)
+        .await;
+    h.wait_event("Created").await; // events.k8s.io create
+    h.secret("r-smpp", ROTATED); // Secret watch (list/watch) + get
+    h.wait_row(&instance, "rotated", |r| r.password.expose() == ROTATED)
+        .await;
+    h.kubectl(&["delete", "smppvendor", "r", "--timeout=30s"])
+        .unwrap(); // finalizer patch
+    assert!(h.row(&instance).await.is_none());
+    let log = h.log_text();
+    assert!(
+        !log.contains("forbidden"),
+        "the operator hit RBAC denials:\n{log}"
+    );
+    h.assert_no_secret_leaks(&[PASSWORD, ROTATED]);
 }
