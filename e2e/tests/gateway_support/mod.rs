@@ -23,6 +23,19 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A database on a private PostgreSQL (tests that stop the server).
+    pub async fn on(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Ok(Self {
+            url: url.to_string(),
+            pool,
+        })
+    }
+
     pub async fn new() -> Result<Self> {
         let env = Env::load()?;
         let admin = PgPoolOptions::new()
