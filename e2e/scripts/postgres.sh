@@ -81,7 +81,8 @@ up() {
   # A dead server may have left a stale pid file; postgres refuses to start over a live one.
   stop
   local data port logf
-  data=$(data_dir)
+  # The real path: the postgres user may not be able to follow $dir/data (see data_dir).
+  data=$(readlink -f "$(data_dir)")
   port=$(pick_port PG_PORT "$dir/port" "postgres")
   logf=$data/server.log
   if [ ! -f "$data/PG_VERSION" ]; then
