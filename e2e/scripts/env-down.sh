@@ -15,6 +15,10 @@ shopt -s nullglob
 # Private instances tests started (target/env/private-*) whose test process died before Drop.
 for d in "$ENV_ROOT"/private-pg-*; do "$E2E_SCRIPTS/postgres.sh" destroy "$d" || rc=1; done
 for d in "$ENV_ROOT"/private-redis-*; do "$E2E_SCRIPTS/redis.sh" down "$d" || rc=1; rm -rf "$d"; done
+# Scratch dirs of e2e/tests/scripts.rs (bad-<script>-<id>).
+for d in "$ENV_ROOT"/bad-postgres-*; do "$E2E_SCRIPTS/postgres.sh" destroy "$d" || rc=1; done
+for d in "$ENV_ROOT"/bad-redis-*; do "$E2E_SCRIPTS/redis.sh" down "$d" || rc=1; rm -rf "$d"; done
+for d in "$ENV_ROOT"/bad-controlplane-*; do "$E2E_SCRIPTS/controlplane.sh" down "$d" || rc=1; rm -rf "$d"; done
 rm -f "$env_file"
 [ $rc = 0 ] || die "some part did not stop cleanly (see above)"
 log "environment down"
