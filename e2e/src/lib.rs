@@ -2,8 +2,10 @@
 //! Redis, SMSC simulator), private instances for tests that must stop or break a part,
 //! and the polling and process helpers every end-to-end test shares.
 
+pub mod bench;
 pub mod env;
 pub mod postgres;
 pub mod process;
+pub mod sink;
 pub mod smsc;
 pub mod wait;

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make bench` (e2e/scripts/bench.sh runs every e2e/bench/*.sh): builds the release binaries,
+# installs Kannel (the peer) when missing, makes sure the real parts are up, then runs
+# smpp-bench, which prints the figures and writes docs/benchmarks.md.
+#
+# Bounded: smpp-bench gives every wait a deadline and the whole run a hard limit
+# (BENCH_TIMEOUT, default 840 s). Leaves nothing behind: smpp-bench kills what it started,
+# and an environment this script started is stopped again.
+#
+#   BENCH_ARGS="--quick"            fewer runs, smaller loads (smoke test of the benchmarks)
+#   BENCH_ARGS="--only gateway"     one suite: gateway, kannel, operator
+STAGE=bench
+source "$(cd "$(dirname "$0")/../scripts" && pwd)/lib.sh"
+cd "$REPO_ROOT"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/smpp-gateway/target}
+
+ensure_pkg /usr/sbin/bearerbox kannel
+
+log "building release binaries (smpp-gateway, smpp-operator, smpp-bench)"
+cargo build --release -q -p smpp-gateway -p smpp-operator -p smpp-e2e --bins ||
+  die "cargo build --release failed (see the compiler output above)"
+
+# Use a running environment as it is; start one only when there is none, and stop it after.
+started_env=0
+if [ ! -f target/env.sh ]; then
+  log "no environment up: starting one (make env-up), stopped again afterwards"
+  on_fail "'$E2E_SCRIPTS/env-down.sh'"
+  "$E2E_SCRIPTS/env-up.sh"
+  started_env=1
+fi
+
+# shellcheck disable=SC2086
+timeout --kill-after=20 "${BENCH_TIMEOUT:-840}" \
+  "$CARGO_TARGET_DIR/release/smpp-bench" run --out docs/benchmarks.md ${BENCH_ARGS:-} ||
+  die "smpp-bench failed or ran out of time (exit $?); the report above says which benchmark and why"
+
+if pgrep -x bearerbox >/dev/null; then
+  die "a bearerbox is still running after the benchmarks (pid $(pgrep -x bearerbox | tr '\n' ' '))"
+fi
+
+if [ $started_env = 1 ]; then
+  "$E2E_SCRIPTS/env-down.sh"
+fi

@@ -1,0 +1,273 @@
+//! What every benchmark needs: a fresh database, the gateway and operator processes, /proc
+//! figures (RSS, CPU) and a tiny HTTP GET.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use smpp_e2e::env::Env;
+use smpp_e2e::process::{ChildGuard, repo_root};
+use smpp_e2e::sink::free_port;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Where the benchmark logs go (target/bench-logs).
+pub fn log_dir() -> PathBuf {
+    let d = repo_root().join("target/bench-logs");
+    let _ = std::fs::create_dir_all(&d);
+    d
+}
+
+/// A database of its own on the environment's PostgreSQL, migrated, dropped on `drop_db`.
+pub struct Db {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+    admin: PgPool,
+}
+
+impl Db {
+    pub async fn fresh(env: &Env, tag: &str) -> Result<Self> {
+        let admin = env
+            .pg_pool()
+            .await
+            .context("connecting to the environment's PostgreSQL")?;
+        let name = format!("bench_{tag}_{:08x}", rand::random::<u32>());
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .context("CREATE DATABASE")?;
+        let opts: PgConnectOptions = env
+            .database_url
+            .parse::<PgConnectOptions>()?
+            .database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        smpp_db::migrate::migrate(&pool)
+            .await
+            .context("applying migrations to the bench database")?;
+        let (base, _) = env
+            .database_url
+            .rsplit_once('/')
+            .context("DATABASE_URL has no database path")?;
+        Ok(Db {
+            url: format!("{base}/{name}"),
+            name,
+            pool,
+            admin,
+        })
+    }
+
+    pub async fn exec(&self, sql: &str) -> Result<u64> {
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// Drops the database (after its clients are gone).
+    pub async fn drop_db(self) {
+        self.pool.close().await;
+        let _ = self
+            .admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .await;
+    }
+}
+
+/// A benchmarked process (gateway or operator) with its HTTP port and log.
+pub struct Proc {
+    pub guard: ChildGuard,
+    pub http: u16,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command, http: u16) -> Result<Self> {
+        let log = log_dir().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        let guard = ChildGuard::spawn(name, cmd)?;
+        Ok(Proc { guard, http, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.guard.id()
+    }
+
+    /// Waits until GET `path` answers 200; fails early when the process exits.
+    pub async fn wait_http(&mut self, path: &str, timeout: Duration) -> Result<()> {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.guard.has_exited() {
+                bail!(
+                    "{} exited during start-up (log: {})",
+                    self.guard.name(),
+                    self.log.display()
+                );
+            }
+            if matches!(http_get(self.http, path).await, Ok((200, _))) {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                bail!(
+                    "{} did not answer {path} within {timeout:?} (log: {})",
+                    self.guard.name(),
+                    self.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then up to `grace` for a clean exit; the guard kills whatever is left.
+    pub async fn stop(mut self, grace: Duration) {
+        self.guard.signal(libc::SIGTERM);
+        let end = Instant::now() + grace;
+        while !self.guard.has_exited() && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.guard.kill();
+    }
+}
+
+/// A workspace binary next to this one (target/release when `make bench` built it).
+pub fn sibling_bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe
+        .parent()
+        .context("smpp-bench has no parent dir")?
+        .join(name);
+    if !p.exists() {
+        bail!(
+            "{} is not built (make bench runs `cargo build --release --bins` first)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// The smpp-gateway process on `db`, named `pod`.
+pub async fn start_gateway(db: &Db, pod: &str) -> Result<Proc> {
+    let http = free_port()?;
+    let mut cmd = Command::new(sibling_bin("smpp-gateway")?);
+    cmd.env("DATABASE_URL", &db.url)
+        .env("POD_NAME", pod)
+        .env("HTTP_ADDR", format!("127.0.0.1:{http}"))
+        .env("RUST_LOG", "warn");
+    let mut p = Proc::spawn(pod, cmd, http)?;
+    p.wait_http("/health", Duration::from_secs(20)).await?;
+    Ok(p)
+}
+
+/// Resident set size of `pid` in MiB (VmRSS).
+pub fn rss_mib(pid: u32) -> Result<f64> {
+    status_kib(pid, "VmRSS:").map(|k| k / 1024.0)
+}
+
+/// Peak resident set size of `pid` in MiB (VmHWM).
+pub fn peak_rss_mib(pid: u32) -> Result<f64> {
+    status_kib(pid, "VmHWM:").map(|k| k / 1024.0)
+}
+
+fn status_kib(pid: u32, field: &str) -> Result<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_status_kib(&text, field).with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// The value in kB of `field` in a /proc/<pid>/status text.
+pub fn parse_status_kib(text: &str, field: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// utime + stime of `pid`, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat_ticks(&text).with_context(|| format!("unparsable /proc/{pid}/stat"))
+}
+
+/// utime + stime from a /proc/<pid>/stat line (fields 14 and 15; the comm may hold spaces).
+pub fn parse_stat_ticks(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state), so utime (14) is index 11.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU use of `pid` over `window`, in percent of one core.
+pub async fn cpu_percent(pid: u32, window: Duration) -> Result<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let t0 = Instant::now();
+    let a = cpu_ticks(pid)?;
+    tokio::time::sleep(window).await;
+    let b = cpu_ticks(pid)?;
+    Ok((b - a) as f64 / hz / t0.elapsed().as_secs_f64() * 100.0)
+}
+
+/// GET on 127.0.0.1:`port`: status and body.
+pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await??;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await??;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("0").parse()?;
+    Ok((status, body.to_string()))
+}
+
+/// Milliseconds between two instants (0 when `b` is before `a`).
+pub fn ms(a: Instant, b: Instant) -> f64 {
+    b.saturating_duration_since(a).as_secs_f64() * 1000.0
+}
+
+/// Output of a command, or an error naming it with its stderr.
+pub fn run_cmd(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_ticks_skip_a_comm_with_spaces() {
+        let line =
+            "4242 (smpp gateway) S 1 4242 4242 0 -1 4194560 500 0 0 0 117 23 0 0 20 0 9 0 1000 0 0";
+        assert_eq!(parse_stat_ticks(line), Some(140));
+    }
+
+    #[test]
+    fn status_fields_in_kib() {
+        let s = "Name:\tsmpp-gateway\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
+        assert_eq!(parse_status_kib(s, "VmRSS:"), Some(10240.0));
+        assert_eq!(parse_status_kib(s, "VmSwap:"), None);
+    }
+}

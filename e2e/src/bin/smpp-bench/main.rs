@@ -1,0 +1,382 @@
+//! smpp-bench: the benchmarks behind `make bench`. Runs the gateway, operator and Kannel
+//! benchmarks against the real parts of `make env-up` and the compiled sink, prints the
+//! figures and writes docs/benchmarks.md. Every load is on 127.0.0.1, bounded in count and time.
+//!
+//!   smpp-bench run [--out docs/benchmarks.md] [--only gateway,kannel,operator] [--quick]
+//!   smpp-bench sink [--listeners 1] [--seconds 60]   (a standalone sink, prints its ports)
+
+mod common;
+mod gateway;
+mod kannel;
+mod operator;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use smpp_e2e::bench::{Comparison, Report, Section, render};
+use smpp_e2e::env::Env;
+use smpp_e2e::process::repo_root;
+use smpp_e2e::sink::{Credentials, Sink};
+
+#[derive(Parser)]
+#[command(name = "smpp-bench")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the benchmarks and write the report.
+    Run {
+        /// Report file (markdown).
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        /// Comma-separated suites: gateway, kannel, operator.
+        #[arg(long, default_value = "gateway,kannel,operator")]
+        only: String,
+        /// Fewer runs and smaller loads (a smoke test of the benchmarks themselves).
+        #[arg(long)]
+        quick: bool,
+        /// How `make bench` was invoked, for the report.
+        #[arg(long, default_value = "make bench")]
+        command: String,
+    },
+    /// A standalone sink accepting any bind; stops by itself after --seconds.
+    Sink {
+        #[arg(long, default_value_t = 1)]
+        listeners: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+}
+
+/// Runs and loads, full or quick.
+struct Plan {
+    cheap_runs: usize,
+    heavy_runs: usize,
+    changes: usize,
+    fleet: usize,
+    compare_n: usize,
+    idle: Duration,
+    applies: usize,
+    operator_fleet: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Plan {
+                cheap_runs: 1,
+                heavy_runs: 1,
+                changes: 4,
+                fleet: 50,
+                compare_n: 5,
+                idle: Duration::from_secs(2),
+                applies: 4,
+                operator_fleet: 20,
+            }
+        } else {
+            Plan {
+                cheap_runs: 5,
+                heavy_runs: 3,
+                changes: 20,
+                fleet: 1000,
+                compare_n: 50,
+                idle: Duration::from_secs(10),
+                applies: 20,
+                operator_fleet: 1000,
+            }
+        }
+    }
+}
+
+fn raise_fd_limit() {
+    // 1,000 binds mean 2,000 sockets in this process (sink side) and 1,000 in the gateway.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
+    raise_fd_limit();
+    match Cli::parse().cmd {
+        Cmd::Sink { listeners, seconds } => run_sink(listeners, seconds).await,
+        Cmd::Run {
+            out,
+            only,
+            quick,
+            command,
+        } => {
+            // On SIGTERM/SIGINT (e.g. the script's timeout) the run future is dropped, and with it
+            // every ChildGuard: gateways, operators and bearerboxes are killed, not left behind.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = run(out, &only, quick, command) => r,
+                _ = term.recv() => anyhow::bail!("interrupted by SIGTERM; every process started was stopped"),
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; every process started was stopped"),
+            }
+        }
+    }
+}
+
+async fn run_sink(listeners: usize, seconds: u64) -> Result<()> {
+    let sink = Sink::start(Credentials::Any, listeners).await?;
+    println!(
+        "sink listening on 127.0.0.1 ports {:?} for {seconds}s",
+        sink.ports()
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(seconds)) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    println!("{:?}", sink.counts());
+    sink.stop().await;
+    Ok(())
+}
+
+fn log(msg: &str) {
+    eprintln!("bench: {msg}");
+}
+
+async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<()> {
+    let env = Env::load()
+        .context("loading target/env.sh (make bench starts the environment when it is down)")?;
+    let plan = Plan::new(quick);
+    let want = |s: &str| only.split(',').any(|x| x.trim() == s);
+    let mut sections: Vec<Section> = Vec::new();
+    let mut comparisons = Vec::new();
+
+    let (mut ours_change, mut ours_cold) = (None, None);
+    if want("gateway") {
+        log(&format!(
+            "gateway: row change → bind, {} runs × {} changes",
+            plan.cheap_runs, plan.changes
+        ));
+        let s = gateway::row_change(&env, plan.cheap_runs, plan.changes).await;
+        ours_change = s.median_of("p50");
+        sections.push(s);
+        log(&format!(
+            "gateway: {} vendors × 1 bind, {} runs",
+            plan.fleet, plan.heavy_runs
+        ));
+        sections.push(gateway::many_vendors(&env, plan.heavy_runs, plan.fleet, plan.idle).await);
+        log(&format!(
+            "gateway: cold start with {} vendors, {} runs",
+            plan.compare_n, plan.heavy_runs
+        ));
+        let s = gateway::cold_start(&env, plan.heavy_runs, plan.compare_n).await;
+        ours_cold = s.median_of("all bound after start");
+        sections.push(s);
+    }
+    if want("kannel") {
+        log(&format!(
+            "kannel: restart → bound, {} runs",
+            plan.cheap_runs
+        ));
+        let s = kannel::restart(plan.cheap_runs).await;
+        comparisons.push(Comparison {
+            what: "config change → bound with the new config (ours: row UPDATE p50; Kannel: edit conf + restart)".into(),
+            unit: "ms",
+            ours: ours_change,
+            kannel: s.median_of("restart → bound"),
+        });
+        sections.push(s);
+        log(&format!(
+            "kannel: cold start with {} SMSC groups, {} runs",
+            plan.compare_n, plan.heavy_runs
+        ));
+        let s = kannel::cold_start(plan.heavy_runs, plan.compare_n).await;
+        comparisons.push(Comparison {
+            what: format!("process start → {} binds bound", plan.compare_n),
+            unit: "ms",
+            ours: ours_cold,
+            kannel: s.median_of("all bound after start"),
+        });
+        sections.push(s);
+    }
+    if want("operator") {
+        log(&format!(
+            "operator: apply → row and Secret rotation → row, {} runs × {} applies",
+            plan.heavy_runs, plan.applies
+        ));
+        sections.push(operator::apply_and_rotate(&env, plan.heavy_runs, plan.applies).await);
+        log(&format!(
+            "operator + gateway: apply → BOUND in kubectl, {} runs",
+            plan.cheap_runs
+        ));
+        sections.push(operator::apply_to_bound(&env, plan.cheap_runs).await);
+        log(&format!(
+            "operator: {} SmppVendors at once, {} runs",
+            plan.operator_fleet, plan.heavy_runs
+        ));
+        sections.push(operator::many(&env, plan.heavy_runs, plan.operator_fleet).await);
+    }
+
+    let report = Report {
+        date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        command: if quick {
+            format!("{command} (--quick: fewer runs, smaller loads)")
+        } else {
+            command
+        },
+        versions: versions(&env).await,
+        machine: machine(),
+        comparisons,
+        sections,
+    };
+    let md = render(&report);
+    print!("{md}");
+    let path = if out.is_absolute() {
+        out
+    } else {
+        repo_root().join(out)
+    };
+    std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
+    log(&format!("wrote {}", path.display()));
+    let missing: Vec<&str> = report
+        .sections
+        .iter()
+        .filter(|s| s.not_measured.is_some())
+        .map(|s| s.title.as_str())
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!("not measured (the report says why): {}", missing.join("; "));
+    }
+    Ok(())
+}
+
+fn first_line(cmd: &mut Command) -> String {
+    cmd.output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The version of every part the figures depend on.
+async fn versions(env: &Env) -> Vec<(String, String)> {
+    let root = repo_root();
+    let rev =
+        first_line(
+            Command::new("git")
+                .arg("-C")
+                .arg(&root)
+                .args(["rev-parse", "--short", "HEAD"]),
+        );
+    let dirty = Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    let pg = match env.pg_pool().await {
+        Ok(p) => sqlx::query_scalar::<_, String>("SHOW server_version")
+            .fetch_one(&p)
+            .await
+            .unwrap_or_else(|_| "unknown".into()),
+        Err(_) => "unknown".into(),
+    };
+    let kube = kube_server_version(env);
+    vec![
+        (
+            "smpp-gateway / smpp-operator (git rev)".into(),
+            format!(
+                "{rev}{}",
+                if dirty {
+                    " (with uncommitted changes)"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        ("build".into(), "cargo --release".into()),
+        (
+            "rustc".into(),
+            first_line(Command::new("rustc").arg("--version")),
+        ),
+        (
+            "Kannel (peer)".into(),
+            format!("bearerbox {} (Debian package kannel)", kannel::version()),
+        ),
+        (
+            "sink".into(),
+            format!(
+                "smpp34 {} server, in-process (e2e/src/sink.rs)",
+                locked_version(&lock, "smpp34")
+            ),
+        ),
+        ("PostgreSQL".into(), pg),
+        ("kube-apiserver".into(), kube),
+    ]
+}
+
+fn kube_server_version(env: &Env) -> String {
+    let out = env.kubectl().args(["version", "-o", "json"]).output();
+    out.ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v["serverVersion"]["gitVersion"].as_str().map(String::from))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The version Cargo.lock pins for `name`.
+fn locked_version(lock: &str, name: &str) -> String {
+    let needle = format!("name = \"{name}\"\nversion = \"");
+    lock.find(&needle)
+        .and_then(|i| lock[i + needle.len()..].split('"').next())
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!(
+        "{cores} cores ({cpu}), shared with other work, so compare within one run (the Kannel ratio), not across runs"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locked_version_reads_cargo_lock() {
+        let lock = "[[package]]\nname = \"smpp34\"\nversion = \"1.5.1\"\nsource = \"x\"\n";
+        assert_eq!(locked_version(lock, "smpp34"), "1.5.1");
+        assert_eq!(locked_version(lock, "nope"), "unknown");
+    }
+}

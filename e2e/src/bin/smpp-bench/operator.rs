@@ -1,0 +1,475 @@
+//! Operator benchmarks on the environment's real apiserver, kubectl and PostgreSQL: kubectl
+//! apply → row committed, Secret rotation → row updated, apply → BOUND (with a gateway and the
+//! sink), and N SmppVendors at once → all Synced.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
+};
+use serde_json::{Value, json};
+use smpp_e2e::bench::{Below, Section, percentile};
+use smpp_e2e::env::Env;
+use smpp_e2e::process::repo_root;
+use smpp_e2e::sink::{Credentials, Sink, free_port};
+use sqlx::postgres::PgListener;
+
+use crate::common::{Db, Proc, ms, peak_rss_mib, rss_mib, run_cmd, sibling_bin, start_gateway};
+
+const CHANNEL: &str = "vendor_mgmt_service_providers";
+
+fn vendor_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("smpp.io", "v1alpha1", "SmppVendor"),
+        "smppvendors",
+    )
+}
+
+/// The SmppVendor + Secret manifest (JSON, which kubectl takes as YAML).
+fn vendor_doc(ns: &str, name: &str, port: u16, system_id: &str) -> Value {
+    json!({
+        "apiVersion": "smpp.io/v1alpha1", "kind": "SmppVendor",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "host": "127.0.0.1", "port": port,
+            "bind": {"mode": "Transceiver", "systemId": system_id,
+                     "passwordSecretRef": {"name": format!("{name}-pw"), "key": "password"}}
+        }
+    })
+}
+
+fn secret_doc(ns: &str, name: &str, password: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("{name}-pw"), "namespace": ns},
+        "type": "Opaque", "stringData": {"password": password}
+    })
+}
+
+/// `kubectl apply -f -` of `docs`; returns when kubectl exits.
+fn kubectl_apply(env: &Env, docs: &[Value]) -> Result<()> {
+    let mut child = env
+        .kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawning kubectl")?;
+    {
+        let mut stdin = child.stdin.take().context("kubectl stdin")?;
+        for d in docs {
+            writeln!(stdin, "---\n{d}")?;
+        }
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Applies the CRD (server-side) and waits until it is served.
+fn install_crd(env: &Env) -> Result<()> {
+    let crd = repo_root().join("crds/smppvendor.yaml");
+    run_cmd(
+        env.kubectl()
+            .args(["apply", "--server-side", "--force-conflicts", "-f"])
+            .arg(&crd),
+    )?;
+    run_cmd(env.kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "crd/smppvendors.smpp.io",
+        "--timeout=60s",
+    ]))?;
+    Ok(())
+}
+
+/// A namespace, a database and an operator watching only that namespace (own Lease).
+struct OpEnv {
+    ns: String,
+    db: Db,
+    op: Proc,
+}
+
+impl OpEnv {
+    async fn start(env: &Env, tag: &str) -> Result<Self> {
+        install_crd(env)?;
+        let db = Db::fresh(env, tag).await?;
+        let ns = format!("bench-{tag}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+        run_cmd(env.kubectl().args(["create", "namespace", &ns]))?;
+        let http = free_port()?;
+        let mut cmd = Command::new(sibling_bin("smpp-operator")?);
+        cmd.env("KUBECONFIG", &env.kubeconfig)
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .args(["--watch-namespace", &ns, "--lease-namespace", &ns])
+            .args(["--pod-name", &format!("bench-operator-{ns}")])
+            .args(["--http-addr", &format!("127.0.0.1:{http}")]);
+        let mut op = Proc::spawn(&format!("operator-{ns}"), cmd, http)?;
+        op.wait_http("/ready", Duration::from_secs(60)).await?;
+        Ok(OpEnv { ns, db, op })
+    }
+
+    /// Deletes the namespace's SmppVendors while the operator still runs (it owns their
+    /// finalizers and rows), then stops it and removes the namespace and database.
+    async fn stop(self, env: &Env) {
+        let _ = run_cmd(env.kubectl().args([
+            "delete",
+            "smppvendors",
+            "--all",
+            "-n",
+            &self.ns,
+            "--timeout=120s",
+        ]));
+        self.op.stop(Duration::from_secs(10)).await;
+        let _ = run_cmd(env.kubectl().args([
+            "delete",
+            "secrets",
+            "--all",
+            "-n",
+            &self.ns,
+            "--wait=false",
+        ]));
+        let _ = run_cmd(
+            env.kubectl()
+                .args(["delete", "namespace", &self.ns, "--wait=false"]),
+        );
+        self.db.drop_db().await;
+    }
+}
+
+/// (port, password) of the row `instance_name`.
+async fn row(db: &Db, instance: &str) -> Result<Option<(i32, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT port, password FROM vendor_mgmt.service_providers WHERE instance_name = $1",
+    )
+    .bind(instance)
+    .fetch_optional(&db.pool)
+    .await?)
+}
+
+/// Waits for a NOTIFY after which `check` holds on the row; returns the NOTIFY's arrival.
+async fn wait_row(
+    listener: &mut PgListener,
+    db: &Db,
+    instance: &str,
+    timeout: Duration,
+    check: impl Fn(&(i32, String)) -> bool,
+) -> Result<Instant> {
+    let end = tokio::time::Instant::now() + timeout;
+    loop {
+        let n = tokio::time::timeout_at(end, listener.recv())
+            .await
+            .context("no matching row change in time")??;
+        let at = Instant::now();
+        let _ = n;
+        if row(db, instance).await?.as_ref().is_some_and(&check) {
+            return Ok(at);
+        }
+    }
+}
+
+/// kubectl apply → row committed, and Secret rotation → row updated.
+pub async fn apply_and_rotate(env: &Env, runs: usize, applies: usize) -> Section {
+    let mut s = Section::new(
+        "Operator: kubectl apply → row, Secret rotation → row",
+        format!(
+            "The operator (release build, default settings) watches a namespace of its own. Per run, {applies} \
+             `kubectl apply` of the SmppVendor with a new `spec.port`, each followed by a `kubectl apply` of its \
+             Secret with a new password. Timed from spawning kubectl to the NOTIFY (sent by the table's trigger \
+             on commit) after which the row holds the new port / password, received over LISTEN. kubectl's \
+             own run time (process start, discovery, the PATCH) is inside the figure and shown on its own."
+        ),
+    );
+    for run in 0..runs {
+        match apply_run(env, applies).await {
+            Ok((apply, rotate, kubectl)) => {
+                s.row("apply → row committed, p50", "ms", Some(Below(200.0)))
+                    .per_run
+                    .push(p(&apply, 50.0));
+                s.row("apply → row committed, p99", "ms", Some(Below(1000.0)))
+                    .per_run
+                    .push(p(&apply, 99.0));
+                s.row("Secret rotation → row updated, p50", "ms", None)
+                    .per_run
+                    .push(p(&rotate, 50.0));
+                s.row(
+                    "Secret rotation → row updated, p99",
+                    "ms",
+                    Some(Below(2000.0)),
+                )
+                .per_run
+                .push(p(&rotate, 99.0));
+                s.row("kubectl apply alone (spawn → exit), p50", "ms", None)
+                    .per_run
+                    .push(p(&kubectl, 50.0));
+            }
+            Err(e) => {
+                s.not_measured = Some(format!("run {} failed: {e:#}", run + 1));
+                break;
+            }
+        }
+    }
+    s
+}
+
+fn p(v: &[f64], q: f64) -> f64 {
+    percentile(v, q).unwrap_or(f64::NAN)
+}
+
+async fn apply_run(env: &Env, applies: usize) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let oe = OpEnv::start(env, "apply").await?;
+    let result = async {
+        let (ns, name) = (oe.ns.clone(), "bench-apply".to_string());
+        let instance = format!("{ns}.{name}");
+        let mut listener = PgListener::connect(&oe.db.url).await?;
+        listener.listen(CHANNEL).await?;
+        kubectl_apply(
+            env,
+            &[
+                secret_doc(&ns, &name, "pw000000"),
+                vendor_doc(&ns, &name, 10000, "bench"),
+            ],
+        )?;
+        wait_row(
+            &mut listener,
+            &oe.db,
+            &instance,
+            Duration::from_secs(30),
+            |r| r.0 == 10000,
+        )
+        .await
+        .context("the first apply never produced a row within 30 s")?;
+        let (mut apply, mut rotate, mut kubectl) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 1..=applies {
+            let port = 10000 + i as u16;
+            let t0 = Instant::now();
+            kubectl_apply(env, &[vendor_doc(&ns, &name, port, "bench")])?;
+            kubectl.push(ms(t0, Instant::now()));
+            let at = wait_row(
+                &mut listener,
+                &oe.db,
+                &instance,
+                Duration::from_secs(10),
+                |r| r.0 == i32::from(port),
+            )
+            .await
+            .with_context(|| format!("apply {i}: port {port} not in the row within 10 s"))?;
+            apply.push(ms(t0, at));
+
+            let pw = format!("rot{i:05}");
+            let t0 = Instant::now();
+            kubectl_apply(env, &[secret_doc(&ns, &name, &pw)])?;
+            let at = wait_row(
+                &mut listener,
+                &oe.db,
+                &instance,
+                Duration::from_secs(10),
+                |r| r.1 == pw,
+            )
+            .await
+            .with_context(|| format!("rotation {i}: new password not in the row within 10 s"))?;
+            rotate.push(ms(t0, at));
+        }
+        Ok((apply, rotate, kubectl))
+    }
+    .await;
+    oe.stop(env).await;
+    result
+}
+
+/// kubectl apply → `BOUND 1/1` in the resource's status, with a gateway and the sink.
+pub async fn apply_to_bound(env: &Env, runs: usize) -> Section {
+    let mut s = Section::new(
+        "Operator + gateway: kubectl apply → BOUND 1/1",
+        "Operator and one gateway on the same database, the vendor pointing at the sink. Per run a new \
+         SmppVendor + Secret is applied with kubectl; timed from spawning kubectl to the first read (kube API, \
+         every 50 ms, what `kubectl get smppvendors` prints) of `status.bound = 1/1`. Default operator and \
+         gateway settings.",
+    );
+    match apply_to_bound_runs(env, runs).await {
+        Ok(v) => {
+            for (bound, sink) in v {
+                s.row("apply → BOUND 1/1 shown", "ms", Some(Below(3000.0)))
+                    .per_run
+                    .push(bound);
+                s.row("apply → bind at the sink", "ms", None)
+                    .per_run
+                    .push(sink);
+            }
+        }
+        Err(e) => s.not_measured = Some(format!("{e:#}")),
+    }
+    s
+}
+
+async fn apply_to_bound_runs(env: &Env, runs: usize) -> Result<Vec<(f64, f64)>> {
+    let sink = Sink::start(Credentials::Any, 1).await?;
+    let oe = OpEnv::start(env, "bound").await?;
+    let result = async {
+        let gw = start_gateway(&oe.db, "bench-bound-gw").await?;
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(env.kube_client().await?, &oe.ns, &vendor_resource());
+        let mut out = Vec::new();
+        for run in 1..=runs {
+            let name = format!("bound{run}");
+            let sid = format!("bnd{run}");
+            let t0 = Instant::now();
+            kubectl_apply(
+                env,
+                &[
+                    secret_doc(&oe.ns, &name, "pw000000"),
+                    vendor_doc(&oe.ns, &name, sink.port(), &sid),
+                ],
+            )?;
+            let end = Instant::now() + Duration::from_secs(30);
+            let bound_at = loop {
+                let v = api.get(&name).await?;
+                if v.data["status"]["bound"] == "1/1" {
+                    break Instant::now();
+                }
+                if Instant::now() > end {
+                    bail!(
+                        "{name}: status.bound is {} after 30 s",
+                        v.data["status"]["bound"]
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let at_sink = sink
+                .first_bind(|b| b.system_id == sid)
+                .context("BOUND shown but the sink saw no bind")?;
+            let shown = run_cmd(env.kubectl().args([
+                "get",
+                "smppvendor",
+                &name,
+                "-n",
+                &oe.ns,
+                "--no-headers",
+            ]))?;
+            if !shown.contains("1/1") {
+                bail!("kubectl get does not show 1/1: {shown}");
+            }
+            out.push((ms(t0, bound_at), ms(t0, at_sink)));
+        }
+        gw.stop(Duration::from_secs(10)).await;
+        Ok(out)
+    }
+    .await;
+    oe.stop(env).await;
+    sink.stop().await;
+    result
+}
+
+/// N SmppVendors (and their Secrets) created at once → all Synced.
+pub async fn many(env: &Env, runs: usize, n: usize) -> Section {
+    let mut s = Section::new(
+        format!("Operator: {n} SmppVendors at once → all Synced"),
+        format!(
+            "{n} Secrets and {n} SmppVendors created through the API, 32 requests in flight. Timed from the first \
+             create to the first list (every 500 ms) in which all {n} have condition Synced=True. Operator RSS \
+             (VmRSS) read then; peak is VmHWM."
+        ),
+    );
+    for run in 0..runs {
+        match many_run(env, n).await {
+            Ok((synced, created, rss, peak)) => {
+                s.row("all Synced", "s", Some(Below(60.0)))
+                    .per_run
+                    .push(synced / 1000.0);
+                s.row(&format!("creating the {} objects", 2 * n), "s", None)
+                    .per_run
+                    .push(created / 1000.0);
+                s.row("operator RSS", "MiB", Some(Below(100.0)))
+                    .per_run
+                    .push(rss);
+                s.row("operator peak RSS (VmHWM)", "MiB", None)
+                    .per_run
+                    .push(peak);
+            }
+            Err(e) => {
+                s.not_measured = Some(format!("run {} failed: {e:#}", run + 1));
+                break;
+            }
+        }
+    }
+    s
+}
+
+fn synced(v: &DynamicObject) -> bool {
+    v.data["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Synced" && c["status"] == "True")
+    })
+}
+
+async fn many_run(env: &Env, n: usize) -> Result<(f64, f64, f64, f64)> {
+    let oe = OpEnv::start(env, "many").await?;
+    let result = async {
+        let client = env.kube_client().await?;
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &oe.ns, &vendor_resource());
+        let secrets: Api<DynamicObject> = Api::namespaced_with(
+            client,
+            &oe.ns,
+            &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Secret")),
+        );
+        let ns = Arc::new(oe.ns.clone());
+        let t0 = Instant::now();
+        futures::stream::iter(1..=n)
+            .map(|i| {
+                let (api, secrets, ns) = (api.clone(), secrets.clone(), ns.clone());
+                async move {
+                    let name = format!("v{i:04}");
+                    let sec: DynamicObject =
+                        serde_json::from_value(secret_doc(&ns, &name, "pw000000"))?;
+                    secrets.create(&PostParams::default(), &sec).await?;
+                    let v: DynamicObject =
+                        serde_json::from_value(vendor_doc(&ns, &name, 10000, &format!("m{i}")))?;
+                    api.create(&PostParams::default(), &v).await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(32)
+            .try_collect::<Vec<()>>()
+            .await
+            .context("creating the SmppVendors")?;
+        let created = ms(t0, Instant::now());
+        let end = Instant::now() + Duration::from_secs(180);
+        let synced_at = loop {
+            let list = api.list(&ListParams::default()).await?;
+            let ok = list.items.iter().filter(|v| synced(v)).count();
+            if ok == n {
+                break Instant::now();
+            }
+            if Instant::now() > end {
+                bail!("only {ok} of {n} Synced after 180 s");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let rss = rss_mib(oe.op.pid())?;
+        let peak = peak_rss_mib(oe.op.pid())?;
+        // Clean-up goes through the operator (finalizers); bounded.
+        let _ = api
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await;
+        let end = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < end && !api.list(&ListParams::default()).await?.items.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok((ms(t0, synced_at), created, rss, peak))
+    }
+    .await;
+    oe.stop(env).await;
+    result
+}
