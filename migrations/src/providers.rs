@@ -356,6 +356,13 @@ pub async fn upsert_owned(
     owner: &Owner,
     config: &ProviderConfig,
 ) -> Result<UpsertOutcome, DbError> {
+    let fingerprint = config.fingerprint();
+    // Fast path without a transaction: the periodic resync mostly finds the row as written.
+    if let Some(row) = get_by_instance_name(pool, instance_name).await?
+        && is_current(&row, owner, config, &fingerprint)
+    {
+        return Ok(UpsertOutcome::Unchanged(row));
+    }
     let mut tx = pool.begin().await?;
     let sql = concat!(
         "SELECT ",
@@ -383,16 +390,11 @@ pub async fn upsert_owned(
             None => UpsertOutcome::Unowned(row),
             Some(o) if o.uid != owner.uid => UpsertOutcome::OwnedByOther { row, owner: o },
             Some(_) => {
-                let current = row.config();
-                let same_owner_meta = row.owner_generation == Some(owner.generation)
-                    && row.owner_fingerprint.as_deref() == Some(fingerprint.as_str())
-                    && row.owner_namespace.as_deref() == Some(owner.namespace.as_str())
-                    && row.owner_name.as_deref() == Some(owner.name.as_str());
-                if current == *config && same_owner_meta {
+                if is_current(&row, owner, config, &fingerprint) {
                     UpsertOutcome::Unchanged(row)
                 } else {
                     let drift = row.edited_since_owner_wrote();
-                    let changed = current.changed_fields(config);
+                    let changed = row.config().changed_fields(config);
                     let row = update(&mut tx, row.id, owner, config, &fingerprint).await?;
                     UpsertOutcome::Updated {
                         row,
@@ -405,6 +407,22 @@ pub async fn upsert_owned(
     };
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// Whether `row` is owned by `owner` and already holds `config` as written for this
+/// generation.
+fn is_current(
+    row: &ServiceProvider,
+    owner: &Owner,
+    config: &ProviderConfig,
+    fingerprint: &str,
+) -> bool {
+    row.owner_uid.as_deref() == Some(owner.uid.as_str())
+        && row.owner_generation == Some(owner.generation)
+        && row.owner_fingerprint.as_deref() == Some(fingerprint)
+        && row.owner_namespace.as_deref() == Some(owner.namespace.as_str())
+        && row.owner_name.as_deref() == Some(owner.name.as_str())
+        && row.config() == *config
 }
 
 async fn insert(

@@ -52,25 +52,34 @@ pub fn aggregate(rows: Vec<SessionRow>, now: DateTime<Utc>, ttl: Duration) -> Ve
     }
 }
 
-/// Live sessions of `vendor_id`, judged against the database clock.
+#[derive(sqlx::FromRow)]
+struct RawSession {
+    #[sqlx(flatten)]
+    session: SessionRow,
+    db_now: DateTime<Utc>,
+}
+
+/// Live sessions of `vendor_id`, judged against the database clock. One statement: this
+/// runs for every vendor on every status refresh.
 pub async fn vendor_sessions(
     pool: &PgPool,
     vendor_id: Uuid,
     ttl: Duration,
 ) -> Result<VendorSessions, DbError> {
-    let mut tx = pool.begin().await?;
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-        .fetch_one(&mut *tx)
-        .await?;
-    let rows: Vec<SessionRow> = sqlx::query_as(
-        "SELECT slot, pod, state, since, last_error, heartbeat \
+    let rows: Vec<RawSession> = sqlx::query_as(
+        "SELECT slot, pod, state, since, last_error, heartbeat, now() AS db_now \
          FROM vendor_mgmt.vendor_sessions WHERE vendor_id = $1",
     )
     .bind(vendor_id)
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?;
-    tx.commit().await?;
-    Ok(aggregate(rows, now, ttl))
+    // No rows: nothing to judge, the clock does not matter.
+    let now = rows.first().map(|r| r.db_now).unwrap_or_else(Utc::now);
+    Ok(aggregate(
+        rows.into_iter().map(|r| r.session).collect(),
+        now,
+        ttl,
+    ))
 }
 
 #[cfg(test)]
