@@ -205,6 +205,24 @@ impl Harness {
         self.operator = Some(ChildGuard::spawn("smpp-operator", cmd).unwrap());
     }
 
+    /// Another operator replica on the same namespace, database and Lease.
+    async fn replica(&self, tag: &str) -> Harness {
+        let mut r = Harness {
+            env: self.env.clone(),
+            ns: self.ns.clone(),
+            db_url: self.db_url.clone(),
+            pool: self.pool.clone(),
+            operator: None,
+            log: self.log.with_extension(format!("{tag}.log")),
+            http_port: free_port(),
+            kubeconfig: self.kubeconfig.clone(),
+            lease_namespace: self.lease_namespace.clone(),
+        };
+        r.spawn_operator();
+        r.wait_ready().await;
+        r
+    }
+
     async fn wait_ready(&self) {
         let url = format!("http://127.0.0.1:{}/ready", self.http_port);
         until("operator /ready", T, || async {
@@ -914,48 +932,78 @@ async fn postgres_down_reports_database_unavailable_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_reconciles() {
     let mut h = Harness::start("lease").await;
-    // A second replica with the same Lease stays standby while the first renews.
-    let mut standby = Harness {
-        env: h.env.clone(),
-        ns: h.ns.clone(),
-        db_url: h.db_url.clone(),
-        pool: h.pool.clone(),
-        operator: None,
-        log: h.log.with_extension("standby.log"),
-        http_port: free_port(),
-        kubeconfig: h.kubeconfig.clone(),
-        lease_namespace: h.lease_namespace.clone(),
-    };
-    standby.spawn_operator();
-    standby.wait_ready().await;
+    // Two more replicas with the same Lease stay standby while the first renews.
+    let mut second = h.replica("second").await;
+    let mut third = h.replica("third").await;
     h.secret("l-smpp", PASSWORD);
     h.apply_ok(&vendor_yaml("l", ""));
     h.wait_condition("l", "Synced", "True", Some("Synced"))
         .await;
+    let instance = format!("{}.l", h.ns);
     assert!(h.metrics().contains("smpp_operator_leader 1"));
-    assert!(standby.metrics().contains("smpp_operator_leader 0"));
-    assert!(
-        !standby
-            .metrics()
-            .contains("smpp_operator_reconciles_total{result=\"ok\"}")
-    );
+    for standby in [&second, &third] {
+        let m = standby.metrics();
+        assert!(m.contains("smpp_operator_leader 0"), "{m}");
+        assert!(
+            !m.contains("smpp_operator_reconciles_total{result=\"ok\"}"),
+            "a standby reconciled"
+        );
+    }
 
-    // The leader dies: the standby takes over once the Lease expires, and reconciles.
-    h.operator.as_mut().unwrap().kill();
-    until("standby leads", T, || async {
-        Ok(standby
+    // SIGTERM: the leader releases the Lease on its way out, so a standby leads well before
+    // the 5 s lease duration would have expired.
+    let stopped_at = std::time::Instant::now();
+    h.operator.as_ref().unwrap().signal(15);
+    let leader = until("a standby leads after SIGTERM", T, || async {
+        let lead = |r: &Harness| r.metrics().contains("smpp_operator_leader 1");
+        Ok(if lead(&second) {
+            Some(2)
+        } else if lead(&third) {
+            Some(3)
+        } else {
+            None
+        })
+    })
+    .await
+    .unwrap();
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(4),
+        "takeover took {:?}",
+        stopped_at.elapsed()
+    );
+    until("the old leader exits", T, || {
+        let exited = h.operator.as_mut().unwrap().has_exited();
+        async move { Ok(exited.then_some(())) }
+    })
+    .await
+    .unwrap();
+    let (new_leader, other) = if leader == 2 {
+        (&mut second, &mut third)
+    } else {
+        (&mut third, &mut second)
+    };
+    h.apply_ok(&vendor_yaml("l", "  maxBinds: 5\n"));
+    h.wait_row(&instance, "new leader applied maxBinds 5", |r| {
+        r.max_binds == 5
+    })
+    .await;
+
+    // SIGKILL: no release; the last replica takes over once the Lease expires.
+    new_leader.operator.as_mut().unwrap().kill();
+    until("the last replica leads", T, || async {
+        Ok(other
             .metrics()
             .contains("smpp_operator_leader 1")
             .then_some(()))
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", standby.log_text()));
-    h.apply_ok(&vendor_yaml("l", "  maxBinds: 5\n"));
-    h.wait_row(&format!("{}.l", h.ns), "standby applied maxBinds 5", |r| {
-        r.max_binds == 5
+    .unwrap_or_else(|e| panic!("{e}\n{}", other.log_text()));
+    h.apply_ok(&vendor_yaml("l", "  maxBinds: 6\n"));
+    h.wait_row(&instance, "last replica applied maxBinds 6", |r| {
+        r.max_binds == 6
     })
     .await;
-    standby.assert_operator_alive();
+    other.assert_operator_alive();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
