@@ -418,7 +418,9 @@ fn transition_events(
         let (Some(c), before) = (now.condition(t), reason_of(previous, t)) else {
             continue;
         };
-        if c.status == "False" && before != Some((c.status.clone(), c.reason.clone())) {
+        // Synced=False/Pending only echoes the credentials problem, which has its own Event.
+        let echo = c.reason == reason::PENDING;
+        if c.status == "False" && !echo && before != Some((c.status.clone(), c.reason.clone())) {
             events.push(warning(&c.reason, "Reconcile", c.message.clone()));
         }
     }
@@ -572,6 +574,19 @@ mod tests {
         evs.clear();
         transition_events(Some(&conflict), &conflict, &mut evs);
         assert!(evs.is_empty(), "no repeat while the state persists");
+
+        // A missing Secret gives one Event (its reason), not a second one for Synced.
+        o.creds = CredState::Failed {
+            reason: "SecretNotFound",
+            message: "Secret ns/x not found".into(),
+        };
+        o.sync = SyncState::WaitingForCredentials;
+        let missing = build_status(&o, Some(&ok), now);
+        transition_events(Some(&ok), &missing, &mut evs);
+        assert_eq!(
+            evs.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(),
+            vec!["SecretNotFound"]
+        );
     }
 
     #[test]
