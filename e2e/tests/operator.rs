@@ -105,6 +105,8 @@ struct Harness {
     /// The operator's kubeconfig (the admin's unless it runs as the service account).
     kubeconfig: PathBuf,
     lease_namespace: String,
+    /// --resync-seconds: short by default so drift repair shows quickly.
+    resync_seconds: u64,
 }
 
 impl Harness {
@@ -160,6 +162,7 @@ impl Harness {
         let mut h = Harness {
             kubeconfig: env.kubeconfig.clone(),
             lease_namespace: ns.clone(),
+            resync_seconds: 2,
             env,
             ns,
             db_url,
@@ -199,10 +202,28 @@ impl Harness {
                 &format!("operator-{}-{}", self.ns, self.http_port),
             ])
             .args(["--http-addr", &format!("127.0.0.1:{}", self.http_port)])
-            .args(["--resync-seconds", "2", "--lease-duration-seconds", "5"])
+            .args(["--resync-seconds", &self.resync_seconds.to_string()])
+            .args(["--lease-duration-seconds", "5"])
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file));
         self.operator = Some(ChildGuard::spawn("smpp-operator", cmd).unwrap());
+    }
+
+    /// Replaces the operator with one that resyncs only every `secs`, so whatever happens
+    /// sooner was driven by a watch.
+    async fn restart_with_resync(&mut self, secs: u64) {
+        // SIGTERM releases the Lease, so the new process leads at once.
+        self.operator.as_ref().unwrap().signal(15);
+        until("old operator exits", T, || {
+            let exited = self.operator.as_mut().unwrap().has_exited();
+            async move { Ok(exited.then_some(())) }
+        })
+        .await
+        .unwrap();
+        self.resync_seconds = secs;
+        self.http_port = free_port();
+        self.spawn_operator();
+        self.wait_ready().await;
     }
 
     /// Another operator replica on the same namespace, database and Lease.
@@ -217,6 +238,7 @@ impl Harness {
             http_port: free_port(),
             kubeconfig: self.kubeconfig.clone(),
             lease_namespace: self.lease_namespace.clone(),
+            resync_seconds: self.resync_seconds,
         };
         r.spawn_operator();
         r.wait_ready().await;
@@ -823,6 +845,8 @@ async fn invalid_manifests_are_refused_with_readable_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_secret_reports_secret_not_found_then_heals() {
     let mut h = Harness::start("secret").await;
+    // Resync once a minute: healing and rotation below must come from the Secret watch.
+    h.restart_with_resync(60).await;
     let instance = format!("{}.late", h.ns);
     h.apply_ok(&vendor_yaml("late", ""));
     let c = h
@@ -847,6 +871,7 @@ async fn missing_secret_reports_secret_not_found_then_heals() {
     h.wait_event("SecretNotFound").await;
 
     // The Secret appears: healed by the Secret watch, without anyone touching the vendor.
+    let created = std::time::Instant::now();
     h.secret("late-smpp", PASSWORD);
     h.wait_condition("late", "CredentialsResolved", "True", Some("Resolved"))
         .await;
@@ -855,6 +880,23 @@ async fn missing_secret_reports_secret_not_found_then_heals() {
     let row = h
         .wait_row(&instance, "row", |r| r.password.expose() == PASSWORD)
         .await;
+    assert!(
+        created.elapsed() < Duration::from_secs(10),
+        "healing took {:?}",
+        created.elapsed()
+    );
+
+    // Rotation, also through the watch (the resync is a minute away).
+    let rotated = std::time::Instant::now();
+    h.secret("late-smpp", ROTATED);
+    let row = h
+        .wait_row(&instance, "rotated", |r| r.password.expose() == ROTATED)
+        .await;
+    assert!(
+        rotated.elapsed() < Duration::from_secs(5),
+        "rotation took {:?}",
+        rotated.elapsed()
+    );
 
     // Too long for SMPP 3.4: a condition, the last good row stays, no crash.
     h.secret("late-smpp", "muchtoolongpassword");
@@ -872,13 +914,13 @@ async fn missing_secret_reports_secret_not_found_then_heals() {
         c["message"].as_str().unwrap().contains("8 characters"),
         "{c}"
     );
-    assert_eq!(h.row(&instance).await.unwrap().password.expose(), PASSWORD);
+    assert_eq!(h.row(&instance).await.unwrap().password.expose(), ROTATED);
     assert_eq!(
         h.row(&instance).await.unwrap().config_version,
         row.config_version
     );
     h.assert_operator_alive();
-    h.assert_no_secret_leaks(&[PASSWORD, "muchtoolongpassword"]);
+    h.assert_no_secret_leaks(&[PASSWORD, ROTATED, "muchtoolongpassword"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
