@@ -877,8 +877,7 @@ async fn missing_secret_reports_secret_not_found_then_heals() {
         .await;
     h.wait_condition("late", "Synced", "True", Some("Synced"))
         .await;
-    let row = h
-        .wait_row(&instance, "row", |r| r.password.expose() == PASSWORD)
+    h.wait_row(&instance, "row", |r| r.password.expose() == PASSWORD)
         .await;
     assert!(
         created.elapsed() < Duration::from_secs(10),
