@@ -247,6 +247,7 @@ pub fn spawn(
         observer,
         timeouts,
         enquire: None,
+        last_enquire: Instant::now(),
     };
     let join = tokio::spawn(async move {
         let r = ctl.run(stream, req_rx, tun_rx, cancel, window).await;
@@ -296,6 +297,8 @@ struct Control {
     timeouts: Timeouts,
     /// Our outstanding enquire_link: sequence number and when it was sent.
     enquire: Option<(u32, Instant)>,
+    /// When we last sent an enquire_link (start of the session before the first).
+    last_enquire: Instant,
 }
 
 enum Step {
@@ -346,24 +349,35 @@ impl Control {
                 Some(req) = req_rx.recv() => self.request(req),
                 Ok(()) = tun_rx.changed() => {
                     interval = tun_rx.borrow().enquire_interval;
-                    timer.as_mut().reset(tokio::time::Instant::now() + interval.min(self.timeouts.enquire_response));
                 }
                 () = &mut timer => {
-                    if let Some(r) = self.tick() {
+                    if let Some(r) = self.tick(interval) {
                         window.close();
                         self.fail_all();
                         return r;
                     }
-                    let next = if self.enquire.is_some() { self.timeouts.enquire_response } else { interval };
-                    timer.as_mut().reset(tokio::time::Instant::now() + next);
                 }
             }
+            // One timer serves both our enquire_link schedule and the wait for its answer.
+            let due = tokio::time::Instant::from_std(self.next_due(interval));
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
+        }
+    }
+
+    /// When the timer must fire next: the answer deadline of the outstanding enquire_link,
+    /// else the next one's send time.
+    fn next_due(&self, interval: Duration) -> Instant {
+        match self.enquire {
+            Some((_, sent)) => sent + self.timeouts.enquire_response,
+            None => self.last_enquire + interval,
         }
     }
 
     /// Sends an enquire_link, or ends the session when the last one went unanswered. Also
     /// expires in-flight requests that waited longer than the response timeout.
-    fn tick(&mut self) -> Option<Result<(), BindFailure>> {
+    fn tick(&mut self, interval: Duration) -> Option<Result<(), BindFailure>> {
         if let Some((_, sent)) = self.enquire
             && sent.elapsed() >= self.timeouts.enquire_response
         {
@@ -383,9 +397,10 @@ impl Control {
                 let _ = p.reply.send(Err(SubmitError::Timeout(limit)));
             }
         }
-        if self.enquire.is_none() {
+        if self.enquire.is_none() && self.last_enquire.elapsed() >= interval {
             let seq = self.next_seq();
-            self.enquire = Some((seq, Instant::now()));
+            self.last_enquire = Instant::now();
+            self.enquire = Some((seq, self.last_enquire));
             if !self.send(pdu::enquire_link(seq)) {
                 return Some(Err(diagnostics::connection_lost("writer closed")));
             }
