@@ -336,3 +336,70 @@ mod tests {
         assert!(e.unwrap_err().to_string().contains("empty"));
     }
 }
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+    use kube::runtime::watcher;
+    use std::collections::BTreeMap;
+
+    /// A client whose every request fails: any use of it shows up as an Api error.
+    fn dead_client() -> Client {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        Client::try_from(config).unwrap()
+    }
+
+    fn meta(rv: &str) -> PartialObjectMeta<KubeSecret> {
+        let mut m: PartialObjectMeta<KubeSecret> = Default::default();
+        m.metadata = ObjectMeta {
+            name: Some("pw".into()),
+            namespace: Some("ns".into()),
+            resource_version: Some(rv.into()),
+            ..Default::default()
+        };
+        m
+    }
+
+    fn secret(rv: &str) -> KubeSecret {
+        let mut data = BTreeMap::new();
+        data.insert(
+            "password".to_string(),
+            k8s_openapi::ByteString(b"pw".to_vec()),
+        );
+        KubeSecret {
+            metadata: ObjectMeta {
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            data: Some(data),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_copy_is_used_only_while_the_resource_version_holds() {
+        let source = SecretSource::new(dead_client());
+        let (index, mut writer) = kube::runtime::reflector::store();
+        source.set_index(index);
+        writer.apply_watcher_event(&watcher::Event::Apply(meta("1")));
+        source
+            .cache
+            .lock()
+            .unwrap()
+            .insert(("ns".into(), "pw".into()), ("1".into(), secret("1")));
+        let hit = source
+            .get("ns", "pw")
+            .await
+            .expect("served from the cache, no request");
+        assert_eq!(hit.unwrap().resource_version().as_deref(), Some("1"));
+
+        // Rotated: the watch moved the version, so the stale copy must not be served.
+        writer.apply_watcher_event(&watcher::Event::Apply(meta("2")));
+        let miss = source.get("ns", "pw").await.unwrap_err();
+        assert!(miss.is_transient(), "went to the apiserver: {miss}");
+
+        // Unknown to the index (not watched yet, or deleted): always asks the apiserver.
+        assert!(source.get("ns", "other").await.is_err());
+    }
+}
