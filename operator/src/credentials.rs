@@ -351,14 +351,15 @@ mod cache_tests {
     }
 
     fn meta(rv: &str) -> PartialObjectMeta<KubeSecret> {
-        let mut m: PartialObjectMeta<KubeSecret> = Default::default();
-        m.metadata = ObjectMeta {
-            name: Some("pw".into()),
-            namespace: Some("ns".into()),
-            resource_version: Some(rv.into()),
+        PartialObjectMeta {
+            metadata: ObjectMeta {
+                name: Some("pw".into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
             ..Default::default()
-        };
-        m
+        }
     }
 
     fn secret(rv: &str) -> KubeSecret {
