@@ -125,6 +125,57 @@ async fn insert_change_password_and_delete() -> Result {
         Ok((open_binds(&smsc, "gwuser2").await? == 1).then_some(()))
     })
     .await?;
+
+    // Suspended: unbound everywhere, row kept; resumed: bound again.
+    db.exec(&format!(
+        "UPDATE vendor_mgmt.service_providers SET suspended=true WHERE id='{id}'"
+    ))
+    .await?;
+    wait::until("unbound while suspended", SETTLE, || async {
+        Ok(
+            (open_binds(&smsc, "gwuser2").await? == 0 && db.slots(&id).await?.is_empty())
+                .then_some(()),
+        )
+    })
+    .await?;
+    db.exec(&format!(
+        "UPDATE vendor_mgmt.service_providers SET suspended=false WHERE id='{id}'"
+    ))
+    .await?;
+    wait::until("bound after resume", SETTLE, || async {
+        Ok((open_binds(&smsc, "gwuser2").await? == 1).then_some(()))
+    })
+    .await?;
+    // is_active off and on again at once: the old bind is gone before the new one binds.
+    db.exec(&format!(
+        "UPDATE vendor_mgmt.service_providers SET is_active=false WHERE id='{id}'"
+    ))
+    .await?;
+    db.exec(&format!(
+        "UPDATE vendor_mgmt.service_providers SET is_active=true WHERE id='{id}'"
+    ))
+    .await?;
+    let t0 = Instant::now();
+    let mut max = 0;
+    loop {
+        let n = open_binds(&smsc, "gwuser2").await?;
+        max = max.max(n);
+        let slots = db.slots(&id).await?;
+        if t0.elapsed() > Duration::from_secs(2)
+            && n == 1
+            && slots.len() == 1
+            && slots[0].2 == "bound"
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < SETTLE,
+            "not bound again after the toggle: {n} binds, {slots:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(max, 1, "more than max_binds during the toggle");
+
     db.exec(&format!(
         "DELETE FROM vendor_mgmt.service_providers WHERE id='{id}'"
     ))

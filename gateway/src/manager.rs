@@ -27,6 +27,9 @@ use crate::reload::{Action, RebindStrategy, rebind_strategy};
 use crate::session::{self, Observer, Timeouts, Tunables};
 use crate::state::{Registry, VendorState};
 
+/// How long a state report may wait for PostgreSQL.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What every vendor task shares.
 pub struct Ctx {
     pub fleet: Arc<Fleet>,
@@ -50,7 +53,8 @@ struct VendorTask {
 pub struct Manager {
     ctx: Arc<Ctx>,
     vendors: HashMap<Uuid, VendorTask>,
-    stopping: Vec<JoinHandle<()>>,
+    /// Vendors being unbound after a Remove; a re-Add waits for them (same slots, same pod).
+    stopping: HashMap<Uuid, JoinHandle<()>>,
 }
 
 impl Manager {
@@ -58,12 +62,12 @@ impl Manager {
         Self {
             ctx,
             vendors: HashMap::new(),
-            stopping: Vec::new(),
+            stopping: HashMap::new(),
         }
     }
 
     pub fn apply(&mut self, actions: Vec<Action>) {
-        self.stopping.retain(|j| !j.is_finished());
+        self.stopping.retain(|_, j| !j.is_finished());
         for action in actions {
             match action {
                 Action::Add(e) => {
@@ -78,7 +82,7 @@ impl Manager {
                 Action::Remove(id) => {
                     if let Some(t) = self.vendors.remove(&id) {
                         t.stop.cancel();
-                        self.stopping.push(t.join);
+                        self.stopping.insert(id, t.join);
                     }
                 }
             }
@@ -98,8 +102,17 @@ impl Manager {
         let (tx, rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let id = e.id;
-        let sup = Supervisor::new(self.ctx.clone(), &e);
-        let join = tokio::spawn(sup.run(e, rx, stop.clone()));
+        let previous = self.stopping.remove(&id);
+        let ctx = self.ctx.clone();
+        let task_stop = stop.clone();
+        let join = tokio::spawn(async move {
+            // The same vendor re-added while its old binds are still unbinding: let them
+            // finish and release their slots first, so the budget is never exceeded.
+            if let Some(prev) = previous {
+                let _ = prev.await;
+            }
+            Supervisor::new(ctx, &e).run(e, rx, task_stop).await;
+        });
         self.vendors.insert(id, VendorTask { tx, stop, join });
     }
 
@@ -109,7 +122,7 @@ impl Manager {
             t.stop.cancel();
         }
         let mut joins: Vec<JoinHandle<()>> = self.vendors.drain().map(|(_, t)| t.join).collect();
-        joins.append(&mut self.stopping);
+        joins.extend(self.stopping.drain().map(|(_, j)| j));
         let all = futures::future::join_all(joins);
         if tokio::time::timeout(limit, all).await.is_err() {
             tracing::warn!(?limit, "some sessions did not unbind in time");
@@ -146,7 +159,7 @@ struct Supervisor {
 
 impl Supervisor {
     fn new(ctx: Arc<Ctx>, e: &VendorEntry) -> Self {
-        let v = ctx.registry.upsert(e.id, &e.name);
+        let v = ctx.registry.insert(e.id, &e.name);
         let live = ctx.fleet.live_pods();
         Self {
             ctx,
@@ -184,7 +197,7 @@ impl Supervisor {
         let units: Vec<u32> = self.units.keys().copied().collect();
         self.stop_units(&units, true).await;
         self.ctx.metrics.forget_vendor(&self.v.name);
-        self.ctx.registry.remove(self.v.id);
+        self.ctx.registry.remove(&self.v);
     }
 
     fn set_entry(&mut self, e: &VendorEntry) {
@@ -461,7 +474,7 @@ impl SlotWorker {
         self.v.set_slot(self.slot, state, text.clone());
         let version = self.cfg.borrow().version;
         let pool = &self.ctx.fleet.pool;
-        match db::report(
+        let write = db::report(
             pool,
             self.v.id,
             self.slot,
@@ -469,8 +482,12 @@ impl SlotWorker {
             state,
             text.as_deref(),
             version,
-        )
-        .await
+        );
+        // A slow or absent PostgreSQL must not slow binding down: the state is also in the
+        // registry, and the heartbeat finds lost slots anyway.
+        match tokio::time::timeout(REPORT_TIMEOUT, write)
+            .await
+            .unwrap_or_else(|_| Err(smpp_db::DbError::Unavailable(sqlx::Error::PoolTimedOut)))
         {
             Ok(held) => held,
             Err(e) => {

@@ -172,27 +172,32 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn upsert(&self, id: Uuid, name: &str) -> Arc<VendorState> {
-        let mut v = self.vendors.write().expect("registry");
-        v.entry(id)
-            .or_insert_with(|| {
-                Arc::new(VendorState {
-                    id,
-                    name: name.to_string(),
-                    info: Mutex::default(),
-                    slots: Mutex::default(),
-                    tracer: Arc::new(Tracer::default()),
-                    messages_sent: AtomicU64::new(0),
-                    messages_success: AtomicU64::new(0),
-                    messages_failed: AtomicU64::new(0),
-                    dlrs_received: AtomicU64::new(0),
-                })
-            })
-            .clone()
+    /// A fresh state for a vendor whose supervisor starts (replacing any previous one).
+    pub fn insert(&self, id: Uuid, name: &str) -> Arc<VendorState> {
+        let v = Arc::new(VendorState {
+            id,
+            name: name.to_string(),
+            info: Mutex::default(),
+            slots: Mutex::default(),
+            tracer: Arc::new(Tracer::default()),
+            messages_sent: AtomicU64::new(0),
+            messages_success: AtomicU64::new(0),
+            messages_failed: AtomicU64::new(0),
+            dlrs_received: AtomicU64::new(0),
+        });
+        self.vendors
+            .write()
+            .expect("registry")
+            .insert(id, v.clone());
+        v
     }
 
-    pub fn remove(&self, id: Uuid) {
-        self.vendors.write().expect("registry").remove(&id);
+    /// Removes `v` unless a newer state for the same vendor replaced it meanwhile.
+    pub fn remove(&self, v: &Arc<VendorState>) {
+        let mut map = self.vendors.write().expect("registry");
+        if map.get(&v.id).is_some_and(|cur| Arc::ptr_eq(cur, v)) {
+            map.remove(&v.id);
+        }
     }
 
     pub fn all(&self) -> Vec<Arc<VendorState>> {
@@ -225,7 +230,7 @@ mod tests {
     #[test]
     fn status_and_errors() {
         let r = Registry::default();
-        let v = r.upsert(Uuid::new_v4(), "a");
+        let v = r.insert(Uuid::new_v4(), "a");
         assert_eq!(v.view().status, "disconnected");
         v.set_slot(0, "backoff", Some("tcp_refused: x".into()));
         assert_eq!(v.view().last_error.as_deref(), Some("tcp_refused: x"));
@@ -238,6 +243,12 @@ mod tests {
         assert_eq!(r.bound_total(), 1);
         v.remove_slot(0);
         assert_eq!(v.view().status, "disconnected");
+        // A newer state for the same vendor is not removed by the old supervisor.
+        let newer = r.insert(v.id, "a");
+        r.remove(&v);
+        assert_eq!(r.all().len(), 1);
+        r.remove(&newer);
+        assert!(r.all().is_empty());
         // the last error stays visible once nothing is bound
         assert_eq!(v.view().last_error.as_deref(), Some("tcp_refused: x"));
     }
