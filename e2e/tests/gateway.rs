@@ -655,3 +655,42 @@ async fn trace_is_switchable_and_masks_the_password() -> Result {
     gw.assert_no_secret_in_log(&[PASSWORD, &hex_pw]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_reads_the_vendor_row_over_tls() -> Result {
+    let smsc = Smsc::start(sim()).await?;
+    let db = TestDb::new().await?;
+    smpp_db::migrate(&db.pool).await?;
+    let ca = pem(&smsc.ca_file());
+    db.insert_legacy(
+        "probe-row",
+        smsc.port("tls"),
+        SYSTEM_ID,
+        PASSWORD,
+        &[
+            ("tls_enabled", "true"),
+            ("tls_ca_pem", &ca),
+            ("tls_server_name", "'localhost'"),
+        ],
+    )
+    .await?;
+    let out = std::process::Command::new(smpp_e2e::process::workspace_bin("smpp-gateway"))
+        .args(["probe", "--vendor", "probe-row", "--budget-seconds", "20"])
+        .env("DATABASE_URL", &db.url)
+        .output()?;
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains("(TLS)"), "{table}");
+    // A well-behaved simulator takes every mode at both versions.
+    let bound = table
+        .lines()
+        .filter(|l| l.split_whitespace().nth(3) == Some("bound"))
+        .count();
+    assert_eq!(bound, 6, "{table}");
+    assert!(!table.contains(PASSWORD) && !String::from_utf8_lossy(&out.stderr).contains(PASSWORD));
+    Ok(())
+}
