@@ -18,7 +18,10 @@ impl ChildGuard {
         let child = cmd
             .spawn()
             .map_err(|e| anyhow::anyhow!("failed to start {name}: {e}"))?;
-        Ok(Self { child: Some(child), name: name.to_string() })
+        Ok(Self {
+            child: Some(child),
+            name: name.to_string(),
+        })
     }
 
     pub fn id(&self) -> u32 {
@@ -66,7 +69,9 @@ fn kill_group(signal: i32, pgid: u32) -> std::io::Result<()> {
     let pgid = i32::try_from(pgid).map_err(std::io::Error::other)?;
     // A pgid of 0 or 1 would address our own group or every process; never send those.
     if pgid <= 1 {
-        return Err(std::io::Error::other("refusing to signal process group <= 1"));
+        return Err(std::io::Error::other(
+            "refusing to signal process group <= 1",
+        ));
     }
     // SAFETY: kill(2) has no memory-safety preconditions.
     if unsafe { libc::kill(-pgid, signal) } == 0 {
@@ -90,7 +95,13 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe
         .parent()
-        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
         .expect("test executable lives under target/<profile>");
     let path = profile_dir.join(name);
     assert!(
