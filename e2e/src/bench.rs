@@ -140,6 +140,8 @@ pub struct Report {
     pub machine: String,
     pub comparisons: Vec<Comparison>,
     pub sections: Vec<Section>,
+    /// How to run, caveats: printed last.
+    pub notes: Vec<String>,
 }
 
 fn fmt_value(v: f64, unit: &str) -> String {
@@ -233,6 +235,12 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(out, "\n{n}");
         }
     }
+    if !r.notes.is_empty() {
+        let _ = writeln!(out, "\n## Notes\n");
+        for n in &r.notes {
+            let _ = writeln!(out, "- {n}");
+        }
+    }
     out
 }
 
@@ -298,6 +306,7 @@ mod tests {
                 s,
                 Section::failed("Operator", "apply → row", "the operator did not start"),
             ],
+            notes: vec!["logs in target/bench-logs".into()],
         };
         let md = render(&r);
         assert!(
@@ -313,5 +322,9 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| rustc | 1.95.0 |"));
+        assert!(
+            md.ends_with("## Notes\n\n- logs in target/bench-logs\n"),
+            "{md}"
+        );
     }
 }

@@ -19,7 +19,8 @@ pub async fn row_change(env: &Env, runs: usize, changes: usize) -> Section {
              and of `port` (the sink listens on two ports) in `vendor_mgmt.service_providers`. Timed from just \
              before the `UPDATE` is sent to the moment the sink has sent bind_resp for a bind with the new \
              password/port (the sink's own clock; no polling). The next change starts once the old bind is \
-             gone. p50/p99 per run over its {changes} changes; the table shows the median of the runs."
+             gone. p50/p99 (nearest rank: with 20 changes, p99 is the slowest one) per run over its {changes} \
+             changes; the table shows the median of the runs."
         ),
     );
     for run in 0..runs {

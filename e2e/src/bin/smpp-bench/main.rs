@@ -240,6 +240,7 @@ async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<(
         machine: machine(),
         comparisons,
         sections,
+        notes: notes(),
     };
     let md = render(&report);
     print!("{md}");
@@ -260,6 +261,25 @@ async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<(
         anyhow::bail!("not measured (the report says why): {}", missing.join("; "));
     }
     Ok(())
+}
+
+fn notes() -> Vec<String> {
+    [
+        "Run: `make bench` (e2e/bench/run.sh: installs Kannel when missing, builds release binaries, uses the \
+         environment of `make env-up` or starts and stops one, then runs `smpp-bench run`). \
+         `BENCH_ARGS=\"--only gateway,kannel\"` picks suites; `BENCH_ARGS=--quick` is a smoke test with small \
+         loads whose figures are not comparable. Process logs: target/bench-logs/.",
+        "The sink is e2e/src/sink.rs on the smpp34 server: it accepts any credentials, answers submit_sm and \
+         records every established bind (credentials, port, time of bind_resp). It works around a bug in \
+         smpp34 1.5.1, which drops the unbind_resp it owes (Kannel then waits 30 s to stop); e2e/tests/sink.rs \
+         checks the workaround.",
+        "Latencies are wall-clock times in this one process (the driver holds the sink), so no clock skew is \
+         involved. Figures that involve kubectl include kubectl's own start-up (~150 ms here).",
+        "The gateway and operator run with default settings. The operator refreshes status on its resync \
+         period (5 s by default), so the first apply → BOUND of a run can take one period.",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn first_line(cmd: &mut Command) -> String {
@@ -313,7 +333,7 @@ async fn versions(env: &Env) -> Vec<(String, String)> {
                 }
             ),
         ),
-        ("build".into(), "cargo --release".into()),
+        ("build of the binaries measured".into(), build_profile()),
         (
             "rustc".into(),
             first_line(Command::new("rustc").arg("--version")),
@@ -332,6 +352,20 @@ async fn versions(env: &Env) -> Vec<(String, String)> {
         ("PostgreSQL".into(), pg),
         ("kube-apiserver".into(), kube),
     ]
+}
+
+/// The cargo profile of this binary's directory, which is where the measured binaries come from.
+fn build_profile() -> String {
+    let exe = std::env::current_exe().unwrap_or_default();
+    match exe
+        .parent()
+        .and_then(|d| d.file_name())
+        .and_then(|n| n.to_str())
+    {
+        Some("release") => "release (cargo build --release)".into(),
+        Some(other) => format!("{other} profile (NOT release: figures are slower than production)"),
+        None => "unknown".into(),
+    }
 }
 
 fn kube_server_version(env: &Env) -> String {

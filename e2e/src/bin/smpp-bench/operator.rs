@@ -184,7 +184,7 @@ pub async fn apply_and_rotate(env: &Env, runs: usize, applies: usize) -> Section
     let mut s = Section::new(
         "Operator: kubectl apply → row, Secret rotation → row",
         format!(
-            "The operator (release build, default settings) watches a namespace of its own. Per run, {applies} \
+            "The operator (default settings) watches a namespace of its own. Per run, {applies} \
              `kubectl apply` of the SmppVendor with a new `spec.port`, each followed by a `kubectl apply` of its \
              Secret with a new password. Timed from spawning kubectl to the NOTIFY (sent by the table's trigger \
              on commit) after which the row holds the new port / password, received over LISTEN. kubectl's \
