@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pdu;
 pub mod probe;
 pub mod reload;
+pub mod reporter;
 pub mod session;
 pub mod state;
 pub mod tls;

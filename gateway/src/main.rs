@@ -167,6 +167,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         beat_stop.clone(),
     ));
     let ctx = Arc::new(Ctx {
+        reporter: smpp_gateway::reporter::Reporter::start(
+            pool.clone(),
+            pod.clone(),
+            metrics.clone(),
+        ),
         fleet: fleet.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
-use smpp_db::sessions as db;
+use smpp_db::sessions::{self as db, SlotReport};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,15 +24,14 @@ use crate::dial;
 use crate::metrics::Metrics;
 use crate::pdu::BindKind;
 use crate::reload::{Action, RebindStrategy, rebind_strategy};
+use crate::reporter::Reporter;
 use crate::session::{self, Observer, Timeouts, Tunables};
 use crate::state::{Registry, VendorState};
-
-/// How long a state report may wait for PostgreSQL.
-const REPORT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What every vendor task shares.
 pub struct Ctx {
     pub fleet: Arc<Fleet>,
+    pub reporter: Reporter,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub timeouts: Timeouts,
@@ -467,39 +466,17 @@ impl SlotWorker {
         }
     }
 
-    /// Writes the slot's state to vendor_sessions and the registry. Returns false when the
-    /// slot is no longer ours.
-    async fn report(&self, state: &'static str, err: Option<&BindFailure>) -> bool {
+    /// Records the slot's state in the registry and queues it for vendor_sessions.
+    fn report(&self, state: &'static str, err: Option<&BindFailure>) {
         let text = err.map(|f| f.to_string());
         self.v.set_slot(self.slot, state, text.clone());
-        let version = self.cfg.borrow().version;
-        let pool = &self.ctx.fleet.pool;
-        let write = db::report(
-            pool,
-            self.v.id,
-            self.slot,
-            &self.ctx.fleet.pod,
-            state,
-            text.as_deref(),
-            version,
-        );
-        // A slow or absent PostgreSQL must not slow binding down: the state is also in the
-        // registry, and the heartbeat finds lost slots anyway.
-        match tokio::time::timeout(REPORT_TIMEOUT, write)
-            .await
-            .unwrap_or_else(|_| Err(smpp_db::DbError::Unavailable(sqlx::Error::PoolTimedOut)))
-        {
-            Ok(held) => held,
-            Err(e) => {
-                self.ctx
-                    .metrics
-                    .db_errors
-                    .with_label_values(&["report"])
-                    .inc();
-                tracing::warn!(vendor = %self.v.name, slot = self.slot, error = %e, "cannot write session state to PostgreSQL");
-                true
-            }
-        }
+        self.ctx.reporter.state(SlotReport {
+            vendor_id: self.v.id,
+            slot: self.slot,
+            state: state.to_string(),
+            last_error: text,
+            config_version: self.cfg.borrow().version,
+        });
     }
 
     fn bound_gauge(&self) {
@@ -515,22 +492,8 @@ impl SlotWorker {
         self.v.remove_slot(self.slot);
         self.bound_gauge();
         self.ctx.fleet.forget(self.v.id, self.slot);
-        if matches!(exit, Exit::Stopped)
-            && !self.keep_slot.load(Ordering::Relaxed)
-            && let Err(e) = db::release(
-                &self.ctx.fleet.pool,
-                self.v.id,
-                &[self.slot],
-                &self.ctx.fleet.pod,
-            )
-            .await
-        {
-            self.ctx
-                .metrics
-                .db_errors
-                .with_label_values(&["release"])
-                .inc();
-            tracing::warn!(vendor = %self.v.name, slot = self.slot, error = %e, "cannot release bind slot; it frees itself after the TTL");
+        if matches!(exit, Exit::Stopped) && !self.keep_slot.load(Ordering::Relaxed) {
+            self.ctx.reporter.release(self.v.id, self.slot).await;
         }
     }
 
@@ -540,9 +503,7 @@ impl SlotWorker {
         let mut was_bound = false;
         loop {
             let cfg = self.cfg.borrow_and_update().clone();
-            if !self.report("connecting", None).await {
-                return Exit::Lost;
-            }
+            self.report("connecting", None);
             self.ctx
                 .metrics
                 .bind_attempts
@@ -579,17 +540,13 @@ impl SlotWorker {
                     );
                     tracing::info!(vendor = %name, slot = self.slot, kind = self.kind.as_str(), version = cfg.version, "bound");
                     self.phase.send_replace(Phase::Bound);
-                    if !self.report("bound", None).await {
-                        handle.close();
-                        let _ = join.await;
-                        return Exit::Lost;
-                    }
+                    self.report("bound", None);
                     self.bound_gauge();
                     let ended = loop {
                         tokio::select! {
                             r = &mut join => break r,
                             _ = self.stop.cancelled() => {
-                                self.report("unbinding", None).await;
+                                self.report("unbinding", None);
                                 handle.close();
                                 let _ = join.await;
                                 tracing::info!(vendor = %name, slot = self.slot, "unbound");
@@ -624,9 +581,7 @@ impl SlotWorker {
                 .inc();
             tracing::warn!(vendor = %name, slot = self.slot, stage = failure.stage.as_str(), reason = %failure.reason, error = %failure, "bind failed or session ended");
             self.phase.send_replace(Phase::Failed);
-            if !self.report("backoff", Some(&failure)).await {
-                return Exit::Lost;
-            }
+            self.report("backoff", Some(&failure));
             let delay = cfg.reconnect.next_delay(attempt);
             attempt = attempt.saturating_add(1);
             tokio::select! {

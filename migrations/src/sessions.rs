@@ -145,6 +145,44 @@ pub async fn report(
     Ok(r.rows_affected() > 0)
 }
 
+/// One slot's state, for [`report_many`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotReport {
+    pub vendor_id: Uuid,
+    pub slot: i32,
+    pub state: String,
+    pub last_error: Option<String>,
+    pub config_version: i64,
+}
+
+/// [`report`] for many slots of `pod` in one statement (a pod with 1,000 vendors reports
+/// their states at start without queueing 1,000 queries). Slots no longer held are skipped.
+pub async fn report_many(pool: &PgPool, pod: &str, reports: &[SlotReport]) -> Result<(), DbError> {
+    let ids: Vec<Uuid> = reports.iter().map(|r| r.vendor_id).collect();
+    let slots: Vec<i32> = reports.iter().map(|r| r.slot).collect();
+    let states: Vec<&str> = reports.iter().map(|r| r.state.as_str()).collect();
+    let errors: Vec<Option<&str>> = reports.iter().map(|r| r.last_error.as_deref()).collect();
+    let versions: Vec<i64> = reports.iter().map(|r| r.config_version).collect();
+    sqlx::query(
+        "UPDATE vendor_mgmt.vendor_sessions AS s SET \
+             since = CASE WHEN s.state IS DISTINCT FROM u.state THEN now() ELSE s.since END, \
+             state = u.state, last_error = u.last_error, heartbeat = now(), \
+             config_version = u.version \
+         FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::bigint[]) \
+             AS u(vendor_id, slot, state, last_error, version) \
+         WHERE s.vendor_id = u.vendor_id AND s.slot = u.slot AND s.pod = $1",
+    )
+    .bind(pod)
+    .bind(&ids)
+    .bind(&slots)
+    .bind(&states)
+    .bind(&errors)
+    .bind(&versions)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Gives `slots` back (after the binds on them are closed).
 pub async fn release(
     pool: &PgPool,
