@@ -10,6 +10,7 @@ cd "$REPO_ROOT"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/smpp-gateway/target}
 TEST_TIMEOUT=${TEST_TIMEOUT:-2400}
 logs=$REPO_ROOT/target/test-logs
+rm -rf "$logs"
 mkdir -p "$logs"
 
 summary=()
@@ -18,13 +19,20 @@ total_start=$SECONDS
 
 record() { summary+=("$(printf '%-14s %-6s %5ss  %s' "$1" "$2" "$3" "${4:-}")"); }
 
-# step NAME CMD...: runs CMD, records its outcome and time; returns CMD's status.
+# step NAME CMD...: runs CMD (output also kept in target/test-logs/NAME.log), records its
+# outcome and time, with the first error line in the summary; returns CMD's status.
 step() {
-  local name=$1 start=$SECONDS rc=0
+  local name=$1 start=$SECONDS rc=0 first at
   shift
   echo "==> $name: $*" >&2
-  "$@" || rc=$?
-  if [ $rc = 0 ]; then record "$name" ok $((SECONDS - start)); else record "$name" FAIL $((SECONDS - start)) "exit $rc"; fi
+  "$@" 2>&1 | tee "$logs/$name.log" || rc=${PIPESTATUS[0]}
+  if [ $rc = 0 ]; then
+    record "$name" ok $((SECONDS - start))
+  else
+    first=$(grep -m1 -E '^(error|Diff in)|FAILED' "$logs/$name.log" | cut -c1-100 || true)
+    at=$(grep -m1 -E '^ *--> ' "$logs/$name.log" | sed 's/^ *--> / at /' || true)
+    record "$name" FAIL $((SECONDS - start)) "exit $rc: ${first:-see target/test-logs/$name.log}$at"
+  fi
   return $rc
 }
 
@@ -85,7 +93,6 @@ step env-up "$E2E_SCRIPTS/env-up.sh"
 # shellcheck source=/dev/null
 source "$REPO_ROOT/target/env.sh"
 run_tests() {
-  set -o pipefail
-  timeout --kill-after=30 "$TEST_TIMEOUT" cargo test --workspace 2>&1 | tee "$logs/cargo-test.log"
+  timeout --kill-after=30 "$TEST_TIMEOUT" cargo test --workspace
 }
 step cargo-test run_tests
