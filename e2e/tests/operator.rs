@@ -1072,3 +1072,80 @@ async fn runs_with_the_least_privilege_rbac_manifest() {
     );
     h.assert_no_secret_leaks(&[PASSWORD, ROTATED]);
 }
+
+/// What a gateway pod does to vendor_sessions, done by hand: the operator must mirror it into
+/// status at once (NOTIFY), not at its next periodic refresh (a minute away here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bound_follows_the_gateways_vendor_sessions_at_once() {
+    let mut h = Harness::start("bound").await;
+    h.restart_with_resync(60).await;
+    h.secret("b-smpp", PASSWORD);
+    h.apply_ok(&vendor_yaml("b", "  maxBinds: 2\n"));
+    h.wait_condition("b", "Synced", "True", Some("Synced"))
+        .await;
+    let id = h.row(&format!("{}.b", h.ns)).await.unwrap().id;
+    let slot = |slot: i32, state: &'static str, err: Option<&'static str>| {
+        sqlx::query(
+            "INSERT INTO vendor_mgmt.vendor_sessions (vendor_id, slot, pod, state, last_error)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (vendor_id, slot) DO UPDATE SET state = $4, last_error = $5, since = now()",
+        )
+        .bind(id)
+        .bind(slot)
+        .bind(format!("gw-{slot}"))
+        .bind(state)
+        .bind(err)
+        .execute(&h.pool)
+    };
+    let table_shows = |want: &'static str| {
+        let h = &h;
+        async move {
+            until(
+                &format!("kubectl get shows {want}"),
+                Duration::from_secs(3),
+                || async {
+                    let t = h.kubectl(&["get", "smppv", "b", "--no-headers"])?;
+                    Ok(t.contains(want).then_some(t))
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", h.log_text()))
+        }
+    };
+
+    slot(0, "bound", None).await.unwrap();
+    let row = table_shows("1/2").await;
+    assert!(row.contains("PartiallyBound"), "{row}");
+
+    slot(
+        1,
+        "backoff",
+        Some("bind_resp: ESME_RINVPASWD (invalid password)"),
+    )
+    .await
+    .unwrap();
+    let c = h
+        .wait_condition("b", "Bound", "False", Some("PartiallyBound"))
+        .await;
+    assert!(
+        c["message"].as_str().unwrap().contains("ESME_RINVPASWD"),
+        "{c}"
+    );
+    let v = h.vendor_json("b").unwrap();
+    assert_eq!(
+        v["status"]["lastError"],
+        "bind_resp: ESME_RINVPASWD (invalid password)"
+    );
+    let pods: Vec<_> = v["status"]["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["pod"].clone())
+        .collect();
+    assert_eq!(pods, ["gw-0", "gw-1"]);
+
+    slot(1, "bound", None).await.unwrap();
+    let row = table_shows("2/2").await;
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[5..8], ["2/2", "True", "Ready"], "{row}");
+}

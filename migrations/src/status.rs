@@ -28,6 +28,10 @@ pub struct VendorSessions {
     pub last_error: Option<String>,
 }
 
+/// NOTIFY channel of migration 0003: a slot of a vendor changed state, error or pod (not on
+/// heartbeats). Payload: the vendor_id.
+pub const SESSIONS_CHANNEL: &str = "vendor_mgmt_vendor_sessions";
+
 /// State name gateways write for a bound session.
 pub const STATE_BOUND: &str = "bound";
 

@@ -311,6 +311,61 @@ async fn every_write_notifies_the_channel() {
     assert_eq!(payload["id"], row.id.to_string());
 }
 
+/// The next notification's payload, or None if none comes within 500 ms.
+async fn next_payload(l: &mut PgListener) -> Option<String> {
+    let n = tokio::time::timeout(std::time::Duration::from_millis(500), l.try_recv()).await;
+    n.ok().map(|n| n.unwrap().unwrap().payload().to_string())
+}
+
+#[tokio::test]
+async fn session_state_changes_notify_but_heartbeats_do_not() {
+    let (pool, _) = fresh_db().await;
+    migrate(&pool).await.unwrap();
+    let out = providers::upsert_owned(&pool, "ns.h", &owner("u", 1), &config())
+        .await
+        .unwrap();
+    let UpsertOutcome::Created(row) = out else {
+        panic!("{out:?}")
+    };
+    let mut listener = PgListener::connect_with(&pool).await.unwrap();
+    listener.listen(status::SESSIONS_CHANNEL).await.unwrap();
+    let exec = |sql: &'static str| sqlx::query(sql).bind(row.id).execute(&pool);
+    exec("INSERT INTO vendor_mgmt.vendor_sessions (vendor_id, slot, pod) VALUES ($1, 0, 'gw-0')")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_payload(&mut listener).await,
+        Some(row.id.to_string()),
+        "claim notifies"
+    );
+    exec("UPDATE vendor_mgmt.vendor_sessions SET heartbeat = now() + interval '1 s' WHERE vendor_id = $1")
+        .await
+        .unwrap();
+    // A state change committed after the heartbeat: if the heartbeat had notified, that
+    // notification would arrive first.
+    exec("UPDATE vendor_mgmt.vendor_sessions SET state = 'bound' WHERE vendor_id = $1")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_payload(&mut listener).await,
+        Some(row.id.to_string()),
+        "state change notifies"
+    );
+    assert_eq!(
+        next_payload(&mut listener).await,
+        None,
+        "exactly one notification: heartbeats are silent"
+    );
+    exec("DELETE FROM vendor_mgmt.vendor_sessions WHERE vendor_id = $1")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_payload(&mut listener).await,
+        Some(row.id.to_string()),
+        "release notifies"
+    );
+}
+
 #[tokio::test]
 async fn status_aggregates_live_sessions_only() {
     let (pool, _) = fresh_db().await;

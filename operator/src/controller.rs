@@ -496,6 +496,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let secret_events = reflector::reflector(writer, watcher(secrets, watcher::Config::default()))
         .touched_objects();
     controller
+        .reconcile_on(crate::session_events::triggers(ctx.pool.clone()))
         .watches_stream(secret_events, move |s| {
             vendors_using(&store, s.namespace(), &s.name_any())
         })

@@ -6,6 +6,7 @@ mod credentials;
 mod leader;
 mod metrics;
 mod row;
+mod session_events;
 mod status;
 
 use anyhow::Context as _;
