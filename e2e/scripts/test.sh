@@ -93,6 +93,6 @@ step env-up "$E2E_SCRIPTS/env-up.sh"
 # shellcheck source=/dev/null
 source "$REPO_ROOT/target/env.sh"
 run_tests() {
-  timeout --kill-after=30 "$TEST_TIMEOUT" cargo test --workspace
+  timeout --kill-after=30 "$TEST_TIMEOUT" cargo test --workspace --no-fail-fast
 }
 step cargo-test run_tests
