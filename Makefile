@@ -45,6 +45,7 @@ fmt:
 
 lint:
 	cargo fmt --all --check
+	shellcheck -x -P SCRIPTDIR -S warning e2e/scripts/*.sh e2e/controlplane/*.sh .ci/run
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # Regenerates the checked-in CRD YAML from the Rust types (a test fails when it is stale).

@@ -2,6 +2,7 @@
 # `make bench`: runs every executable e2e/bench/*/bench or e2e/bench/*.sh, in name order.
 # Each benchmark reports its own figures; this script adds none of its own.
 STAGE=bench
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 shopt -s nullglob
 benches=("$REPO_ROOT"/e2e/bench/*/bench "$REPO_ROOT"/e2e/bench/*.sh)

@@ -10,6 +10,7 @@
 # Without kube-controller-manager namespaces can be created but not deleted cleanly, so tests
 # use unique namespaces.
 STAGE=controlplane
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
 ETCD_DEADLINE=${ETCD_DEADLINE:-60}

@@ -3,6 +3,7 @@
 # sections (operator, gateway, examples/, a message that comes back delivered) to `main`.
 # The environment stays up afterwards so you can look around; `make env-down` stops it.
 STAGE=demo
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/smpp-gateway/target}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops everything env-up started (each part by PID) and removes target/env.sh.
 STAGE=env-down
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
 env_file=${SMPP_ENV_FILE:-$REPO_ROOT/target/env.sh}

@@ -3,6 +3,7 @@
 # target/env.sh with their addresses. Idempotent: parts already up and healthy are kept.
 # If any part fails, the parts this run started are stopped again and one line says why.
 STAGE=env-up
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
 env_file=${SMPP_ENV_FILE:-$REPO_ROOT/target/env.sh}
@@ -18,6 +19,7 @@ part() { # PART VERB
     smsc)
       if [ "$2" = status ]; then
         # The simulator has no status verb: healthy when its stats endpoint answers.
+        # shellcheck source=/dev/null
         [ -f "$env_file" ] && (source "$env_file" && curl -fsS --max-time 3 "$SMSC_STATS_URL" >/dev/null)
       else
         "$REPO_ROOT/e2e/smsc/$2.sh" "$ENV_ROOT/smsc"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the real-parts scripts. Source it; it sets `set -euo pipefail`.
 #
 # Conventions:

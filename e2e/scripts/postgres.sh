@@ -9,6 +9,7 @@
 # DIR keeps the data dir and the port, so `up` after `down` restarts on the same port.
 # Port override: PG_PORT. Database `smpp`, user `smpp`, password `smpp` (test-only).
 STAGE=postgres
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
 PG_VERSION=${PG_VERSION:-15}

@@ -3,6 +3,7 @@
 # Redis and the tools the scripts use, and Python packages named in e2e/requirements.txt.
 # (The simulator's node_modules come from `npm ci`, run by e2e/smsc/up.sh.)
 STAGE=prereqs
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 mkdir -p "$ENV_ROOT"
 
@@ -13,6 +14,7 @@ ensure_pkg /usr/lib/postgresql/15/bin/initdb postgresql-15
 ensure_pkg psql postgresql-client-15
 ensure_pkg redis-server redis-server
 ensure_pkg redis-cli redis-tools
+ensure_pkg shellcheck shellcheck
 command -v go >/dev/null || die "go not found on PATH (the control plane is built from Go modules; install Go 1.26+)"
 command -v node >/dev/null && command -v npm >/dev/null ||
   die "node/npm not found on PATH (the SMSC simulator runs on Node.js; install nodejs and npm)"

@@ -7,6 +7,7 @@
 #
 # Port override: REDIS_PORT. DIR keeps the pid file, log and port.
 STAGE=redis
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
 REDIS_DEADLINE=${REDIS_DEADLINE:-30}

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make test`: everything CI runs, in order, failing fast before the environment is up:
-#   prerequisites, control-plane build, fmt check, clippy, build, env-up, cargo test, env-down.
+#   prerequisites, control-plane build, fmt check, shellcheck, clippy, build, simulator unit
+#   tests, env-up, cargo test, env-down.
 # env-down runs in a trap, also when a step fails or the run is interrupted, and the run fails
 # if any process of the environment is left behind. Ends with a summary table.
-STAGE=test
+STAGE="test"
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 
@@ -83,6 +85,7 @@ trap 'exit 130' INT TERM
 step prerequisites "$E2E_SCRIPTS/prereqs.sh"
 step controlplane "$REPO_ROOT/e2e/controlplane/build.sh"
 step fmt cargo fmt --all --check
+step shellcheck shellcheck -x -P SCRIPTDIR -S warning e2e/scripts/*.sh e2e/controlplane/*.sh .ci/run
 step clippy cargo clippy --workspace --all-targets --quiet -- -D warnings
 step build cargo build --workspace --bins --quiet
 # The simulator's own unit tests (node --test), after `npm ci` when needed.
