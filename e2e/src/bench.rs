@@ -185,10 +185,11 @@ pub fn render(r: &Report) -> String {
         "| Comparison | Ours (median) | Kannel (median) | Kannel / ours |\n|---|---|---|---|"
     );
     for c in &r.comparisons {
-        let ratio = c
-            .ratio()
-            .map(|x| format!("{x:.1}×"))
-            .unwrap_or_else(|| "not measured".into());
+        let ratio = match (c.ours, c.kannel, c.ratio()) {
+            (_, _, Some(x)) => format!("{x:.1}×"),
+            (Some(_), Some(_), None) => "no ratio: ours measured 0 at this resolution".into(),
+            _ => "not measured".into(),
+        };
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} |",

@@ -105,7 +105,7 @@ pub async fn many_vendors(env: &Env, runs: usize, n: usize, idle: Duration) -> S
             "A running gateway with an empty table; one `INSERT … SELECT generate_series(1,{n})` adds {n} rows \
              (each its own system_id, 1 bind, same sink). Timed from just before the INSERT to the sink's \
              bind_resp for the last of the {n} vendors. RSS (VmRSS) is read once all are bound; idle CPU is \
-             the gateway's utime+stime over {}s right after, in % of one core.",
+             the gateway's CPU time (all threads, schedstat) over {}s right after, in % of one core.",
             idle.as_secs()
         ),
     );
@@ -185,28 +185,78 @@ fn last_first_bind(k: &Sink, prefix: &str, n: usize) -> Option<Instant> {
     last
 }
 
+/// What one cold-start run measured (ours or Kannel's): start → all bound, then the process
+/// holding the N binds.
+pub struct ColdStart {
+    pub all_bound_ms: f64,
+    pub rss_mib: f64,
+    pub idle_cpu_pct: Option<f64>,
+}
+
+/// Records one cold-start run in `s` (rows shared by our section and Kannel's).
+pub fn record_cold(
+    s: &mut Section,
+    run: usize,
+    r: Result<ColdStart>,
+    idle: Option<Duration>,
+) -> bool {
+    match r {
+        Ok(c) => {
+            s.row(COLD_TIME, "ms", None).per_run.push(c.all_bound_ms);
+            s.row(COLD_RSS, "MiB", None).per_run.push(c.rss_mib);
+            if let (Some(cpu), Some(w)) = (c.idle_cpu_pct, idle) {
+                s.row(&cold_cpu(w), "% of a core", None).per_run.push(cpu);
+            }
+            true
+        }
+        Err(e) => {
+            s.not_measured = Some(format!("run {} failed: {e:#}", run + 1));
+            false
+        }
+    }
+}
+
+pub const COLD_TIME: &str = "all bound after start";
+pub const COLD_RSS: &str = "RSS once all bound";
+pub fn cold_cpu(idle: Duration) -> String {
+    format!("idle CPU over {}s once bound", idle.as_secs())
+}
+
+/// RSS now and, if asked, CPU over the idle window: the process holding its binds.
+pub async fn holding(pid: u32, idle: Option<Duration>) -> Result<(f64, Option<f64>)> {
+    let rss = rss_mib(pid)?;
+    let cpu = match idle {
+        Some(w) => Some(cpu_percent(pid, w).await?),
+        None => None,
+    };
+    Ok((rss, cpu))
+}
+
 /// Cold start: N rows already in the table, timed from spawning the gateway to all bound.
-pub async fn cold_start(env: &Env, runs: usize, n: usize) -> Section {
+pub async fn cold_start(env: &Env, runs: usize, n: usize, idle: Option<Duration>) -> Section {
     let mut s = Section::new(
         format!("Gateway: cold start with {n} vendors"),
         format!(
             "{n} rows already in the table (1 bind each); timed from spawning the gateway process to the sink's \
-             bind_resp for the last of the {n}. This is the figure compared with Kannel starting with {n} SMSC groups."
+             bind_resp for the last of the {n}. RSS is read then{}. Compared with Kannel starting with {n} SMSC groups.",
+            idle.map(|w| format!(", idle CPU over the next {}s", w.as_secs()))
+                .unwrap_or_default()
         ),
     );
     for run in 0..runs {
-        match cold_start_run(env, run, n).await {
-            Ok(v) => s.row("all bound after start", "ms", None).per_run.push(v),
-            Err(e) => {
-                s.not_measured = Some(format!("run {} failed: {e:#}", run + 1));
-                break;
-            }
+        if !record_cold(&mut s, run, cold_start_run(env, run, n, idle).await, idle) {
+            break;
         }
     }
     s
 }
 
-async fn cold_start_run(env: &Env, run: usize, n: usize) -> Result<f64> {
+async fn cold_start_run(
+    env: &Env,
+    run: usize,
+    n: usize,
+    idle: Option<Duration>,
+) -> Result<ColdStart> {
     let sink = Sink::start(Credentials::Any, 1).await?;
     let db = Db::fresh(env, "cold").await?;
     let result = async {
@@ -220,11 +270,12 @@ async fn cold_start_run(env: &Env, run: usize, n: usize) -> Result<f64> {
         let t0 = Instant::now();
         let gw = start_gateway(&db, &format!("bench-cold-{run}")).await?;
         let all = sink
-            .wait_for(Duration::from_secs(60), |k| last_first_bind(k, &prefix, n))
+            .wait_for(Duration::from_secs(90), |k| last_first_bind(k, &prefix, n))
             .await
-            .with_context(|| format!("only {} of {n} vendors bound within 60 s", sink.open_system_ids()))?;
-        gw.stop(Duration::from_secs(10)).await;
-        Ok(ms(t0, all))
+            .with_context(|| format!("only {} of {n} vendors bound within 90 s", sink.open_system_ids()))?;
+        let (rss_mib, idle_cpu_pct) = holding(gw.pid(), idle).await?;
+        gw.stop(Duration::from_secs(20)).await;
+        Ok(ColdStart { all_bound_ms: ms(t0, all), rss_mib, idle_cpu_pct })
     }
     .await;
     sink.stop().await;

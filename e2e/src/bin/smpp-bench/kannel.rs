@@ -12,6 +12,7 @@ use smpp_e2e::process::ChildGuard;
 use smpp_e2e::sink::{Credentials, Sink, free_port};
 
 use crate::common::{log_dir, ms};
+use crate::gateway::{ColdStart, holding, record_cold};
 
 pub const BEARERBOX: &str = "/usr/sbin/bearerbox";
 
@@ -129,6 +130,10 @@ impl Bearerbox {
         format!("{line} — see {}", self.dir.display())
     }
 
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGTERM and wait for the exit (bearerbox unbinds its SMSCs first), at most `grace`.
     async fn stop(&mut self, grace: Duration) -> Result<()> {
         let Some(mut c) = self.child.take() else {
@@ -234,27 +239,25 @@ async fn restart_runs(runs: usize) -> Result<Vec<(f64, f64, f64)>> {
 }
 
 /// bearerbox started with N SMSC groups → all N bound.
-pub async fn cold_start(runs: usize, n: usize) -> Section {
+pub async fn cold_start(runs: usize, n: usize, idle: Option<Duration>) -> Section {
     let mut s = Section::new(
         format!("Kannel: cold start with {n} SMSC groups"),
         format!(
             "kannel.conf with {n} SMPP transceiver groups (one system_id each) on the sink; timed from spawning \
-             bearerbox to the sink's bind_resp for the last of the {n}."
+             bearerbox to the sink's bind_resp for the last of the {n}. RSS of bearerbox is read then{}.",
+            idle.map(|w| format!(", idle CPU over the next {}s", w.as_secs()))
+                .unwrap_or_default()
         ),
     );
     for run in 0..runs {
-        match cold_start_run(run, n).await {
-            Ok(v) => s.row("all bound after start", "ms", None).per_run.push(v),
-            Err(e) => {
-                s.not_measured = Some(format!("run {} failed: {e:#}", run + 1));
-                break;
-            }
+        if !record_cold(&mut s, run, cold_start_run(run, n, idle).await, idle) {
+            break;
         }
     }
     s
 }
 
-async fn cold_start_run(run: usize, n: usize) -> Result<f64> {
+async fn cold_start_run(run: usize, n: usize, idle: Option<Duration>) -> Result<ColdStart> {
     let sink = Sink::start(Credentials::Any, 1).await?;
     let mut bb = Bearerbox::new(&format!("cold{n}"))?;
     let result = async {
@@ -271,7 +274,7 @@ async fn cold_start_run(run: usize, n: usize) -> Result<f64> {
         bb.start()?;
         let prefix = format!("k{run}v");
         let at = bb
-            .wait_bound(&sink, Duration::from_secs(60), |k| {
+            .wait_bound(&sink, Duration::from_secs(90), |k| {
                 if k.open_system_ids() < n {
                     return None;
                 }
@@ -281,8 +284,14 @@ async fn cold_start_run(run: usize, n: usize) -> Result<f64> {
             })
             .await
             .with_context(|| format!("{} of {n} Kannel SMSCs bound", sink.open_system_ids()))?;
-        bb.stop(Duration::from_secs(30)).await?;
-        Ok(ms(t0, at))
+        let (rss_mib, idle_cpu_pct) =
+            holding(bb.pid().context("bearerbox is not running")?, idle).await?;
+        bb.stop(Duration::from_secs(60)).await?;
+        Ok(ColdStart {
+            all_bound_ms: ms(t0, at),
+            rss_mib,
+            idle_cpu_pct,
+        })
     }
     .await;
     drop(bb);
