@@ -360,20 +360,26 @@ impl Harness {
     }
 
     async fn wait_event(&self, reason: &str) -> String {
-        until(&format!("Event {reason}"), T, || async {
+        self.wait_event_with(reason, "").await
+    }
+
+    /// Waits for an Event with `reason` whose message contains `needle`; returns the message.
+    async fn wait_event_with(&self, reason: &str, needle: &str) -> String {
+        until(&format!("Event {reason} ({needle:?})"), T, || async {
             let ev: Value = serde_json::from_str(&self.kubectl(&["get", "events", "-o", "json"])?)?;
-            let hit = ev["items"]
+            let notes = ev["items"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|e| e["reason"] == reason);
-            Ok(hit.map(|e| {
+                .filter(|e| e["reason"] == reason);
+            let mut notes = notes.map(|e| {
                 e["note"]
                     .as_str()
                     .or(e["message"].as_str())
                     .unwrap_or("")
                     .to_string()
-            }))
+            });
+            Ok(notes.find(|n| n.contains(needle)))
         })
         .await
         .unwrap_or_else(|e| panic!("{e}\n--- events ---\n{}", self.events()))
@@ -596,7 +602,7 @@ async fn example_lifecycle_row_columns_rotation_drift_delete() {
     assert!(ok, "{out}");
     h.wait_row(&instance, "maxBinds 3", |r| r.max_binds == 3)
         .await;
-    h.wait_event("Updated").await;
+    h.wait_event_with("Updated", "max_binds").await;
 
     let metrics = h.metrics();
     assert!(
@@ -1124,17 +1130,33 @@ async fn bound_follows_the_gateways_vendor_sessions_at_once() {
     )
     .await
     .unwrap();
-    let c = h
-        .wait_condition("b", "Bound", "False", Some("PartiallyBound"))
-        .await;
+    // The condition is PartiallyBound already; wait for the gateway's error to show.
+    let v = until(
+        "lastError from the gateway",
+        Duration::from_secs(3),
+        || async {
+            let v = h.vendor_json("b")?;
+            Ok(
+                (v["status"]["lastError"] == "bind_resp: ESME_RINVPASWD (invalid password)")
+                    .then_some(v),
+            )
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", h.log_text()));
+    let bound = v["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Bound")
+        .unwrap();
+    assert_eq!(bound["reason"], "PartiallyBound");
     assert!(
-        c["message"].as_str().unwrap().contains("ESME_RINVPASWD"),
-        "{c}"
-    );
-    let v = h.vendor_json("b").unwrap();
-    assert_eq!(
-        v["status"]["lastError"],
-        "bind_resp: ESME_RINVPASWD (invalid password)"
+        bound["message"]
+            .as_str()
+            .unwrap()
+            .contains("ESME_RINVPASWD"),
+        "{bound}"
     );
     let pods: Vec<_> = v["status"]["sessions"]
         .as_array()

@@ -3,6 +3,7 @@
 //! and a periodic requeue that refreshes BOUND and reverts hand edits of owned rows.
 
 use crate::credentials::{CredentialError, SecretSource};
+use crate::events::{Event, EventType, Publisher};
 use crate::metrics::Metrics;
 use crate::row::desired_config;
 use crate::status::{CredState, Observation, SyncState, build_status};
@@ -13,7 +14,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -73,7 +73,7 @@ pub struct Context {
     pub client: Client,
     pub secrets: SecretSource,
     pub pool: PgPool,
-    pub recorder: Recorder,
+    pub events: Publisher,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     schema_ready: AtomicBool,
@@ -85,7 +85,7 @@ impl Context {
     pub fn new(
         client: Client,
         pool: PgPool,
-        recorder: Recorder,
+        events: Publisher,
         metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Self {
@@ -93,7 +93,7 @@ impl Context {
             secrets: SecretSource::new(client.clone()),
             client,
             pool,
-            recorder,
+            events,
             metrics,
             settings,
             schema_ready: AtomicBool::new(false),
@@ -127,7 +127,7 @@ impl Context {
 
     async fn publish(&self, v: &SmppVendor, ev: Event) {
         let reference = v.object_ref(&());
-        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+        if let Err(e) = self.events.publish(&ev, &reference).await {
             tracing::warn!(vendor = %v.name_any(), reason = %ev.reason, error = %e, "publishing an Event failed");
         }
     }
@@ -163,9 +163,8 @@ fn normal(reason: &str, action: &str, note: String) -> Event {
     Event {
         type_: EventType::Normal,
         reason: reason.into(),
-        note: Some(note),
         action: action.into(),
-        secondary: None,
+        note,
     }
 }
 
@@ -173,9 +172,8 @@ fn warning(reason: &str, action: &str, note: String) -> Event {
     Event {
         type_: EventType::Warning,
         reason: reason.into(),
-        note: Some(note),
         action: action.into(),
-        secondary: None,
+        note,
     }
 }
 
@@ -210,6 +208,7 @@ async fn write_row(
     for _ in 0..3 {
         match providers::upsert_owned(&ctx.pool, &name, &owner, config).await? {
             UpsertOutcome::Created(row) => {
+                tracing::info!(instance = %name, id = %row.id, "row created");
                 events.push(normal(
                     "Created",
                     "CreateRow",
@@ -226,6 +225,7 @@ async fn write_row(
                 drift,
             } => {
                 let fields = changed.join(", ");
+                tracing::info!(instance = %name, id = %row.id, columns = %fields, drift, "row updated");
                 if drift {
                     ctx.metrics.drift_reverted.inc();
                     events.push(warning("DriftReverted", "RevertRow", format!("row {name:?} was edited outside the operator (columns: {fields}); reverted to the spec. Change the SmppVendor instead of the row")));

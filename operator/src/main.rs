@@ -3,6 +3,7 @@
 
 mod controller;
 mod credentials;
+mod events;
 mod leader;
 mod metrics;
 mod row;
@@ -11,7 +12,6 @@ mod status;
 
 use anyhow::Context as _;
 use clap::Parser;
-use kube::runtime::events::{Recorder, Reporter};
 use smpp_crds::SmppVendor;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,14 +94,10 @@ async fn main() -> anyhow::Result<()> {
         .connect_lazy(&args.database_url)
         .context("parsing DATABASE_URL")?;
 
-    let reporter = Reporter {
-        controller: "smpp-operator".into(),
-        instance: Some(args.pod_name.clone()),
-    };
     let ctx = Arc::new(controller::Context::new(
         client.clone(),
         pool,
-        Recorder::new(client.clone(), reporter),
+        events::Publisher::new(client.clone(), "smpp-operator", &args.pod_name),
         metrics.clone(),
         controller::Settings {
             resync: Duration::from_secs(args.resync_seconds.max(1)),
