@@ -60,12 +60,19 @@ async fn insert_change_password_and_delete() -> Result {
     assert_eq!(v["bind_mode"], "TRX");
     assert_eq!(v["tls"], false);
     assert!(v["connected_at"].is_string());
-    let slots = db.slots(&id).await?;
-    assert_eq!(slots.len(), 1);
-    assert_eq!(
-        (slots[0].1.as_str(), slots[0].2.as_str()),
-        ("gw-basic", "bound")
-    );
+    // vendor_sessions follows within a moment (states are written by a background task).
+    wait::until(
+        "slot 0 bound by gw-basic in vendor_sessions",
+        SETTLE,
+        || async {
+            let slots = db.slots(&id).await?;
+            Ok(
+                (slots.len() == 1 && slots[0].1 == "gw-basic" && slots[0].2 == "bound")
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
     let (status, _) = request(gw.http, "GET", "/ready").await?;
     assert_eq!(status, 200);
     let pid = gw.guard.id();
@@ -232,7 +239,8 @@ async fn misbehaviours_are_classified() -> Result {
                 max_binds_per_system_id: Some(1),
                 ..Default::default()
             },
-        );
+        )
+        .tls_with("mtls", ServerCert::Valid, true, Behaviour::default());
     let smsc = Smsc::start(cfg).await?;
     let db = TestDb::new().await?;
     let gw = Gateway::start(&db, "gw-modes").await?;
@@ -312,6 +320,13 @@ async fn misbehaviours_are_classified() -> Result {
             vec![("max_binds", "2".into())],
             "bind_esme_ralybnd",
         ),
+        (
+            "mtls-no-client-cert",
+            smsc.port("mtls"),
+            PASSWORD,
+            tls(&ca),
+            "tls_client_cert_refused",
+        ),
     ];
     let mut ids = Vec::new();
     for (name, port, pw, extra, _) in &cases {
@@ -336,6 +351,26 @@ async fn misbehaviours_are_classified() -> Result {
         .await?;
     wait::until("good-tls bound", SETTLE, || async {
         Ok((gw.bound("good-tls").await? == 1).then_some(()))
+    })
+    .await?;
+    // The listener that requires a client certificate takes ours (tls_client_cert_pem/key).
+    let cert = pem(&smsc.pki_dir().join("client.crt"));
+    let key = pem(&smsc.pki_dir().join("client.key"));
+    db.insert_legacy(
+        "mtls-with-client-cert",
+        smsc.port("mtls"),
+        SYSTEM_ID,
+        PASSWORD,
+        &[
+            ("tls_enabled", "true"),
+            ("tls_ca_pem", &ca),
+            ("tls_client_cert_pem", &cert),
+            ("tls_client_key_pem", &key),
+        ],
+    )
+    .await?;
+    wait::until("mtls-with-client-cert bound", SETTLE, || async {
+        Ok((gw.bound("mtls-with-client-cert").await? == 1).then_some(()))
     })
     .await?;
 
@@ -525,11 +560,18 @@ async fn two_gateways_never_exceed_max_binds() -> Result {
         took >= Duration::from_secs(10),
         "took over after {took:?}, before the slot TTL"
     );
-    let slots = db.slots(&id).await?;
-    assert!(
-        slots.iter().all(|s| s.1 == "gw-fleet-b" && s.2 == "bound"),
-        "{slots:?}"
-    );
+    wait::until(
+        "both slots bound by B in vendor_sessions",
+        SETTLE,
+        || async {
+            let slots = db.slots(&id).await?;
+            Ok(
+                (slots.len() == 2 && slots.iter().all(|s| s.1 == "gw-fleet-b" && s.2 == "bound"))
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
     wait::until("simulator sees 2 binds", SETTLE, || async {
         Ok((open_binds(&smsc, SYSTEM_ID).await? == 2).then_some(()))
     })
@@ -692,5 +734,50 @@ async fn probe_reads_the_vendor_row_over_tls() -> Result {
         .count();
     assert_eq!(bound, 6, "{table}");
     assert!(!table.contains(PASSWORD) && !String::from_utf8_lossy(&out.stderr).contains(PASSWORD));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_unbinds_and_releases_the_slots() -> Result {
+    let smsc = Smsc::start(sim()).await?;
+    let db = TestDb::new().await?;
+    let mut gw = Gateway::start(&db, "gw-sigterm").await?;
+    db.wait_schema().await?;
+    let id = db
+        .insert_legacy(
+            "term",
+            smsc.port("plain"),
+            SYSTEM_ID,
+            PASSWORD,
+            &[("max_binds", "2")],
+        )
+        .await?;
+    wait::until("both bound", SETTLE, || async {
+        Ok((open_binds(&smsc, SYSTEM_ID).await? == 2).then_some(()))
+    })
+    .await?;
+    let t0 = Instant::now();
+    gw.guard.signal(15);
+    wait::until("the gateway exits", SETTLE, || {
+        let exited = gw.guard.has_exited();
+        async move { Ok(exited.then_some(())) }
+    })
+    .await?;
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    // The simulator saw unbinds (not resets), and the slots and the pod row are gone.
+    assert_eq!(open_binds(&smsc, SYSTEM_ID).await?, 0);
+    let tail = smsc.log_tail();
+    assert_eq!(tail.matches(" unbind transceiver").count(), 2, "{tail}");
+    assert!(db.slots(&id).await?.is_empty());
+    let pods: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM vendor_mgmt.gateway_pods WHERE pod = 'gw-sigterm'",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    assert_eq!(pods, 0);
+    let log = gw.log_text();
+    assert_eq!(log.matches("unbound").count(), 2, "{log}");
+    assert!(log.contains("stopped"), "{log}");
     Ok(())
 }

@@ -44,6 +44,18 @@ pub fn units_to_release(units: u32, share: u32, mine: &[u32]) -> Vec<u32> {
     out
 }
 
+/// Slots we held before a heartbeat that its answer no longer lists. Pure.
+pub fn lost_slots(
+    before: &[((Uuid, i32), u64)],
+    still: &std::collections::HashSet<(Uuid, i32)>,
+) -> Vec<((Uuid, i32), u64)> {
+    before
+        .iter()
+        .filter(|(k, _)| !still.contains(k))
+        .copied()
+        .collect()
+}
+
 /// The slots of a unit: one per bind, consecutive.
 pub fn unit_slots(unit: u32, binds_per_unit: u32) -> Vec<i32> {
     (0..binds_per_unit)
@@ -61,8 +73,11 @@ pub struct Fleet {
     pub pool: PgPool,
     pub pod: String,
     live: watch::Sender<u32>,
-    /// Slots we hold → token cancelled when the heartbeat finds the slot taken over.
-    held: Mutex<HashMap<(Uuid, i32), CancellationToken>>,
+    /// Slots we hold → (generation, token cancelled when the heartbeat finds the slot taken
+    /// over). The generation tells a slot held since before a heartbeat from one claimed
+    /// again while it ran.
+    held: Mutex<HashMap<(Uuid, i32), (u64, CancellationToken)>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Fleet {
@@ -72,6 +87,7 @@ impl Fleet {
             pod,
             live: watch::channel(1).0,
             held: Mutex::default(),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -82,10 +98,13 @@ impl Fleet {
     /// Registers a claimed slot; the token fires if another pod takes it over.
     pub fn hold(&self, vendor: Uuid, slot: i32) -> CancellationToken {
         let t = CancellationToken::new();
+        let g = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.held
             .lock()
             .expect("held")
-            .insert((vendor, slot), t.clone());
+            .insert((vendor, slot), (g, t.clone()));
         t
     }
 
@@ -99,14 +118,25 @@ impl Fleet {
         let live = smpp_db::sessions::live_pods(&self.pool, SLOT_TTL).await?;
         self.live
             .send_if_modified(|v| std::mem::replace(v, live) != live);
+        // Only slots claimed before the query can be judged by its answer: a claim commits
+        // before `hold`, so these were in the table when the query ran.
+        let before: Vec<((Uuid, i32), u64)> = self
+            .held
+            .lock()
+            .expect("held")
+            .iter()
+            .map(|(k, (g, _))| (*k, *g))
+            .collect();
         let still: std::collections::HashSet<(Uuid, i32)> =
             smpp_db::sessions::heartbeat_slots(&self.pool, &self.pod)
                 .await?
                 .into_iter()
                 .collect();
         let held = self.held.lock().expect("held");
-        for (key, token) in held.iter() {
-            if !still.contains(key) {
+        for (key, g) in lost_slots(&before, &still) {
+            if let Some((cur, token)) = held.get(&key)
+                && *cur == g
+            {
                 tracing::warn!(vendor = %key.0, slot = key.1, "bind slot taken over by another pod (missed heartbeats); unbinding it here");
                 token.cancel();
             }
@@ -114,7 +144,6 @@ impl Fleet {
         Ok(())
     }
 
-    /// Heartbeats until `stop`. A failed round is logged and counted; sessions keep running.
     /// Starts once `schema_ready` fires (the watcher applied the migrations), so a fresh
     /// database does not produce a burst of "relation does not exist" warnings.
     pub async fn run(
@@ -173,6 +202,16 @@ mod tests {
         // max_binds lowered to 1: unit 1 is out of the budget even if the share allows 2
         assert_eq!(units_to_release(1, 2, &[0, 1]), vec![1]);
         assert_eq!(units_to_release(3, 1, &[2, 0]), vec![2]);
+    }
+
+    #[test]
+    fn only_slots_missing_from_the_answer_are_lost() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let before = vec![((a, 0), 1), ((a, 1), 2), ((b, 0), 3)];
+        let still: std::collections::HashSet<(Uuid, i32)> = [(a, 0), (b, 0)].into_iter().collect();
+        assert_eq!(lost_slots(&before, &still), vec![((a, 1), 2)]);
+        // A slot claimed after the snapshot is not judged at all.
+        assert!(lost_slots(&[], &still).is_empty());
     }
 
     #[test]

@@ -268,6 +268,24 @@ fn describe_cert_error(e: &rustls::Error) -> String {
     e.to_string()
 }
 
+/// An I/O error while waiting for bind_resp. With TLS 1.3 the server checks our client
+/// certificate after our side of the handshake is done, so its alert (certificate_required,
+/// bad_certificate, …) surfaces here: it is named as the TLS failure it is. Anything else is
+/// the peer closing the connection.
+pub fn io_during_bind(
+    e: &std::io::Error,
+    tls: bool,
+    kind: &str,
+    version: &str,
+    system_type: &str,
+) -> BindFailure {
+    let rustls_error = e.get_ref().is_some_and(|i| i.is::<rustls::Error>());
+    if tls && rustls_error {
+        return classify_tls("the vendor", e);
+    }
+    closed_before_bind_resp(tls, kind, version, system_type)
+}
+
 /// The peer closed the connection after connecting (and after TLS) without a bind_resp:
 /// the famous "EOF". Vendors do this instead of answering when the bind is refused early.
 pub fn closed_before_bind_resp(
@@ -605,6 +623,23 @@ mod tests {
             assert_eq!(f.stage, Stage::BindResp);
         }
         assert!(bind_rejected(0x0E).to_string().contains("ESME_RINVPASWD"));
+    }
+
+    #[test]
+    fn tls_alert_after_handshake_is_named() {
+        let alert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+        );
+        assert_eq!(
+            io_during_bind(&alert, true, "transceiver", "3.4", "").reason,
+            "tls_client_cert_refused"
+        );
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(
+            io_during_bind(&reset, true, "transceiver", "3.4", "").reason,
+            "closed_before_bind_resp"
+        );
     }
 
     #[test]

@@ -177,10 +177,8 @@ impl Supervisor {
     ) {
         self.set_entry(&first);
         self.rebalance().await;
-        // Spread the vendors' periodic checks so 1000 vendors do not wake together.
-        let every = budget::HEARTBEAT_EVERY + Duration::from_millis(rand::random::<u64>() % 1000);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let check = tokio::time::sleep(self.next_check());
+        tokio::pin!(check);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -189,7 +187,10 @@ impl Supervisor {
                     Some(Change::InPlace(e)) => self.in_place(e).await,
                     Some(Change::Rebind(e)) => self.rebind(e).await,
                 },
-                _ = tick.tick() => self.rebalance().await,
+                () = &mut check => {
+                    self.rebalance().await;
+                    check.as_mut().reset(tokio::time::Instant::now() + self.next_check());
+                }
                 Ok(()) = self.live.changed() => self.rebalance().await,
             }
         }
@@ -197,6 +198,26 @@ impl Supervisor {
         self.stop_units(&units, true).await;
         self.ctx.metrics.forget_vendor(&self.v.name);
         self.ctx.registry.remove(&self.v);
+    }
+
+    /// How soon to look at the budget again: often while below the fair share (a slot may
+    /// free up or go stale), rarely once there (joins and config changes wake us anyway).
+    /// Jittered so a thousand vendors do not wake together.
+    fn next_check(&self) -> Duration {
+        let below = self.cfg.as_ref().is_some_and(|c| {
+            let share = budget::fair_share(c.units(), *self.live.borrow());
+            (self.units.len() as u32) < share
+                || self
+                    .units
+                    .values()
+                    .any(|u| u.workers.iter().all(|w| w.join.is_finished()))
+        });
+        let base = if below {
+            budget::HEARTBEAT_EVERY
+        } else {
+            budget::SLOT_TTL
+        };
+        base + Duration::from_millis(rand::random::<u64>() % 1000)
     }
 
     fn set_entry(&mut self, e: &VendorEntry) {

@@ -91,15 +91,32 @@ pub async fn bind(
             &params.system_type,
         )
     };
-    if conn.send(&cmd).await.is_err() {
-        return Err(closed());
+    if let Err(e) = conn.send(&cmd).await {
+        return Err(match e {
+            rusmpp::tokio_codec::EncodeError::Io(e) => diagnostics::io_during_bind(
+                &e,
+                tls,
+                params.kind.as_str(),
+                params.version.as_str(),
+                &params.system_type,
+            ),
+            _ => closed(),
+        });
     }
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let frame = match tokio::time::timeout_at(deadline, conn.next()).await {
             Err(_) => return Err(diagnostics::bind_timeout(limit.as_secs())),
             Ok(None) => return Err(closed()),
-            Ok(Some(Err(rusmpp::tokio_codec::DecodeError::Io(_)))) => return Err(closed()),
+            Ok(Some(Err(rusmpp::tokio_codec::DecodeError::Io(e)))) => {
+                return Err(diagnostics::io_during_bind(
+                    &e,
+                    tls,
+                    params.kind.as_str(),
+                    params.version.as_str(),
+                    &params.system_type,
+                ));
+            }
             Ok(Some(Err(e))) => {
                 return Err(diagnostics::protocol_error(
                     Stage::Bind,
