@@ -47,6 +47,7 @@ pub mod reason {
     pub const BOUND: &str = "Bound";
     pub const PARTIALLY_BOUND: &str = "PartiallyBound";
     pub const NOT_BOUND: &str = "NotBound";
+    pub const CONNECTING: &str = "Connecting";
     pub const BIND_FAILED: &str = "BindFailed";
     pub const SUSPENDED: &str = "Suspended";
     pub const READY: &str = "Ready";

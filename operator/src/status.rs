@@ -124,7 +124,7 @@ fn creds_condition(o: &Observation) -> Condition {
     }
 }
 
-fn bound_condition(o: &Observation) -> Condition {
+fn bound_condition(o: &Observation, last_error: Option<&str>) -> Condition {
     let g = o.generation;
     if o.suspended {
         return cond(
@@ -159,7 +159,7 @@ fn bound_condition(o: &Observation) -> Condition {
         );
     };
     let (bound, desired) = (s.bound as i32, o.desired);
-    let err = s.last_error.as_deref();
+    let err = last_error;
     if bound >= desired {
         return cond(
             condition::BOUND,
@@ -174,10 +174,17 @@ fn bound_condition(o: &Observation) -> Condition {
             reason::BIND_FAILED,
             format!("0/{desired} binds up; last gateway error: {e}"),
         ),
-        (0, None) => (
+        (0, None) if s.sessions.is_empty() => (
             reason::NOT_BOUND,
             format!(
                 "0/{desired} binds up and no gateway reports a session; are smpp-gateway pods running against the same database?"
+            ),
+        ),
+        (0, None) => (
+            reason::CONNECTING,
+            format!(
+                "0/{desired} binds up; gateways are connecting ({})",
+                states(s)
             ),
         ),
         (_, Some(e)) => (
@@ -192,6 +199,34 @@ fn bound_condition(o: &Observation) -> Condition {
         ),
     };
     cond(condition::BOUND, Some(false), reason, msg, g)
+}
+
+/// "gw-0 connecting, gw-1 claimed".
+fn states(s: &VendorSessions) -> String {
+    let parts: Vec<String> = s
+        .sessions
+        .iter()
+        .map(|r| format!("{} {}", r.pod, r.state))
+        .collect();
+    parts.join(", ")
+}
+
+/// The error to show. A gateway clears a slot's error when it claims the slot again to
+/// retry, so between attempts the live rows say nothing; while the vendor is still short of
+/// binds and gateways are retrying, the last error seen stays the answer to "why".
+fn effective_last_error(o: &Observation, previous: Option<&SmppVendorStatus>) -> Option<String> {
+    let s = o.sessions.as_ref()?;
+    if s.last_error.is_some() {
+        return s.last_error.clone();
+    }
+    let retrying = !s.sessions.is_empty() && (s.bound as i32) < o.desired;
+    let same_row =
+        previous.and_then(|p| p.vendor_id.clone()) == o.vendor_id.map(|id| id.to_string());
+    if retrying && same_row {
+        previous.and_then(|p| p.last_error.clone())
+    } else {
+        None
+    }
 }
 
 /// Ready is True only when the other three are; otherwise it carries the first blocker.
@@ -250,7 +285,18 @@ pub fn build_status(
     now: Time,
 ) -> SmppVendorStatus {
     let prev_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
-    let three = [synced_condition(o), creds_condition(o), bound_condition(o)];
+    let last_error = match &o.sessions {
+        Some(_) => effective_last_error(o, previous),
+        // vendor_sessions unreadable: keep what was last seen.
+        None => previous
+            .filter(|_| o.vendor_id.is_some())
+            .and_then(|p| p.last_error.clone()),
+    };
+    let three = [
+        synced_condition(o),
+        creds_condition(o),
+        bound_condition(o, last_error.as_deref()),
+    ];
     let ready = ready_condition(o, &three);
     let [synced, creds, bound] = three;
     let conditions = [synced, creds, bound, ready]
@@ -258,7 +304,7 @@ pub fn build_status(
         .map(|c| stamp(c, prev_conditions, &now))
         .collect();
 
-    let (bound_sessions, sessions, last_error) = match (&o.sessions, previous) {
+    let (bound_sessions, sessions) = match (&o.sessions, previous) {
         (Some(s), _) => (
             s.bound as i32,
             s.sessions
@@ -270,13 +316,10 @@ pub fn build_status(
                     last_error: r.last_error.clone().filter(|e| !e.is_empty()),
                 })
                 .collect(),
-            s.last_error.clone(),
         ),
         // vendor_sessions unreadable: keep what was last seen rather than claim 0.
-        (None, Some(p)) if o.vendor_id.is_some() => {
-            (p.bound_sessions, p.sessions.clone(), p.last_error.clone())
-        }
-        (None, _) => (0, Vec::new(), None),
+        (None, Some(p)) if o.vendor_id.is_some() => (p.bound_sessions, p.sessions.clone()),
+        (None, _) => (0, Vec::new()),
     };
     SmppVendorStatus {
         observed_generation: Some(o.generation),
@@ -400,6 +443,53 @@ mod tests {
         let s = build_status(&o, None, now());
         assert_eq!(get(&s, "Bound").reason, "NotBound");
         assert!(get(&s, "Bound").message.contains("smpp-gateway pods"));
+    }
+
+    #[test]
+    fn last_error_stays_while_gateways_retry() {
+        let mut o = obs();
+        o.desired = 1;
+        o.sessions = Some(sessions(
+            0,
+            &[("backoff", Some("bind_resp: ESME_RINVPASWD"))],
+        ));
+        let failed = build_status(&o, None, now());
+        // The gateway claims the slot again to retry: the row's error is cleared.
+        o.sessions = Some(sessions(0, &[("connecting", None)]));
+        let retrying = build_status(&o, Some(&failed), later());
+        assert_eq!(
+            retrying.last_error.as_deref(),
+            Some("bind_resp: ESME_RINVPASWD")
+        );
+        assert_eq!(get(&retrying, "Bound").reason, "BindFailed");
+        assert_eq!(
+            get(&retrying, "Bound").last_transition_time,
+            now(),
+            "no flapping"
+        );
+        // Bound at last: the old error is gone.
+        o.sessions = Some(sessions(1, &[("bound", None)]));
+        let ok = build_status(&o, Some(&retrying), later());
+        assert_eq!(ok.last_error, None);
+        assert_eq!(get(&ok, "Ready").status, "True");
+        // No gateway at all: not "retrying", so not carried.
+        o.sessions = Some(VendorSessions::default());
+        let gone = build_status(&o, Some(&retrying), later());
+        assert_eq!(gone.last_error, None);
+        assert_eq!(get(&gone, "Bound").reason, "NotBound");
+    }
+
+    #[test]
+    fn connecting_without_an_error_says_so() {
+        let mut o = obs();
+        o.sessions = Some(sessions(0, &[("claimed", None), ("connecting", None)]));
+        let s = build_status(&o, None, now());
+        assert_eq!(get(&s, "Bound").reason, "Connecting");
+        assert!(
+            get(&s, "Bound")
+                .message
+                .contains("gw-0 claimed, gw-1 connecting")
+        );
     }
 
     #[test]
