@@ -121,7 +121,7 @@ impl OpEnv {
     }
 
     /// Deletes the namespace's SmppVendors while the operator still runs (it owns their
-    /// finalizers and rows), then stops it and removes the namespace and database.
+    /// finalizers and rows), then stops it and removes the Secrets, the namespace and the database.
     async fn stop(self, env: &Env) {
         let _ = run_cmd(env.kubectl().args([
             "delete",
@@ -140,12 +140,25 @@ impl OpEnv {
             &self.ns,
             "--wait=false",
         ]));
-        let _ = run_cmd(
-            env.kubectl()
-                .args(["delete", "namespace", &self.ns, "--wait=false"]),
-        );
+        let _ = delete_namespace(env, &self.ns).await;
         self.db.drop_db().await;
     }
+}
+
+/// Deletes a namespace whose contents are already gone. The test control plane runs no
+/// namespace controller, so the namespace would stay Terminating for ever; finalizing it is
+/// that controller's last step, done here.
+async fn delete_namespace(env: &Env, ns: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: Api<Namespace> = Api::all(env.kube_client().await?);
+    api.delete(ns, &DeleteParams::default()).await?;
+    let mut obj = api.get(ns).await?;
+    if let Some(spec) = obj.spec.as_mut() {
+        spec.finalizers = Some(Vec::new());
+    }
+    api.replace_subresource("finalize", ns, &PostParams::default(), &obj)
+        .await?;
+    Ok(())
 }
 
 /// (port, password) of the row `instance_name`.
