@@ -9,6 +9,7 @@
 #
 #   BENCH_ARGS="--quick"            fewer runs, smaller loads (smoke test of the benchmarks)
 #   BENCH_ARGS="--only gateway"     one suite: gateway, kannel, operator
+#   BENCH_OUT=/tmp/b.md             write the report elsewhere (default docs/benchmarks.md)
 STAGE=bench
 source "$(cd "$(dirname "$0")/../scripts" && pwd)/lib.sh"
 cd "$REPO_ROOT"
@@ -21,8 +22,9 @@ cargo build --release -q -p smpp-gateway -p smpp-operator -p smpp-e2e --bins ||
   die "cargo build --release failed (see the compiler output above)"
 
 # Use a running environment as it is; start one only when there is none, and stop it after.
+env_file=${SMPP_ENV_FILE:-$REPO_ROOT/target/env.sh}
 started_env=0
-if [ ! -f target/env.sh ]; then
+if [ ! -f "$env_file" ]; then
   log "no environment up: starting one (make env-up), stopped again afterwards"
   on_fail "'$E2E_SCRIPTS/env-down.sh'"
   "$E2E_SCRIPTS/env-up.sh"
@@ -31,7 +33,7 @@ fi
 
 # shellcheck disable=SC2086
 timeout --kill-after=20 "${BENCH_TIMEOUT:-840}" \
-  "$CARGO_TARGET_DIR/release/smpp-bench" run --out docs/benchmarks.md ${BENCH_ARGS:-} ||
+  "$CARGO_TARGET_DIR/release/smpp-bench" run --out "${BENCH_OUT:-docs/benchmarks.md}" ${BENCH_ARGS:-} ||
   die "smpp-bench failed or ran out of time (exit $?); the report above says which benchmark and why"
 
 if pgrep -x bearerbox >/dev/null; then
