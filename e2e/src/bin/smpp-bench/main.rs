@@ -190,6 +190,7 @@ async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<(
     let mut comparisons = Vec::new();
 
     let (mut ours_change, mut ours_cold) = (None, Vec::new());
+    let first = sections.len();
     if want("gateway") {
         log(&format!(
             "gateway: row change → bind, {} runs × {} changes",
@@ -213,6 +214,8 @@ async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<(
             sections.push(s);
         }
     }
+    suite_command(&mut sections[first..], "gateway");
+    let first = sections.len();
     if want("kannel") {
         log(&format!(
             "kannel: restart → bound, {} runs",
@@ -257,6 +260,8 @@ async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<(
             sections.push(s);
         }
     }
+    suite_command(&mut sections[first..], "kannel");
+    let first = sections.len();
     if want("operator") {
         log(&format!(
             "operator: apply → row and Secret rotation → row, {} runs × {} applies",
@@ -274,6 +279,8 @@ async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<(
         ));
         sections.push(operator::many(&env, plan.heavy_runs, plan.operator_fleet).await);
     }
+
+    suite_command(&mut sections[first..], "operator");
 
     let report = Report {
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -307,6 +314,15 @@ async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<(
         anyhow::bail!("not measured (the report says why): {}", missing.join("; "));
     }
     Ok(())
+}
+
+/// Says under each section how to rerun its suite alone.
+fn suite_command(sections: &mut [Section], suite: &str) {
+    for s in sections {
+        s.notes.push(format!(
+            "Rerun this suite alone: `BENCH_ARGS=\"--only {suite}\" make bench`."
+        ));
+    }
 }
 
 fn notes() -> Vec<String> {
