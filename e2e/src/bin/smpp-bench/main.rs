@@ -181,106 +181,147 @@ fn log(msg: &str) {
     eprintln!("bench: {msg}");
 }
 
+const SUITES: [&str; 3] = ["gateway", "kannel", "operator"];
+
+/// What the suites produce; the Kannel suite compares with the gateway suite's medians.
+#[derive(Default)]
+struct Collected {
+    sections: Vec<Section>,
+    comparisons: Vec<Comparison>,
+    ours_change: Option<f64>,
+    ours_cold: Vec<ColdFigures>,
+}
+
+async fn gateway_suite(env: &Env, plan: &Plan, c: &mut Collected) {
+    log(&format!(
+        "gateway: row change → bind, {} runs × {} changes",
+        plan.cheap_runs, plan.changes
+    ));
+    let s = gateway::row_change(env, plan.cheap_runs, plan.changes).await;
+    c.ours_change = s.median_of("p50");
+    c.sections.push(s);
+    log(&format!(
+        "gateway: {} vendors × 1 bind, {} runs",
+        plan.fleet, plan.heavy_runs
+    ));
+    c.sections
+        .push(gateway::many_vendors(env, plan.heavy_runs, plan.fleet, plan.idle).await);
+    for (n, idle) in plan.cold_starts() {
+        log(&format!(
+            "gateway: cold start with {n} vendors, {} runs",
+            plan.heavy_runs
+        ));
+        let s = gateway::cold_start(env, plan.heavy_runs, n, idle).await;
+        c.ours_cold.push(ColdFigures::of(&s, idle));
+        c.sections.push(s);
+    }
+}
+
+async fn kannel_suite(plan: &Plan, c: &mut Collected) {
+    log(&format!(
+        "kannel: restart → bound, {} runs",
+        plan.cheap_runs
+    ));
+    let s = kannel::restart(plan.cheap_runs).await;
+    c.comparisons.push(Comparison {
+        what: "config change → bound with the new config (ours: row UPDATE p50; Kannel: edit conf + restart)".into(),
+        unit: "ms",
+        ours: c.ours_change,
+        kannel: s.median_of("restart → bound"),
+    });
+    c.sections.push(s);
+    for (i, (n, idle)) in plan.cold_starts().into_iter().enumerate() {
+        log(&format!(
+            "kannel: cold start with {n} SMSC groups, {} runs",
+            plan.heavy_runs
+        ));
+        let s = kannel::cold_start(plan.heavy_runs, n, idle).await;
+        let theirs = ColdFigures::of(&s, idle);
+        let ours = c.ours_cold.get(i).cloned().unwrap_or_default();
+        let mut cmp = |what: String, unit: &'static str, o: Option<f64>, k: Option<f64>| {
+            c.comparisons.push(Comparison {
+                what,
+                unit,
+                ours: o,
+                kannel: k,
+            })
+        };
+        cmp(
+            format!("process start → {n} binds bound"),
+            "ms",
+            ours.time,
+            theirs.time,
+        );
+        if idle.is_some() {
+            cmp(
+                format!("RSS holding {n} binds"),
+                "MiB",
+                ours.rss,
+                theirs.rss,
+            );
+            cmp(
+                format!("idle CPU holding {n} binds"),
+                "% of a core",
+                ours.cpu,
+                theirs.cpu,
+            );
+        }
+        c.sections.push(s);
+    }
+}
+
+async fn operator_suite(env: &Env, plan: &Plan, c: &mut Collected) {
+    log(&format!(
+        "operator: apply → row and Secret rotation → row, {} runs × {} applies",
+        plan.heavy_runs, plan.applies
+    ));
+    c.sections
+        .push(operator::apply_and_rotate(env, plan.heavy_runs, plan.applies).await);
+    log(&format!(
+        "operator + gateway: apply → BOUND in kubectl, {} runs",
+        plan.cheap_runs
+    ));
+    c.sections
+        .push(operator::apply_to_bound(env, plan.cheap_runs).await);
+    log(&format!(
+        "operator: {} SmppVendors at once, {} runs",
+        plan.operator_fleet, plan.heavy_runs
+    ));
+    c.sections
+        .push(operator::many(env, plan.heavy_runs, plan.operator_fleet).await);
+}
+
 async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<()> {
+    let wanted: Vec<&str> = only
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .collect();
+    if let Some(bad) = wanted.iter().find(|w| !SUITES.contains(w)) {
+        anyhow::bail!(
+            "unknown suite {bad:?} in --only (known: {})",
+            SUITES.join(", ")
+        );
+    }
     let env = Env::load()
         .context("loading target/env.sh (make bench starts the environment when it is down)")?;
     let plan = Plan::new(quick);
-    let want = |s: &str| only.split(',').any(|x| x.trim() == s);
-    let mut sections: Vec<Section> = Vec::new();
-    let mut comparisons = Vec::new();
-
-    let (mut ours_change, mut ours_cold) = (None, Vec::new());
-    let first = sections.len();
-    if want("gateway") {
-        log(&format!(
-            "gateway: row change → bind, {} runs × {} changes",
-            plan.cheap_runs, plan.changes
-        ));
-        let s = gateway::row_change(&env, plan.cheap_runs, plan.changes).await;
-        ours_change = s.median_of("p50");
-        sections.push(s);
-        log(&format!(
-            "gateway: {} vendors × 1 bind, {} runs",
-            plan.fleet, plan.heavy_runs
-        ));
-        sections.push(gateway::many_vendors(&env, plan.heavy_runs, plan.fleet, plan.idle).await);
-        for (n, idle) in plan.cold_starts() {
-            log(&format!(
-                "gateway: cold start with {n} vendors, {} runs",
-                plan.heavy_runs
-            ));
-            let s = gateway::cold_start(&env, plan.heavy_runs, n, idle).await;
-            ours_cold.push(ColdFigures::of(&s, idle));
-            sections.push(s);
+    let mut c = Collected::default();
+    // In SUITES order: the Kannel suite compares with the gateway suite's figures.
+    for suite in SUITES.into_iter().filter(|s| wanted.contains(s)) {
+        let first = c.sections.len();
+        match suite {
+            "gateway" => gateway_suite(&env, &plan, &mut c).await,
+            "kannel" => kannel_suite(&plan, &mut c).await,
+            _ => operator_suite(&env, &plan, &mut c).await,
         }
+        suite_command(&mut c.sections[first..], suite);
     }
-    suite_command(&mut sections[first..], "gateway");
-    let first = sections.len();
-    if want("kannel") {
-        log(&format!(
-            "kannel: restart → bound, {} runs",
-            plan.cheap_runs
-        ));
-        let s = kannel::restart(plan.cheap_runs).await;
-        comparisons.push(Comparison {
-            what: "config change → bound with the new config (ours: row UPDATE p50; Kannel: edit conf + restart)".into(),
-            unit: "ms",
-            ours: ours_change,
-            kannel: s.median_of("restart → bound"),
-        });
-        sections.push(s);
-        for (i, (n, idle)) in plan.cold_starts().into_iter().enumerate() {
-            log(&format!(
-                "kannel: cold start with {n} SMSC groups, {} runs",
-                plan.heavy_runs
-            ));
-            let s = kannel::cold_start(plan.heavy_runs, n, idle).await;
-            let theirs = ColdFigures::of(&s, idle);
-            let ours = ours_cold.get(i).cloned().unwrap_or_default();
-            comparisons.push(Comparison {
-                what: format!("process start → {n} binds bound"),
-                unit: "ms",
-                ours: ours.time,
-                kannel: theirs.time,
-            });
-            if idle.is_some() {
-                comparisons.push(Comparison {
-                    what: format!("RSS holding {n} binds"),
-                    unit: "MiB",
-                    ours: ours.rss,
-                    kannel: theirs.rss,
-                });
-                comparisons.push(Comparison {
-                    what: format!("idle CPU holding {n} binds"),
-                    unit: "% of a core",
-                    ours: ours.cpu,
-                    kannel: theirs.cpu,
-                });
-            }
-            sections.push(s);
-        }
-    }
-    suite_command(&mut sections[first..], "kannel");
-    let first = sections.len();
-    if want("operator") {
-        log(&format!(
-            "operator: apply → row and Secret rotation → row, {} runs × {} applies",
-            plan.heavy_runs, plan.applies
-        ));
-        sections.push(operator::apply_and_rotate(&env, plan.heavy_runs, plan.applies).await);
-        log(&format!(
-            "operator + gateway: apply → BOUND in kubectl, {} runs",
-            plan.cheap_runs
-        ));
-        sections.push(operator::apply_to_bound(&env, plan.cheap_runs).await);
-        log(&format!(
-            "operator: {} SmppVendors at once, {} runs",
-            plan.operator_fleet, plan.heavy_runs
-        ));
-        sections.push(operator::many(&env, plan.heavy_runs, plan.operator_fleet).await);
-    }
-
-    suite_command(&mut sections[first..], "operator");
+    let Collected {
+        sections,
+        comparisons,
+        ..
+    } = c;
 
     let report = Report {
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
