@@ -781,3 +781,52 @@ async fn sigterm_unbinds_and_releases_the_slots() -> Result {
     assert!(log.contains("stopped"), "{log}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebind_replaces_one_bind_at_a_time() -> Result {
+    let smsc = Smsc::start(sim().credential("gwuser3", "newpw33")).await?;
+    let db = TestDb::new().await?;
+    let gw = Gateway::start(&db, "gw-rolling").await?;
+    db.wait_schema().await?;
+    let id = db
+        .insert_legacy(
+            "rolling",
+            smsc.port("plain"),
+            SYSTEM_ID,
+            PASSWORD,
+            &[("max_binds", "2")],
+        )
+        .await?;
+    wait::until("both bound", SETTLE, || async {
+        Ok((open_binds(&smsc, SYSTEM_ID).await? == 2).then_some(()))
+    })
+    .await?;
+    db.exec(&format!(
+        "UPDATE vendor_mgmt.service_providers SET username='gwuser3', password='newpw33' WHERE id='{id}'"
+    ))
+    .await?;
+    // The budget is full (2 of 2), so each bind is replaced break-before-make, one at a time:
+    // the vendor never has fewer than 1 nor more than 2 binds of ours.
+    let t0 = Instant::now();
+    let (mut min, mut max) = (u64::MAX, 0);
+    loop {
+        let s = smsc.stats().await?;
+        let (old, new) = (s.open_binds(SYSTEM_ID).total, s.open_binds("gwuser3").total);
+        min = min.min(old + new);
+        max = max.max(old + new);
+        if old == 0 && new == 2 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < SETTLE,
+            "rebind not done: {old} old, {new} new"
+        );
+    }
+    assert_eq!(
+        (min, max),
+        (1, 2),
+        "binds open during the rebind (min, max)"
+    );
+    assert_eq!(gw.bound("rolling").await?, 2);
+    Ok(())
+}

@@ -301,8 +301,14 @@ impl Supervisor {
                 }
                 _ => {
                     // Break before make, keeping the slot so no other pod takes it meanwhile.
+                    // One unit at a time (bounded wait), so the vendor's other binds keep
+                    // serving while this one is replaced.
                     self.stop_units(&[u], false).await;
                     self.spawn_unit(u, cfg.clone());
+                    if self.units.len() > 1 {
+                        self.wait_settled(u, self.ctx.timeouts.bind + self.ctx.connect_timeout)
+                            .await;
+                    }
                 }
             }
         }
