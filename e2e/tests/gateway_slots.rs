@@ -1,0 +1,144 @@
+//! The bind-slot queries (smpp_db::sessions) on the real PostgreSQL: what keeps the fleet
+//! within max_binds. Claims are exclusive while the holder heartbeats, taken over once its
+//! heartbeat is older than the TTL, all-or-nothing for a TX+RX pair, and released only by
+//! their holder.
+//!
+//! Run: make env-up; cargo test -p smpp-e2e --test gateway_slots
+
+mod gateway_support;
+
+use std::time::Duration;
+
+use gateway_support::{Result, TestDb};
+use smpp_db::sessions::{self, SlotReport};
+
+const TTL: Duration = Duration::from_secs(15);
+
+async fn vendor(db: &TestDb) -> Result<uuid::Uuid> {
+    let id: String = db
+        .insert_legacy("slots", 2775, "sys", "pw", &[("max_binds", "2")])
+        .await?;
+    Ok(id.parse()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_exclusive_until_the_holder_goes_stale() -> Result {
+    let db = TestDb::new().await?;
+    smpp_db::migrate(&db.pool).await?;
+    let v = vendor(&db).await?;
+    let p = &db.pool;
+
+    assert!(sessions::claim(p, v, &[0], "a", 1, TTL).await?);
+    assert!(
+        !sessions::claim(p, v, &[0], "b", 1, TTL).await?,
+        "b must not take a live slot"
+    );
+    assert!(
+        sessions::claim(p, v, &[0], "a", 2, TTL).await?,
+        "re-claiming our own slot is fine"
+    );
+    // A pair: slot 1 is free but slot 0 is a's, so b gets neither.
+    assert!(!sessions::claim(p, v, &[0, 1], "b", 1, TTL).await?);
+    assert!(
+        sessions::slots(p, v).await?.iter().all(|s| s.slot == 0),
+        "all-or-nothing"
+    );
+    assert_eq!(
+        sessions::slots_held_by_others(p, v, "b", TTL).await?,
+        vec![0]
+    );
+
+    // a stops heartbeating: after the TTL, b takes the slot over.
+    db.exec(&format!(
+        "UPDATE vendor_mgmt.vendor_sessions SET heartbeat = now() - interval '16 seconds' WHERE vendor_id = '{v}'"
+    ))
+    .await?;
+    assert!(
+        sessions::slots_held_by_others(p, v, "b", TTL)
+            .await?
+            .is_empty()
+    );
+    assert!(sessions::claim(p, v, &[0, 1], "b", 3, TTL).await?);
+    let slots = sessions::slots(p, v).await?;
+    assert_eq!(slots.len(), 2);
+    assert!(
+        slots
+            .iter()
+            .all(|s| s.pod == "b" && s.state == "claimed" && s.config_version == Some(3))
+    );
+    // a's heartbeat now tells it the slot is gone.
+    assert!(sessions::heartbeat_slots(p, "a").await?.is_empty());
+    assert_eq!(sessions::heartbeat_slots(p, "b").await?.len(), 2);
+
+    // States: batched, only the holder's rows, since moves on change only.
+    sessions::report_many(
+        p,
+        "b",
+        &[
+            SlotReport {
+                vendor_id: v,
+                slot: 0,
+                state: "bound".into(),
+                last_error: None,
+                config_version: 3,
+            },
+            SlotReport {
+                vendor_id: v,
+                slot: 1,
+                state: "backoff".into(),
+                last_error: Some("tcp_refused: x".into()),
+                config_version: 3,
+            },
+        ],
+    )
+    .await?;
+    assert!(
+        !sessions::report(p, v, 0, "a", "bound", None, 3).await?,
+        "a no longer holds slot 0"
+    );
+    let slots = sessions::slots(p, v).await?;
+    assert_eq!(
+        (slots[0].state.as_str(), slots[1].state.as_str()),
+        ("bound", "backoff")
+    );
+    assert_eq!(slots[1].last_error.as_deref(), Some("tcp_refused: x"));
+
+    // Only the holder releases; removing a pod drops its slots and its pod row.
+    sessions::release(p, v, &[0], "a").await?;
+    assert_eq!(sessions::slots(p, v).await?.len(), 2);
+    sessions::release(p, v, &[0], "b").await?;
+    assert_eq!(sessions::slots(p, v).await?.len(), 1);
+    sessions::heartbeat_pod(p, "b").await?;
+    sessions::heartbeat_pod(p, "c").await?;
+    assert_eq!(sessions::live_pods(p, TTL).await?, 2);
+    sessions::remove_pod(p, "b").await?;
+    assert!(sessions::slots(p, v).await?.is_empty());
+    assert_eq!(sessions::live_pods(p, TTL).await?, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_never_exceed_the_slots() -> Result {
+    let db = TestDb::new().await?;
+    smpp_db::migrate(&db.pool).await?;
+    let v = vendor(&db).await?;
+    // 20 pods race for slots 0 and 1 at once: exactly one winner per slot.
+    let mut tasks = Vec::new();
+    for pod in 0..20 {
+        for slot in 0..2 {
+            let pool = db.pool.clone();
+            tasks.push(tokio::spawn(async move {
+                sessions::claim(&pool, v, &[slot], &format!("pod-{pod}"), 1, TTL)
+                    .await
+                    .map(|won| won as u32)
+            }));
+        }
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += t.await??;
+    }
+    assert_eq!(wins, 2);
+    assert_eq!(sessions::slots(&db.pool, v).await?.len(), 2);
+    Ok(())
+}
