@@ -199,6 +199,9 @@ async fn insert_change_password_and_delete() -> Result {
     Ok(())
 }
 
+/// (instance_name, port, password, extra columns, expected reason code)
+type Case<'a> = (&'a str, u16, &'a str, Vec<(&'a str, String)>, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaviours_are_classified() -> Result {
     let only_tx = Behaviour {
@@ -254,7 +257,7 @@ async fn misbehaviours_are_classified() -> Result {
             ("tls_ca_pem", ca.to_string()),
         ]
     };
-    let cases: Vec<(&str, u16, &str, Vec<(&str, String)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "close-after-tls",
             smsc.port("close-after-tls"),
