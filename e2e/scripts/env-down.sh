@@ -6,6 +6,8 @@ source "$(dirname "$0")/lib.sh"
 
 env_file=${SMPP_ENV_FILE:-$REPO_ROOT/target/env.sh}
 rc=0
+# The demo's smpp-operator and smpp-gateway first, while the parts they use are still up.
+"$E2E_SCRIPTS/demo.sh" stop || rc=1
 # The parts are independent: stop them side by side (the apiserver alone takes ~5 s).
 jobs_=()
 if [ -x "$REPO_ROOT/e2e/smsc/down.sh" ]; then
