@@ -206,15 +206,15 @@ async fn kubectl_shows_bound_then_the_reason() -> Result {
 
     // Break it: a wrong password in the Secret → the reason, by name.
     apply(&env, &ns, &secret_yaml("sim", WRONG))?;
-    let msg =
-        wait::until("READY False with the bind_resp status named", T, || async {
-            let row = get_row(&env, &ns, "sim")?;
-            let msg = ready_message(&env, &ns, "sim")?;
-            Ok((row.get(6).map(String::as_str) == Some("False")
-                && msg.contains("bind_esme_rinvpaswd"))
-            .then_some((row, msg)))
-        })
-        .await?;
+    let msg = wait::until("READY False with the bind_resp status named", T, || async {
+        let row = get_row(&env, &ns, "sim")?;
+        let msg = ready_message(&env, &ns, "sim")?;
+        Ok((row.get(6).map(String::as_str) == Some("False")
+            && row.get(7).map(String::as_str) == Some("BindFailed")
+            && msg.contains("bind_esme_rinvpaswd"))
+        .then_some((row, msg)))
+    })
+    .await?;
     eprintln!("wrong password: {:?} / {}", msg.0, msg.1);
     assert_eq!(msg.0[5], "0/1");
     assert_eq!(msg.0[7], "BindFailed", "REASON column");
@@ -226,6 +226,7 @@ async fn kubectl_shows_bound_then_the_reason() -> Result {
         let row = get_row(&env, &ns, "sim")?;
         let msg = ready_message(&env, &ns, "sim")?;
         Ok((row.get(6).map(String::as_str) == Some("False")
+            && row.get(7).map(String::as_str) == Some("BindFailed")
             && msg.contains("closed_before_bind_resp"))
         .then_some((row, msg)))
     })

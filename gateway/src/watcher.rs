@@ -53,17 +53,20 @@ impl Store {
         actions
     }
 
-    /// Replaces one row (None: deleted); returns the actions.
-    pub fn replace_one(
+    /// Replaces the rows `ids` with `rows` (an id without a row was deleted); returns the
+    /// actions.
+    pub fn replace_some(
         &mut self,
-        id: Uuid,
-        row: Option<&providers::ServiceProvider>,
+        ids: &[Uuid],
+        rows: &[providers::ServiceProvider],
     ) -> Vec<reload::Action> {
         let mut new = self.current.clone();
-        match row {
-            Some(r) => new.insert(id, config::parse(r)),
-            None => new.remove(&id),
-        };
+        for id in ids {
+            new.remove(id);
+        }
+        for r in rows {
+            new.insert(r.id, config::parse(r));
+        }
         let actions = reload::diff(&self.current, &new);
         self.current = new;
         actions
@@ -162,18 +165,55 @@ async fn listen(
             n = listener.try_recv() => {
                 // None: the connection dropped; notifications may have been missed.
                 let Some(n) = n? else { anyhow::bail!("listener connection lost") };
-                metrics.config_notifications.inc();
-                match serde_json::from_str::<Notice>(n.payload()) {
-                    Ok(notice) => {
-                        let row = providers::get(pool, notice.id).await?;
-                        manager.apply(store.replace_one(notice.id, row.as_ref()));
+                // A bulk change (one INSERT … SELECT of 1,000 rows) arrives as a burst: take
+                // what is already buffered and read those rows in one query.
+                let mut batch = vec![n];
+                while let Some(more) = listener.next_buffered() {
+                    batch.push(more);
+                }
+                metrics.config_notifications.inc_by(batch.len() as u64);
+                let ids: Result<Vec<Uuid>, _> =
+                    batch.iter().map(|n| serde_json::from_str::<Notice>(n.payload()).map(|x| x.id)).collect();
+                match ids {
+                    Ok(mut ids) => {
+                        ids.sort_unstable();
+                        ids.dedup();
+                        let rows = providers::get_many(pool, &ids).await?;
+                        manager.apply(store.replace_some(&ids, &rows));
                     }
                     Err(e) => {
-                        tracing::warn!(payload = n.payload(), error = %e, "unexpected notification; resyncing");
+                        tracing::warn!(error = %e, "unexpected notification payload; resyncing");
                         resync(pool, store, manager, metrics).await?;
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::row;
+    use crate::reload::Action;
+
+    #[test]
+    fn a_burst_of_notifications_is_one_diff() {
+        let mut store = Store::new();
+        let (a, b, c) = (row("a"), row("b"), row("c"));
+        assert_eq!(store.replace_all(&[a.clone(), b.clone()]).len(), 2);
+        // One batch: b deleted (no row), c inserted, a unchanged.
+        let actions = store.replace_some(&[a.id, b.id, c.id], &[a.clone(), c.clone()]);
+        let mut expected = vec![Action::Remove(b.id), Action::Add(crate::config::parse(&c))];
+        expected.sort_by_key(|x| match x {
+            Action::Remove(id) => *id,
+            Action::Add(e) | Action::Rebind(e) | Action::UpdateInPlace(e) => e.id,
+        });
+        assert_eq!(actions, expected);
+        assert!(
+            store
+                .replace_some(&[a.id], std::slice::from_ref(&a))
+                .is_empty()
+        );
     }
 }
