@@ -64,11 +64,13 @@ build_and_crd() {
   echo "\$ cargo build --bins -p smpp-operator -p smpp-gateway   (log: $blog)"
   cargo build --bins -p smpp-operator -p smpp-gateway >"$blog" 2>&1 ||
     die "cargo build of smpp-operator/smpp-gateway failed (last line: $(last_log_line "$blog"))"
-  show kubectl apply --server-side --force-conflicts -f crds/smppvendor.yaml
-  show kubectl wait --for=condition=Established crd/smppvendors.smpp.io --timeout="${DEADLINE}s"
+  show kubectl apply --server-side --force-conflicts -f crds/smppvendor.yaml ||
+    die "the apiserver refused crds/smppvendor.yaml (see kubectl's message above)"
+  show kubectl wait --for=condition=Established crd/smppvendors.smpp.io --timeout="${DEADLINE}s" ||
+    die "CRD smppvendors.smpp.io not Established within ${DEADLINE}s (kube-apiserver log: $ENV_ROOT/controlplane)"
   # rbac.yaml puts the operator's ServiceAccount in smpp-system; the namespace must exist first.
   kubectl create namespace smpp-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-  show kubectl apply -f crds/rbac.yaml
+  show kubectl apply -f crds/rbac.yaml || die "the apiserver refused crds/rbac.yaml (see above)"
 }
 
 http_ok() { curl -fsS --max-time 2 "$1" >/dev/null; }
@@ -112,8 +114,11 @@ has_last_error() { [ -n "$(kubectl -n "$NS" get smppvendor "$1" -o jsonpath='{.s
 
 example_vendor() {
   section "5. The example vendor (examples/smppvendor.yaml): written to PostgreSQL, bind failure explained"
-  show kubectl apply -f examples/smppvendor-secret.yaml -f examples/smppvendor.yaml
-  show kubectl wait --for=condition=Synced -n "$NS" smppvendor/sinch-atlanta --timeout="${DEADLINE}s"
+  show kubectl apply -f examples/smppvendor-secret.yaml -f examples/smppvendor.yaml ||
+    die "the apiserver refused examples/smppvendor*.yaml (see above)"
+  show kubectl wait --for=condition=Synced -n "$NS" smppvendor/sinch-atlanta --timeout="${DEADLINE}s" ||
+    die "sinch-atlanta not Synced within ${DEADLINE}s: $(kubectl -n "$NS" get smppvendor sinch-atlanta \
+      -o jsonpath='{.status.conditions[?(@.type=="Synced")].message}') (operator log: $demo_dir/operator.log)"
   show psql "$DATABASE_URL" -c \
     "select id, instance_name, host, port, username, owner_namespace, owner_name from vendor_mgmt.service_providers where instance_name = '$NS.sinch-atlanta'"
   # smpp.example.net does not exist for this machine: the gateway reports why the bind fails.
@@ -158,7 +163,8 @@ local_vendor() {
   export SMSC_CA_B64 SMSC_PASSWORD SMSC_SYSTEM_ID SMSC_TLS_PORT
   echo "\$ envsubst < examples/local-smsc.yaml | kubectl apply -f -   (ports and credentials from $env_file)"
   envsubst '${SMSC_PASSWORD} ${SMSC_CA_B64} ${SMSC_TLS_PORT} ${SMSC_SYSTEM_ID}' \
-    <examples/local-smsc.yaml | kubectl apply -f -
+    <examples/local-smsc.yaml | kubectl apply -f - ||
+    die "the apiserver refused examples/local-smsc.yaml after envsubst (see above)"
   local t0
   t0=$(date +%s%3N)
   wait_until "local-smsc BOUND 1/1 READY True (gateway log: $demo_dir/gateway.log)" "$DEADLINE" \
