@@ -114,7 +114,9 @@ has_last_error() { [ -n "$(kubectl -n "$NS" get smppvendor "$1" -o jsonpath='{.s
 
 example_vendor() {
   section "5. The example vendor (examples/smppvendor.yaml): written to PostgreSQL, bind failure explained"
-  show kubectl apply -f examples/smppvendor-secret.yaml -f examples/smppvendor.yaml ||
+  # Server-side apply: client-side apply would copy the Secret's password into the
+  # last-applied-configuration annotation.
+  show kubectl apply --server-side -f examples/smppvendor-secret.yaml -f examples/smppvendor.yaml ||
     die "the apiserver refused examples/smppvendor*.yaml (see above)"
   show kubectl wait --for=condition=Synced -n "$NS" smppvendor/sinch-atlanta --timeout="${DEADLINE}s" ||
     die "sinch-atlanta not Synced within ${DEADLINE}s: $(kubectl -n "$NS" get smppvendor sinch-atlanta \
@@ -161,9 +163,9 @@ local_vendor() {
   section "6. A vendor bound over TLS to the local SMSC simulator (examples/local-smsc.yaml)"
   SMSC_CA_B64=$(base64 -w0 "$SMSC_CA_FILE")
   export SMSC_CA_B64 SMSC_PASSWORD SMSC_SYSTEM_ID SMSC_TLS_PORT
-  echo "\$ envsubst < examples/local-smsc.yaml | kubectl apply -f -   (ports and credentials from $env_file)"
+  echo "\$ envsubst < examples/local-smsc.yaml | kubectl apply --server-side -f -   (ports and credentials from $env_file)"
   envsubst '${SMSC_PASSWORD} ${SMSC_CA_B64} ${SMSC_TLS_PORT} ${SMSC_SYSTEM_ID}' \
-    <examples/local-smsc.yaml | kubectl apply -f - ||
+    <examples/local-smsc.yaml | kubectl apply --server-side -f - ||
     die "the apiserver refused examples/local-smsc.yaml after envsubst (see above)"
   local t0
   t0=$(date +%s%3N)
