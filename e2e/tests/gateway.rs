@@ -66,10 +66,7 @@ async fn insert_change_password_and_delete() -> Result {
         SETTLE,
         || async {
             let slots = db.slots(&id).await?;
-            Ok(
-                (slots.len() == 1 && slots[0].1 == "gw-basic" && slots[0].2 == "bound")
-                    .then_some(()),
-            )
+            Ok((slots.len() == 1 && slots[0].1 == gw.pod && slots[0].2 == "bound").then_some(()))
         },
     )
     .await?;
@@ -546,10 +543,7 @@ async fn two_gateways_never_exceed_max_binds() -> Result {
     )
     .await?;
     let pods: Vec<String> = db.slots(&id).await?.into_iter().map(|s| s.1).collect();
-    assert!(
-        pods.contains(&"gw-fleet-a".to_string()) && pods.contains(&"gw-fleet-b".to_string()),
-        "{pods:?}"
-    );
+    assert!(pods.contains(&a.pod) && pods.contains(&b.pod), "{pods:?}");
 
     // Kill A without a chance to clean up: B takes its slot over after the TTL.
     a.guard.kill();
@@ -569,7 +563,7 @@ async fn two_gateways_never_exceed_max_binds() -> Result {
         || async {
             let slots = db.slots(&id).await?;
             Ok(
-                (slots.len() == 2 && slots.iter().all(|s| s.1 == "gw-fleet-b" && s.2 == "bound"))
+                (slots.len() == 2 && slots.iter().all(|s| s.1 == b.pod && s.2 == "bound"))
                     .then_some(()),
             )
         },
@@ -773,11 +767,11 @@ async fn sigterm_unbinds_and_releases_the_slots() -> Result {
     let tail = smsc.log_tail();
     assert_eq!(tail.matches(" unbind transceiver").count(), 2, "{tail}");
     assert!(db.slots(&id).await?.is_empty());
-    let pods: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM vendor_mgmt.gateway_pods WHERE pod = 'gw-sigterm'",
-    )
-    .fetch_one(&db.pool)
-    .await?;
+    let pods: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM vendor_mgmt.gateway_pods WHERE pod = $1")
+            .bind(&gw.pod)
+            .fetch_one(&db.pool)
+            .await?;
     assert_eq!(pods, 0);
     let log = gw.log_text();
     assert_eq!(log.matches("unbound").count(), 2, "{log}");

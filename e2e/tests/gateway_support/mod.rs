@@ -150,7 +150,10 @@ impl Gateway {
         Self::start_with(db, pod, &[]).await
     }
 
+    /// Starts the gateway as pod `<pod>-<random>`, so concurrent runs of the same test never
+    /// share a pod name or a log file.
     pub async fn start_with(db: &TestDb, pod: &str, env: &[(&str, &str)]) -> Result<Self> {
+        let pod = &format!("{pod}-{:06x}", rand::random::<u32>() & 0xFF_FFFF);
         let http = free_port();
         let dir = repo_root().join("target/gateway-tests");
         std::fs::create_dir_all(&dir)?;
