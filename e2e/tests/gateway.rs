@@ -827,3 +827,43 @@ async fn rebind_replaces_one_bind_at_a_time() -> Result {
     assert_eq!(gw.bound("rolling").await?, 2);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tx_rx_pair_binds_a_transmitter_and_a_receiver() -> Result {
+    let smsc = Smsc::start(sim()).await?;
+    let db = TestDb::new().await?;
+    let gw = Gateway::start(&db, "gw-pair").await?;
+    db.wait_schema().await?;
+    // max_binds 3 in TX_RX mode: one pair (slots 0 and 1); the odd slot stays unused.
+    let id = db
+        .insert_legacy(
+            "pair",
+            smsc.port("plain"),
+            SYSTEM_ID,
+            PASSWORD,
+            &[("bind_mode", "'tx_rx'"), ("max_binds", "3")],
+        )
+        .await?;
+    let counts = wait::until("one transmitter and one receiver", SETTLE, || async {
+        let c = smsc.stats().await?.open_binds(SYSTEM_ID);
+        Ok((c.transmitter == 1 && c.receiver == 1).then_some(c))
+    })
+    .await?;
+    assert_eq!((counts.transceiver, counts.total), (0, 2));
+    let v = wait::until("API shows the pair", SETTLE, || async {
+        Ok(gw
+            .vendor("pair")
+            .await?
+            .filter(|v| v["sessions_bound"] == 2))
+    })
+    .await?;
+    assert_eq!(v["bind_mode"], "TX_RX");
+    assert_eq!(v["sessions_desired"], 2);
+    wait::until("slots 0 and 1 bound", SETTLE, || async {
+        let slots = db.slots(&id).await?;
+        let got: Vec<(i32, &str)> = slots.iter().map(|s| (s.0, s.2.as_str())).collect();
+        Ok((got == vec![(0, "bound"), (1, "bound")]).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
