@@ -176,7 +176,7 @@ async fn insert_change_password_and_delete() -> Result {
             t0.elapsed() < SETTLE,
             "not bound again after the toggle: {n} binds, {slots:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await; // sampling interval of the ≥ 2 s observation window
     }
     assert_eq!(max, 1, "more than max_binds during the toggle");
 
@@ -524,7 +524,7 @@ async fn two_gateways_never_exceed_max_binds() -> Result {
                     max_seen.fetch_max(n, Ordering::SeqCst);
                     samples.fetch_add(1, Ordering::SeqCst);
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await; // sampling interval: observes the whole test
             }
         })
     };

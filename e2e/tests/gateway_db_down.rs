@@ -47,7 +47,7 @@ async fn postgres_down_keeps_serving_and_recovers() -> Result {
         );
         assert_eq!(smsc.stats().await?.open_binds(SYSTEM_ID).total, 1);
         assert_eq!(request(gw.http, "GET", "/ready").await?.0, 200);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await; // sampling interval of the observation window
     }
     let m = gw.metrics().await?;
     assert!(metric(&m, "smpp_config_db_errors_total", &[]) >= 1.0, "{m}");

@@ -142,7 +142,8 @@ async fn submits_receipts_window_tps_and_graceful_unbind() {
         tps: Some(20.0),
         ..tun
     });
-    tokio::time::sleep(Duration::from_millis(1100)).await; // let the bucket fill to its burst
+    // No wait needed: the bucket has been idle since the session began (over 2 s ago, see the two
+    // enquire_link round trips above), so the first take refills it to its burst of 20.
     let t0 = Instant::now();
     for i in 0..60 {
         h.submit(msg(i), Duration::from_secs(10)).await.unwrap();
@@ -212,7 +213,7 @@ async fn window_caps_in_flight_requests() {
     let watch = Instant::now();
     while watch.elapsed() < Duration::from_millis(800) {
         assert_eq!(smsc.stats().await.unwrap().submits, 3);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await; // sampling interval of the observation window
     }
     // Growing the window in place lets 2 more out.
     h.update(Tunables { window: 5, ..tun });
