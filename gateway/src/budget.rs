@@ -13,8 +13,7 @@ use uuid::Uuid;
 
 use crate::metrics::Metrics;
 
-/// A slot whose holder misses heartbeats this long is taken over.
-pub const SLOT_TTL: Duration = Duration::from_secs(15);
+pub use smpp_db::sessions::SLOT_TTL;
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
 
 /// Units this pod should hold: ceil(units / live pods). Rounding up lets the budget fill even

@@ -19,6 +19,10 @@ pub const STATE_BOUND: &str = "bound";
 pub const STATE_BACKOFF: &str = "backoff";
 pub const STATE_UNBINDING: &str = "unbinding";
 
+/// A slot whose holder misses heartbeats this long is taken over. The gateways use it for
+/// claims and live pods, and it is the operator's default for ignoring stale sessions.
+pub const SLOT_TTL: Duration = Duration::from_secs(15);
+
 fn interval(ttl: Duration) -> f64 {
     ttl.as_secs_f64()
 }

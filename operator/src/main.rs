@@ -47,8 +47,8 @@ struct Args {
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 5)]
     resync_seconds: u64,
     /// Gateway sessions with an older heartbeat are ignored; the gateways give up a slot
-    /// whose holder has been silent this long (their slot TTL), so keep the two equal.
-    #[arg(long, env = "SESSION_TTL_SECONDS", default_value_t = 15)]
+    /// whose holder has been silent this long (their slot TTL), hence the shared default.
+    #[arg(long, env = "SESSION_TTL_SECONDS", default_value_t = smpp_db::sessions::SLOT_TTL.as_secs() as i64)]
     session_ttl_seconds: i64,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
