@@ -602,11 +602,11 @@ pub async fn orphan(pool: &PgPool, instance_name: &str, owner_uid: &str) -> Resu
     Ok(r.rows_affected() > 0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    pub(crate) fn config() -> ProviderConfig {
+/// A complete, valid configuration for tests (unit tests here, and other crates' tests through
+/// the `fixtures` feature): one fixture instead of a copy per test file.
+#[cfg(any(test, feature = "fixtures"))]
+impl ProviderConfig {
+    pub fn example() -> Self {
         ProviderConfig {
             host: "smpp.example.net".into(),
             port: 3601,
@@ -615,7 +615,7 @@ mod tests {
             system_type: "ESME".into(),
             is_active: true,
             tls_enabled: true,
-            tls_server_name: None,
+            tls_server_name: Some("smpp.example.net".into()),
             tls_ca_pem: None,
             tls_client_cert_pem: None,
             tls_client_key_pem: Some(Secret::new("KEY")),
@@ -635,28 +635,33 @@ mod tests {
             suspended: false,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn fingerprint_is_stable_and_sensitive() {
-        let a = config();
-        assert_eq!(a.fingerprint(), config().fingerprint());
+        let a = ProviderConfig::example();
+        assert_eq!(a.fingerprint(), ProviderConfig::example().fingerprint());
         assert_eq!(a.fingerprint().len(), 64);
-        let mut b = config();
+        let mut b = ProviderConfig::example();
         b.password = Secret::new("other");
         assert_ne!(a.fingerprint(), b.fingerprint());
         // Moving characters between adjacent fields must change the fingerprint.
-        let mut c = config();
+        let mut c = ProviderConfig::example();
         c.routing_prefixes = vec!["1".into(), "".into()];
         assert_ne!(a.fingerprint(), c.fingerprint());
-        let mut d = config();
+        let mut d = ProviderConfig::example();
         d.max_messages_per_second = None;
         assert_ne!(a.fingerprint(), d.fingerprint());
     }
 
     #[test]
     fn changed_fields_names_fields_not_values() {
-        let a = config();
-        let mut b = config();
+        let a = ProviderConfig::example();
+        let mut b = ProviderConfig::example();
         b.password = Secret::new("x");
         b.port = 1;
         assert_eq!(a.changed_fields(&b), vec!["port", "password"]);
@@ -665,7 +670,7 @@ mod tests {
 
     #[test]
     fn debug_redacts_password_and_key() {
-        let text = format!("{:?}", config());
+        let text = format!("{:?}", ProviderConfig::example());
         assert!(!text.contains("s3cr3t"), "{text}");
         assert!(!text.contains("KEY\""), "{text}");
     }

@@ -30,36 +30,6 @@ async fn fresh_db() -> (PgPool, String) {
     (pool, name)
 }
 
-fn config() -> ProviderConfig {
-    ProviderConfig {
-        host: "smpp.example.net".into(),
-        port: 3601,
-        username: "telxMBa1".into(),
-        password: Secret::new("pw-one"),
-        system_type: "ESME".into(),
-        is_active: true,
-        tls_enabled: true,
-        tls_server_name: Some("smpp.example.net".into()),
-        tls_ca_pem: None,
-        tls_client_cert_pem: None,
-        tls_client_key_pem: None,
-        tls_insecure_skip_verify: false,
-        bind_mode: "TRX".into(),
-        interface_version: "3.4".into(),
-        address_range: String::new(),
-        max_binds: 2,
-        window_size: 10,
-        max_messages_per_second: Some(20),
-        enquire_link_interval_seconds: 30,
-        reconnect_initial_delay_seconds: 1,
-        reconnect_max_delay_seconds: 60,
-        routing_priority: 100,
-        routing_weight: 1,
-        routing_prefixes: vec!["1".into()],
-        suspended: false,
-    }
-}
-
 fn owner(uid: &str, generation: i64) -> Owner {
     Owner {
         namespace: "messaging".into(),
@@ -148,23 +118,23 @@ async fn upsert_lifecycle_drift_conflict_adopt_orphan_delete() {
     migrate(&pool).await.unwrap();
     let a = owner("uid-a", 1);
 
-    let created = providers::upsert_owned(&pool, "ns.v", &a, &config())
+    let created = providers::upsert_owned(&pool, "ns.v", &a, &ProviderConfig::example())
         .await
         .unwrap();
     let UpsertOutcome::Created(row) = created else {
         panic!("expected Created: {created:?}")
     };
-    assert_eq!(row.config(), config());
+    assert_eq!(row.config(), ProviderConfig::example());
     assert_eq!(row.owner_generation, Some(1));
     assert!(!row.edited_since_owner_wrote());
 
-    let again = providers::upsert_owned(&pool, "ns.v", &a, &config())
+    let again = providers::upsert_owned(&pool, "ns.v", &a, &ProviderConfig::example())
         .await
         .unwrap();
     assert!(matches!(again, UpsertOutcome::Unchanged(_)), "{again:?}");
 
     // Secret rotation: an ordinary update, not drift.
-    let mut rotated = config();
+    let mut rotated = ProviderConfig::example();
     rotated.password = Secret::new("pw-two");
     let out = providers::upsert_owned(&pool, "ns.v", &a, &rotated)
         .await
@@ -210,7 +180,7 @@ async fn upsert_lifecycle_drift_conflict_adopt_orphan_delete() {
 
     // Another resource claiming the same name: refused, row untouched.
     let b = owner("uid-b", 1);
-    let mut other = config();
+    let mut other = ProviderConfig::example();
     other.host = "evil".into();
     let out = providers::upsert_owned(&pool, "ns.v", &b, &other)
         .await
@@ -296,7 +266,7 @@ async fn every_write_notifies_the_channel() {
     migrate(&pool).await.unwrap();
     let mut listener = PgListener::connect_with(&pool).await.unwrap();
     listener.listen(providers::CHANNEL).await.unwrap();
-    let out = providers::upsert_owned(&pool, "ns.n", &owner("u", 1), &config())
+    let out = providers::upsert_owned(&pool, "ns.n", &owner("u", 1), &ProviderConfig::example())
         .await
         .unwrap();
     let UpsertOutcome::Created(row) = out else {
@@ -321,7 +291,7 @@ async fn next_payload(l: &mut PgListener) -> Option<String> {
 async fn session_state_changes_notify_but_heartbeats_do_not() {
     let (pool, _) = fresh_db().await;
     migrate(&pool).await.unwrap();
-    let out = providers::upsert_owned(&pool, "ns.h", &owner("u", 1), &config())
+    let out = providers::upsert_owned(&pool, "ns.h", &owner("u", 1), &ProviderConfig::example())
         .await
         .unwrap();
     let UpsertOutcome::Created(row) = out else {
@@ -370,7 +340,7 @@ async fn session_state_changes_notify_but_heartbeats_do_not() {
 async fn status_aggregates_live_sessions_only() {
     let (pool, _) = fresh_db().await;
     migrate(&pool).await.unwrap();
-    let out = providers::upsert_owned(&pool, "ns.s", &owner("u", 1), &config())
+    let out = providers::upsert_owned(&pool, "ns.s", &owner("u", 1), &ProviderConfig::example())
         .await
         .unwrap();
     let UpsertOutcome::Created(row) = out else {
