@@ -44,6 +44,10 @@ pub mod reason {
     pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
     pub const PASSWORD_TOO_LONG: &str = "PasswordTooLong";
     pub const INVALID_SECRET: &str = "InvalidSecret";
+    /// caSecretRef holds no CA certificate the gateways can load.
+    pub const INVALID_CA_CERTIFICATE: &str = "InvalidCACertificate";
+    /// clientCertSecretRef holds no usable certificate and matching key.
+    pub const INVALID_CLIENT_CERTIFICATE: &str = "InvalidClientCertificate";
     pub const BOUND: &str = "Bound";
     pub const PARTIALLY_BOUND: &str = "PartiallyBound";
     pub const NOT_BOUND: &str = "NotBound";

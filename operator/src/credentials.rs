@@ -6,6 +6,11 @@ use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
+use rustls::RootCertStore;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::ParsedCertificate;
+use rustls::sign::CertifiedKey;
 use smpp_crds::{MAX_PASSWORD_LEN_V34, SmppVendor, reason};
 use smpp_db::Secret;
 use std::collections::HashMap;
@@ -47,6 +52,24 @@ pub enum CredentialError {
         key: String,
         why: String,
     },
+    #[error(
+        "Secret {namespace}/{name} key {key:?} is not a usable CA certificate: {why}; store the vendor's CA certificate(s) there in PEM (kubectl -n {namespace} create secret generic {name} --from-file={key}=vendor-ca.pem)"
+    )]
+    InvalidCaCertificate {
+        namespace: String,
+        name: String,
+        key: String,
+        why: String,
+    },
+    #[error(
+        "Secret {namespace}/{name} key {key:?} is not a usable client certificate: {why}; store the PEM certificate issued for this client with its own key (kubectl -n {namespace} create secret tls {name} --cert=client.crt --key=client.key)"
+    )]
+    InvalidClientCertificate {
+        namespace: String,
+        name: String,
+        key: String,
+        why: String,
+    },
     /// The apiserver did not answer; transient, retried.
     #[error("reading Secret {namespace}/{name} failed: {source}")]
     Api {
@@ -64,6 +87,8 @@ impl CredentialError {
             CredentialError::SecretNotFound { .. } => reason::SECRET_NOT_FOUND,
             CredentialError::KeyMissing { .. } => reason::SECRET_KEY_MISSING,
             CredentialError::PasswordTooLong { .. } => reason::PASSWORD_TOO_LONG,
+            CredentialError::InvalidCaCertificate { .. } => reason::INVALID_CA_CERTIFICATE,
+            CredentialError::InvalidClientCertificate { .. } => reason::INVALID_CLIENT_CERTIFICATE,
             CredentialError::Invalid { .. } | CredentialError::Api { .. } => reason::INVALID_SECRET,
         }
     }
@@ -116,11 +141,28 @@ pub fn extract(
     };
     let invalid = |why: &str| {
         let (namespace, name, key) = ids();
-        CredentialError::Invalid {
-            namespace,
-            name,
-            key,
-            why: why.into(),
+        let why = why.to_string();
+        match material {
+            Material::Password => CredentialError::Invalid {
+                namespace,
+                name,
+                key,
+                why,
+            },
+            Material::CaBundle => CredentialError::InvalidCaCertificate {
+                namespace,
+                name,
+                key,
+                why,
+            },
+            Material::Certificate | Material::PrivateKey => {
+                CredentialError::InvalidClientCertificate {
+                    namespace,
+                    name,
+                    key,
+                    why,
+                }
+            }
         }
     };
     let text = String::from_utf8(bytes.0.clone()).map_err(|_| invalid("not UTF-8 text"))?;
@@ -145,20 +187,88 @@ pub fn extract(
             }
             Ok(pw)
         }
-        Material::CaBundle | Material::Certificate => {
-            if !text.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(invalid(
-                    "no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
-                ));
-            }
+        Material::CaBundle => {
+            check_ca_bundle(&text).map_err(|why| invalid(&why))?;
             Ok(text)
         }
-        Material::PrivateKey => {
-            if !(text.contains("-----BEGIN") && text.contains("PRIVATE KEY-----")) {
-                return Err(invalid("no PEM private key in it"));
-            }
-            Ok(text)
+        // Checked as a pair by `check_client_pair`: a key is only usable with its certificate.
+        Material::Certificate | Material::PrivateKey => Ok(text),
+    }
+}
+
+/// The keys of a kubernetes.io/tls Secret.
+pub const TLS_CRT: &str = "tls.crt";
+pub const TLS_KEY: &str = "tls.key";
+
+const NO_CERTIFICATE: &str = "no PEM certificate (-----BEGIN CERTIFICATE-----) in it";
+
+/// What is wrong with a PEM block, without quoting any of it (a key's lines are secret).
+fn pem_problem(e: &pem::Error) -> &'static str {
+    match e {
+        pem::Error::MissingSectionEnd { .. } => {
+            "a PEM block has no matching -----END line (truncated when copied?)"
         }
+        pem::Error::IllegalSectionStart { .. } => "a PEM -----BEGIN line is malformed",
+        pem::Error::Base64Decode(_) => {
+            "a PEM block's body is not valid base64 (damaged when copied?)"
+        }
+        _ => "it cannot be read as PEM",
+    }
+}
+
+/// Checks a CA bundle the way the gateways load it: every PEM certificate in it must parse
+/// into a trust anchor, and there must be at least one. Returns how many there are.
+pub fn check_ca_bundle(pem_text: &str) -> Result<usize, String> {
+    let mut store = RootCertStore::empty();
+    for (i, cert) in CertificateDer::pem_slice_iter(pem_text.as_bytes()).enumerate() {
+        let n = i + 1;
+        let cert = cert.map_err(|e| format!("certificate #{n}: {}", pem_problem(&e)))?;
+        store.add(cert).map_err(|_| {
+            format!("certificate #{n} is not a valid X.509 certificate (its DER does not parse)")
+        })?;
+    }
+    if store.is_empty() {
+        return Err(NO_CERTIFICATE.into());
+    }
+    Ok(store.len())
+}
+
+/// Checks a client certificate and key the way the gateways load them: a parsable
+/// certificate chain, a private key rustls can sign with, and the key belonging to the first
+/// certificate. The error names the Secret key at fault.
+pub fn check_client_pair(cert_pem: &str, key_pem: &str) -> Result<(), (&'static str, String)> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| (TLS_CRT, pem_problem(&e).to_string()))?;
+    let Some(leaf) = chain.first() else {
+        return Err((TLS_CRT, NO_CERTIFICATE.into()));
+    };
+    if ParsedCertificate::try_from(leaf).is_err() {
+        return Err((
+            TLS_CRT,
+            "the certificate is not a valid X.509 certificate (its DER does not parse)".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| {
+        let why = match e {
+            pem::Error::NoItemsFound => "no PEM private key (PKCS#8, PKCS#1 or SEC1) in it",
+            e => pem_problem(&e),
+        };
+        (TLS_KEY, why.to_string())
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    match CertifiedKey::from_der(chain, key, &provider) {
+        Ok(_) => Ok(()),
+        Err(rustls::Error::InconsistentKeys(_)) => Err((
+            TLS_KEY,
+            format!(
+                "the key does not belong to the certificate in {TLS_CRT} (their public keys differ)"
+            ),
+        )),
+        Err(_) => Err((
+            TLS_KEY,
+            "the key is not an RSA, ECDSA or Ed25519 private key rustls can sign with".into(),
+        )),
     }
 }
 
@@ -256,8 +366,16 @@ impl SecretSource {
         }
         if let Some(cc) = &vendor.spec.tls.client_cert_secret_ref {
             let s = self.get(ns, &cc.name).await?;
-            let cert = extract(s.as_ref(), ns, &cc.name, "tls.crt", Material::Certificate)?;
-            let key = extract(s.as_ref(), ns, &cc.name, "tls.key", Material::PrivateKey)?;
+            let cert = extract(s.as_ref(), ns, &cc.name, TLS_CRT, Material::Certificate)?;
+            let key = extract(s.as_ref(), ns, &cc.name, TLS_KEY, Material::PrivateKey)?;
+            check_client_pair(&cert, &key).map_err(|(key, why)| {
+                CredentialError::InvalidClientCertificate {
+                    namespace: namespace.clone(),
+                    name: cc.name.clone(),
+                    key: key.to_string(),
+                    why,
+                }
+            })?;
             creds.client_cert_pem = Some(cert);
             creds.client_key_pem = Some(Secret::new(key));
         }
@@ -316,16 +434,19 @@ mod tests {
         assert!(!e.is_transient());
     }
 
+    // Throwaway PKI made for these tests only (openssl, EC P-256): a CA, a client certificate
+    // it signed with its key, and an unrelated key.
+    const CA: &str = include_str!("testdata/ca.crt");
+    const CLIENT_CRT: &str = include_str!("testdata/client.crt");
+    const CLIENT_KEY: &str = include_str!("testdata/client.key");
+    const OTHER_KEY: &str = include_str!("testdata/other.key");
+
+    /// A PEM CERTIFICATE block whose base64 is fine but whose DER is not a certificate.
+    const NOT_DER: &str =
+        "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+
     #[test]
-    fn pem_material_is_checked() {
-        let s = secret(&[("ca.crt", "junk")]);
-        let e = extract(Some(&s), "ns", "s", "ca.crt", Material::CaBundle).unwrap_err();
-        assert_eq!(e.reason(), "InvalidSecret");
-        let s = secret(&[(
-            "tls.key",
-            "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n",
-        )]);
-        assert!(extract(Some(&s), "ns", "s", "tls.key", Material::PrivateKey).is_ok());
+    fn empty_password_is_refused() {
         let e = extract(
             Some(&secret(&[("p", "")])),
             "ns",
@@ -334,6 +455,83 @@ mod tests {
             Material::Password,
         );
         assert!(e.unwrap_err().to_string().contains("empty"));
+    }
+
+    #[test]
+    fn ca_bundle_must_parse_as_certificates() {
+        assert_eq!(check_ca_bundle(CA), Ok(1));
+        assert_eq!(check_ca_bundle(&format!("{CA}{CA}")), Ok(2));
+        let no_pem = check_ca_bundle("junk").unwrap_err();
+        assert!(no_pem.contains("no PEM certificate"), "{no_pem}");
+        let truncated = &CA[..CA.len() / 2];
+        let e = check_ca_bundle(truncated).unwrap_err();
+        assert!(e.contains("no matching -----END"), "{e}");
+        let e = check_ca_bundle(&CA.replacen("MII", "M!I", 1)).unwrap_err();
+        assert!(e.contains("base64"), "{e}");
+        let e = check_ca_bundle(&format!("{CA}{NOT_DER}")).unwrap_err();
+        assert!(e.contains("certificate #2 is not a valid X.509"), "{e}");
+        // A private key is no CA: nothing in it is a certificate.
+        assert!(check_ca_bundle(CLIENT_KEY).is_err());
+    }
+
+    #[test]
+    fn bad_ca_secret_is_invalid_ca_certificate_naming_secret_and_key() {
+        let s = secret(&[("ca.crt", NOT_DER)]);
+        let e = extract(Some(&s), "ns", "vendor-ca", "ca.crt", Material::CaBundle).unwrap_err();
+        assert_eq!(e.reason(), "InvalidCACertificate");
+        assert!(!e.is_transient());
+        let msg = e.to_string();
+        assert!(
+            msg.contains("Secret ns/vendor-ca key \"ca.crt\"") && msg.contains("not a valid X.509"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("aGVsbG8"),
+            "no Secret content in the message: {msg}"
+        );
+        let s = secret(&[("ca.crt", CA)]);
+        assert_eq!(
+            extract(Some(&s), "ns", "vendor-ca", "ca.crt", Material::CaBundle).unwrap(),
+            CA
+        );
+    }
+
+    #[test]
+    fn client_pair_must_parse_and_belong_together() {
+        assert_eq!(check_client_pair(CLIENT_CRT, CLIENT_KEY), Ok(()));
+        let (key, why) = check_client_pair(CLIENT_CRT, OTHER_KEY).unwrap_err();
+        assert_eq!(key, TLS_KEY);
+        assert!(why.contains("does not belong to the certificate"), "{why}");
+        let (key, why) = check_client_pair("junk", CLIENT_KEY).unwrap_err();
+        assert_eq!(
+            (key, why.contains("no PEM certificate")),
+            (TLS_CRT, true),
+            "{why}"
+        );
+        let (key, why) = check_client_pair(NOT_DER, CLIENT_KEY).unwrap_err();
+        assert_eq!(
+            (key, why.contains("not a valid X.509")),
+            (TLS_CRT, true),
+            "{why}"
+        );
+        let (key, why) = check_client_pair(CLIENT_CRT, CLIENT_CRT).unwrap_err();
+        assert_eq!(
+            (key, why.contains("no PEM private key")),
+            (TLS_KEY, true),
+            "{why}"
+        );
+        // A key block whose DER is no key: refused, and its lines never quoted.
+        let bad_key = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWJ5dGVz\n-----END PRIVATE KEY-----\n";
+        let (key, why) = check_client_pair(CLIENT_CRT, bad_key).unwrap_err();
+        assert_eq!(key, TLS_KEY);
+        assert!(!why.contains("c2VjcmV0"), "{why}");
+        let garbled = CLIENT_KEY.replacen("\n", "\n!!", 1);
+        let (key, why) = check_client_pair(CLIENT_CRT, &garbled).unwrap_err();
+        assert_eq!(key, TLS_KEY);
+        assert!(
+            !why.contains("MIG"),
+            "no key material in the message: {why}"
+        );
     }
 }
 
