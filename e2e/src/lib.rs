@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod env;
+pub mod operator;
 pub mod postgres;
 pub mod process;
 pub mod sink;

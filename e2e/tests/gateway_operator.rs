@@ -10,14 +10,11 @@
 
 mod gateway_support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use gateway_support::{Gateway, Result, TestDb, free_port};
+use gateway_support::{Gateway, Result, TestDb};
 use smpp_e2e::env::Env;
-use smpp_e2e::process::{ChildGuard, repo_root, workspace_bin};
+use smpp_e2e::operator::{self, OperatorCmd, run};
 use smpp_e2e::smsc::{Behaviour, Smsc, SmscConfig};
 use smpp_e2e::wait;
 
@@ -26,37 +23,10 @@ const PASSWORD: &str = "Hx7pL2qe";
 const WRONG: &str = "wR0ngpw1";
 const T: Duration = Duration::from_secs(30);
 
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
+/// `kubectl apply` that must be accepted.
 fn apply(env: &Env, ns: &str, yaml: &str) -> Result<()> {
-    let mut child = env
-        .kubectl()
-        .args(["-n", ns, "apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(yaml.as_bytes())?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, out) = operator::apply(env, ns, yaml)?;
+    anyhow::ensure!(ok, "kubectl apply: {out}");
     Ok(())
 }
 
@@ -69,7 +39,7 @@ fn get_row(env: &Env, ns: &str, name: &str) -> Result<Vec<String>> {
 }
 
 fn ready_message(env: &Env, ns: &str, name: &str) -> Result<String> {
-    run(env.kubectl().args([
+    Ok(run(env.kubectl().args([
         "-n",
         ns,
         "get",
@@ -77,7 +47,7 @@ fn ready_message(env: &Env, ns: &str, name: &str) -> Result<String> {
         name,
         "-o",
         "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}",
-    ]))
+    ]))?)
 }
 
 fn vendor_yaml(name: &str, port: u16) -> String {
@@ -129,43 +99,10 @@ async fn kubectl_shows_bound_then_the_reason() -> Result {
     db.wait_schema().await?;
 
     // The CRD (idempotent), a namespace of our own, and the operator watching only it.
-    run(env
-        .kubectl()
-        .args(["apply", "--server-side", "--force-conflicts", "-f"])
-        .arg(repo_root().join("crds/smppvendor.yaml")))?;
-    run(env.kubectl().args([
-        "wait",
-        "--for=condition=Established",
-        "crd/smppvendors.smpp.io",
-        "--timeout=60s",
-    ]))?;
     let ns = format!("gwop-{:08x}", rand::random::<u32>());
-    run(env.kubectl().args(["create", "namespace", &ns]))?;
-    let log = repo_root().join(format!("target/gateway-tests/operator-{ns}.log"));
-    let file = std::fs::File::create(&log)?;
-    let op_http = free_port();
-    let mut cmd = Command::new(workspace_bin("smpp-operator"));
-    cmd.env("KUBECONFIG", &env.kubeconfig)
-        .env("DATABASE_URL", &db.url)
-        .env("RUST_LOG", "info")
-        .args([
-            "--watch-namespace",
-            &ns,
-            "--lease-namespace",
-            &ns,
-            "--lease-name",
-            &format!("smpp-operator-{ns}"),
-        ])
-        .args([
-            "--pod-name",
-            &format!("operator-{ns}"),
-            "--http-addr",
-            &format!("127.0.0.1:{op_http}"),
-        ])
-        .args(["--resync-seconds", "2", "--lease-duration-seconds", "5"])
-        .stdout(Stdio::from(file.try_clone()?))
-        .stderr(Stdio::from(file));
-    let _operator = ChildGuard::spawn("smpp-operator", cmd)?;
+    operator::namespace_with_crd(&env, &ns).await?;
+    let op = OperatorCmd::new(&env, &db.url, &ns)?;
+    let _operator = op.spawn()?;
 
     run(env
         .kubectl()
@@ -242,7 +179,7 @@ async fn kubectl_shows_bound_then_the_reason() -> Result {
         .kubectl()
         .args(["delete", "namespace", &ns, "--wait=false"]));
     gw.assert_no_secret_in_log(&[PASSWORD, WRONG]);
-    let op_log = std::fs::read_to_string(&log)?;
+    let op_log = op.log_text();
     assert!(
         !op_log.contains(PASSWORD) && !op_log.contains(WRONG),
         "a password in the operator log"

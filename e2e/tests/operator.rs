@@ -6,107 +6,30 @@
 //! tests run in parallel and no gateway from another test ever sees these rows.
 //! Prerequisites: `make env-up` (target/env.sh) and `cargo build --workspace --bins`.
 
-use anyhow::{Context as _, bail};
 use serde_json::Value;
 use smpp_e2e::env::Env;
-use smpp_e2e::process::{ChildGuard, repo_root, workspace_bin};
+use smpp_e2e::operator::{OperatorCmd, apply, namespace_with_crd, run};
+use smpp_e2e::process::{ChildGuard, repo_root};
 use smpp_e2e::wait::until;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
-use tokio::sync::OnceCell;
 
 const T: Duration = Duration::from_secs(30);
 const PASSWORD: &str = "s3cr3tpw";
 const ROTATED: &str = "r0tat3d!";
 
-static CRD: OnceCell<()> = OnceCell::const_new();
-
-/// Applies crds/smppvendor.yaml once per test binary and waits until it is served.
-async fn install_crd(env: &Env) {
-    CRD.get_or_init(|| async {
-        let crd = repo_root().join("crds/smppvendor.yaml");
-        run(env
-            .kubectl()
-            .arg("apply")
-            .arg("--server-side")
-            .arg("--force-conflicts")
-            .arg("-f")
-            .arg(&crd))
-        .expect("kubectl apply of the CRD");
-        run(env.kubectl().args([
-            "wait",
-            "--for=condition=Established",
-            "crd/smppvendors.smpp.io",
-            "--timeout=60s",
-        ]))
-        .expect("CRD established");
-    })
-    .await;
-}
-
-/// Runs a command; stdout on success, an error with stderr otherwise.
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs a command with `input` on stdin; (success, stdout+stderr).
-fn run_stdin(cmd: &mut Command, input: &str) -> (bool, String) {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A namespace, a database and an operator for one test.
 struct Harness {
     env: Env,
     ns: String,
-    db_url: String,
     pool: PgPool,
     operator: Option<ChildGuard>,
-    log: PathBuf,
-    http_port: u16,
-    /// The operator's kubeconfig (the admin's unless it runs as the service account).
-    kubeconfig: PathBuf,
-    lease_namespace: String,
-    /// --resync-seconds: short by default so drift repair shows quickly.
-    resync_seconds: u64,
+    /// How the operator runs (the admin's kubeconfig unless it runs as the service account).
+    op: OperatorCmd,
 }
 
 impl Harness {
@@ -154,59 +77,27 @@ impl Harness {
         pool: PgPool,
         service_account: bool,
     ) -> Self {
-        install_crd(&env).await;
         let ns = format!("op-{tag}-{suffix}");
-        run(env.kubectl().args(["create", "namespace", &ns])).unwrap();
-        let log = repo_root().join(format!("target/e2e-logs/operator-{ns}.log"));
-        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        namespace_with_crd(&env, &ns).await.unwrap();
+        let mut op = OperatorCmd::new(&env, &db_url, &ns).unwrap();
+        if service_account {
+            op.kubeconfig = impersonating_kubeconfig(&env, &ns);
+            op.lease_namespace = "smpp-system".into();
+        }
         let mut h = Harness {
-            kubeconfig: env.kubeconfig.clone(),
-            lease_namespace: ns.clone(),
-            resync_seconds: 2,
             env,
             ns,
-            db_url,
             pool,
             operator: None,
-            log,
-            http_port: free_port(),
+            op,
         };
-        if service_account {
-            h.kubeconfig = impersonating_kubeconfig(&h.env, &h.ns);
-            h.lease_namespace = "smpp-system".into();
-        }
         h.spawn_operator();
         h.wait_ready().await;
         h
     }
 
     fn spawn_operator(&mut self) {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut cmd = Command::new(workspace_bin("smpp-operator"));
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .env("DATABASE_URL", &self.db_url)
-            .env("RUST_LOG", "info,smpp_operator=debug")
-            .args([
-                "--watch-namespace",
-                &self.ns,
-                "--lease-namespace",
-                &self.lease_namespace,
-            ])
-            .args(["--lease-name", &format!("smpp-operator-{}", self.ns)])
-            .args([
-                "--pod-name",
-                &format!("operator-{}-{}", self.ns, self.http_port),
-            ])
-            .args(["--http-addr", &format!("127.0.0.1:{}", self.http_port)])
-            .args(["--resync-seconds", &self.resync_seconds.to_string()])
-            .args(["--lease-duration-seconds", "5"])
-            .stdout(Stdio::from(file.try_clone().unwrap()))
-            .stderr(Stdio::from(file));
-        self.operator = Some(ChildGuard::spawn("smpp-operator", cmd).unwrap());
+        self.operator = Some(self.op.spawn().unwrap());
     }
 
     /// Replaces the operator with one that resyncs only every `secs`, so whatever happens
@@ -220,8 +111,8 @@ impl Harness {
         })
         .await
         .unwrap();
-        self.resync_seconds = secs;
-        self.http_port = free_port();
+        self.op.resync_seconds = secs;
+        self.op.http_port = smpp_e2e::sink::free_port().unwrap();
         self.spawn_operator();
         self.wait_ready().await;
     }
@@ -231,14 +122,13 @@ impl Harness {
         let mut r = Harness {
             env: self.env.clone(),
             ns: self.ns.clone(),
-            db_url: self.db_url.clone(),
             pool: self.pool.clone(),
             operator: None,
-            log: self.log.with_extension(format!("{tag}.log")),
-            http_port: free_port(),
-            kubeconfig: self.kubeconfig.clone(),
-            lease_namespace: self.lease_namespace.clone(),
-            resync_seconds: self.resync_seconds,
+            op: OperatorCmd {
+                log: self.op.log.with_extension(format!("{tag}.log")),
+                http_port: smpp_e2e::sink::free_port().unwrap(),
+                ..self.op.clone()
+            },
         };
         r.spawn_operator();
         r.wait_ready().await;
@@ -246,7 +136,7 @@ impl Harness {
     }
 
     async fn wait_ready(&self) {
-        let url = format!("http://127.0.0.1:{}/ready", self.http_port);
+        let url = format!("http://127.0.0.1:{}/ready", self.op.http_port);
         until("operator /ready", T, || async {
             Ok(
                 run(Command::new("curl").args(["-fsS", "--max-time", "2", &url]))
@@ -259,7 +149,7 @@ impl Harness {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.op.log_text()
     }
 
     fn operator_pid(&self) -> u32 {
@@ -272,21 +162,16 @@ impl Harness {
     }
 
     fn metrics(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/metrics", self.http_port);
+        let url = format!("http://127.0.0.1:{}/metrics", self.op.http_port);
         run(Command::new("curl").args(["-fsS", "--max-time", "2", &url])).unwrap()
     }
 
     fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
-        run(self.env.kubectl().arg("-n").arg(&self.ns).args(args))
+        Ok(run(self.env.kubectl().arg("-n").arg(&self.ns).args(args))?)
     }
 
     fn apply(&self, yaml: &str) -> (bool, String) {
-        run_stdin(
-            self.env
-                .kubectl()
-                .args(["-n", &self.ns, "apply", "-f", "-"]),
-            yaml,
-        )
+        apply(&self.env, &self.ns, yaml).expect("kubectl apply")
     }
 
     fn apply_ok(&self, yaml: &str) {
@@ -413,6 +298,7 @@ fn impersonating_kubeconfig(env: &Env, ns: &str) -> PathBuf {
     let rbac = repo_root().join("crds/rbac.yaml");
     run(env.kubectl().arg("apply").arg("-f").arg(&rbac)).expect("applying crds/rbac.yaml");
     let copy = repo_root().join(format!("target/e2e-logs/kubeconfig-{ns}"));
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
     let raw = run(env
         .kubectl()
         .args(["config", "view", "--raw", "--minify", "-o", "json"]))
@@ -775,11 +661,9 @@ async fn two_resources_one_instance_name_older_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_manifests_are_refused_with_readable_messages() {
     let env = Env::load().expect("environment (make env-up)");
-    install_crd(&env).await;
     let ns = format!("op-invalid-{:08x}", rand::random::<u32>());
-    run(env.kubectl().args(["create", "namespace", &ns])).unwrap();
-    let apply =
-        |yaml: String| run_stdin(env.kubectl().args(["-n", &ns, "apply", "-f", "-"]), &yaml);
+    namespace_with_crd(&env, &ns).await.unwrap();
+    let apply = |yaml: String| apply(&env, &ns, &yaml).expect("kubectl apply");
     let refused = |yaml: String, expect: &[&str]| {
         let (ok, out) = apply(yaml);
         assert!(!ok, "accepted but should be refused");
