@@ -15,7 +15,6 @@ use kube::api::{
 use serde_json::{Value, json};
 use smpp_e2e::bench::{Below, Section, percentile};
 use smpp_e2e::env::Env;
-use smpp_e2e::process::repo_root;
 use smpp_e2e::sink::{Credentials, Sink, free_port};
 use sqlx::postgres::PgListener;
 
@@ -77,23 +76,6 @@ fn kubectl_apply(env: &Env, docs: &[Value]) -> Result<()> {
     Ok(())
 }
 
-/// Applies the CRD (server-side) and waits until it is served.
-fn install_crd(env: &Env) -> Result<()> {
-    let crd = repo_root().join("crds/smppvendor.yaml");
-    run_cmd(
-        env.kubectl()
-            .args(["apply", "--server-side", "--force-conflicts", "-f"])
-            .arg(&crd),
-    )?;
-    run_cmd(env.kubectl().args([
-        "wait",
-        "--for=condition=Established",
-        "crd/smppvendors.smpp.io",
-        "--timeout=60s",
-    ]))?;
-    Ok(())
-}
-
 /// A namespace, a database and an operator watching only that namespace (own Lease).
 struct OpEnv {
     ns: String,
@@ -103,7 +85,7 @@ struct OpEnv {
 
 impl OpEnv {
     async fn start(env: &Env, tag: &str) -> Result<Self> {
-        install_crd(env)?;
+        smpp_e2e::operator::install_crd(env).await?;
         let db = Db::fresh(env, tag).await?;
         let ns = format!("bench-{tag}-{:06x}", rand::random::<u32>() & 0xff_ffff);
         run_cmd(env.kubectl().args(["create", "namespace", &ns]))?;
