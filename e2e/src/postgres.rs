@@ -5,6 +5,7 @@
 //!
 //! The methods block while the script runs (a few seconds); call them from tests directly.
 
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -40,18 +41,14 @@ struct ScriptedServer {
 }
 
 impl ScriptedServer {
-    fn start(
-        kind: &str,
-        var: &'static str,
-        destroy_verb: &'static str,
-    ) -> Result<Self, PrivateServerError> {
-        let dir = env_root().join(format!("private-{kind}-{:016x}", rand::random::<u64>()));
+    fn start<K: ServerKind>() -> Result<Self, PrivateServerError> {
+        let dir = env_root().join(format!("private-{}-{:016x}", K::DIR, rand::random::<u64>()));
         let mut server = Self {
-            script: repo_root().join(format!("e2e/scripts/{}.sh", script_name(kind))),
+            script: repo_root().join(format!("e2e/scripts/{}.sh", K::SCRIPT)),
             dir,
-            var,
+            var: K::VAR,
             url: String::new(),
-            destroy_verb,
+            destroy_verb: K::DESTROY_VERB,
         };
         server.up()?;
         Ok(server)
@@ -96,16 +93,55 @@ impl Drop for ScriptedServer {
     }
 }
 
-/// A PostgreSQL of its own, with database `smpp` and user `smpp` (password `smpp`).
-#[derive(Debug)]
-pub struct PrivatePostgres(ScriptedServer);
+/// What tells the private servers apart: their script and what it prints and needs.
+pub trait ServerKind {
+    /// e2e/scripts/<SCRIPT>.sh
+    const SCRIPT: &'static str;
+    /// Directory prefix under target/env (`private-<DIR>-*`, what `make env-down` sweeps).
+    const DIR: &'static str;
+    /// The `export VAR=url` line `up` prints.
+    const VAR: &'static str;
+    /// The verb that removes the server for good on drop.
+    const DESTROY_VERB: &'static str;
+}
 
-impl PrivatePostgres {
+/// PostgreSQL with database `smpp` and user `smpp` (password `smpp`); `stop` is a fast
+/// shutdown (connected clients are disconnected).
+#[derive(Debug)]
+pub struct Postgres;
+
+impl ServerKind for Postgres {
+    const SCRIPT: &'static str = "postgres";
+    const DIR: &'static str = "pg";
+    const VAR: &'static str = "DATABASE_URL";
+    const DESTROY_VERB: &'static str = "destroy";
+}
+
+/// Redis without persistence (a restart empties it).
+#[derive(Debug)]
+pub struct Redis;
+
+impl ServerKind for Redis {
+    const SCRIPT: &'static str = "redis";
+    const DIR: &'static str = "redis";
+    const VAR: &'static str = "REDIS_URL";
+    const DESTROY_VERB: &'static str = "down";
+}
+
+/// A server of its own, destroyed on drop.
+#[derive(Debug)]
+pub struct PrivateServer<K: ServerKind>(ScriptedServer, PhantomData<K>);
+
+pub type PrivatePostgres = PrivateServer<Postgres>;
+pub type PrivateRedis = PrivateServer<Redis>;
+
+impl<K: ServerKind> PrivateServer<K> {
     pub fn start() -> Result<Self, PrivateServerError> {
-        ScriptedServer::start("pg", "DATABASE_URL", "destroy").map(Self)
+        ScriptedServer::start::<K>().map(|s| Self(s, PhantomData))
     }
 
-    /// `postgres://smpp:smpp@127.0.0.1:PORT/smpp`; stays the same across stop/start_again.
+    /// `postgres://smpp:smpp@127.0.0.1:PORT/smpp` or `redis://127.0.0.1:PORT/0`; stays the
+    /// same across stop/start_again.
     pub fn url(&self) -> &str {
         &self.0.url
     }
@@ -114,7 +150,6 @@ impl PrivatePostgres {
         port_of(&self.0.url)
     }
 
-    /// Fast shutdown: connected clients are disconnected.
     pub fn stop(&self) -> Result<(), PrivateServerError> {
         self.0.run("down").map(drop)
     }
@@ -124,46 +159,14 @@ impl PrivatePostgres {
         self.0.up()
     }
 
-    pub async fn pool(&self) -> Result<sqlx::PgPool, EnvError> {
-        crate::env::pg_pool(self.url()).await
-    }
-
     pub fn dir(&self) -> &Path {
         &self.0.dir
     }
 }
 
-/// A Redis of its own, without persistence (a restart empties it).
-#[derive(Debug)]
-pub struct PrivateRedis(ScriptedServer);
-
-impl PrivateRedis {
-    pub fn start() -> Result<Self, PrivateServerError> {
-        ScriptedServer::start("redis", "REDIS_URL", "down").map(Self)
-    }
-
-    /// `redis://127.0.0.1:PORT/0`; stays the same across stop/start_again.
-    pub fn url(&self) -> &str {
-        &self.0.url
-    }
-
-    pub fn port(&self) -> u16 {
-        port_of(&self.0.url)
-    }
-
-    pub fn stop(&self) -> Result<(), PrivateServerError> {
-        self.0.run("down").map(drop)
-    }
-
-    pub fn start_again(&mut self) -> Result<(), PrivateServerError> {
-        self.0.up()
-    }
-}
-
-fn script_name(kind: &str) -> &str {
-    match kind {
-        "pg" => "postgres",
-        other => other,
+impl PrivatePostgres {
+    pub async fn pool(&self) -> Result<sqlx::PgPool, EnvError> {
+        crate::env::pg_pool(self.url()).await
     }
 }
 
