@@ -370,23 +370,33 @@ async fn example_lifecycle_row_columns_rotation_drift_delete() {
 
     // The row, from spec + Secret.
     let row = h.wait_row(&instance, "row of the example", |_| true).await;
-    assert_eq!(row.host, "smpp.example.net");
-    assert_eq!(row.port, 3601);
-    assert_eq!(row.username, "telxMBa1");
-    assert_eq!(row.password.expose(), PASSWORD);
-    assert_eq!(row.system_type, "ESME");
-    assert!(row.tls_enabled);
-    assert_eq!(row.tls_server_name.as_deref(), Some("smpp.example.net"));
+    assert_eq!(row.config.host, "smpp.example.net");
+    assert_eq!(row.config.port, 3601);
+    assert_eq!(row.config.username, "telxMBa1");
+    assert_eq!(row.config.password.expose(), PASSWORD);
+    assert_eq!(row.config.system_type, "ESME");
+    assert!(row.config.tls_enabled);
     assert_eq!(
-        (row.bind_mode.as_str(), row.interface_version.as_str()),
+        row.config.tls_server_name.as_deref(),
+        Some("smpp.example.net")
+    );
+    assert_eq!(
+        (
+            row.config.bind_mode.as_str(),
+            row.config.interface_version.as_str()
+        ),
         ("TRX", "3.4")
     );
     assert_eq!(
-        (row.max_binds, row.window_size, row.max_messages_per_second),
+        (
+            row.config.max_binds,
+            row.config.window_size,
+            row.config.max_messages_per_second
+        ),
         (2, 10, Some(20))
     );
-    assert_eq!(row.routing_prefixes, vec!["1".to_string()]);
-    assert!(!row.suspended && row.is_active);
+    assert_eq!(row.config.routing_prefixes, vec!["1".to_string()]);
+    assert!(!row.config.suspended && row.config.is_active);
     let v = h.vendor_json("sinch-atlanta").unwrap();
     assert_eq!(row.owner_uid.as_deref(), v["metadata"]["uid"].as_str());
     assert_eq!(row.owner_namespace.as_deref(), Some(h.ns.as_str()));
@@ -453,7 +463,7 @@ async fn example_lifecycle_row_columns_rotation_drift_delete() {
     h.secret("sinch-atlanta-smpp", ROTATED);
     let row2 = h
         .wait_row(&instance, "rotated password in the row", |r| {
-            r.password.expose() == ROTATED
+            r.config.password.expose() == ROTATED
         })
         .await;
     let took = rotated_at.elapsed();
@@ -471,7 +481,9 @@ async fn example_lifecycle_row_columns_rotation_drift_delete() {
     .await
     .unwrap();
     h.wait_row(&instance, "hand edit reverted", |r| {
-        r.port == 3601 && r.bind_mode == "TRX" && r.password.expose() == ROTATED
+        r.config.port == 3601
+            && r.config.bind_mode == "TRX"
+            && r.config.password.expose() == ROTATED
     })
     .await;
     let note = h.wait_event("DriftReverted").await;
@@ -486,7 +498,7 @@ async fn example_lifecycle_row_columns_rotation_drift_delete() {
     let (ok, out) =
         h.apply(&example(&h.ns, "smppvendor.yaml").replace("maxBinds: 2", "maxBinds: 3"));
     assert!(ok, "{out}");
-    h.wait_row(&instance, "maxBinds 3", |r| r.max_binds == 3)
+    h.wait_row(&instance, "maxBinds 3", |r| r.config.max_binds == 3)
         .await;
     h.wait_event_with("Updated", "max_binds").await;
 
@@ -528,7 +540,7 @@ async fn orphan_policy_keeps_the_row_and_releases_it() {
     assert_eq!(after.owner(), None);
     assert_eq!(after.owner_fingerprint, None);
     assert_eq!(
-        after.password.expose(),
+        after.config.password.expose(),
         PASSWORD,
         "the gateway keeps working with it"
     );
@@ -556,15 +568,15 @@ async fn adopts_a_hand_written_row_by_instance_name() {
     ));
     let row = h
         .wait_row(&instance, "adopted row follows the spec", |r| {
-            r.host == "adopt.example.net"
+            r.config.host == "adopt.example.net"
         })
         .await;
     assert_eq!(
         row.id, id,
         "adoption keeps the row's id (the gateway's vendor_id)"
     );
-    assert_eq!(row.password.expose(), PASSWORD);
-    assert!(row.tls_enabled);
+    assert_eq!(row.config.password.expose(), PASSWORD);
+    assert!(row.config.tls_enabled);
     assert_eq!(row.owner_name.as_deref(), Some("adopt"));
     h.wait_condition("adopt", "Synced", "True", Some("Synced"))
         .await;
@@ -639,8 +651,8 @@ async fn two_resources_one_instance_name_older_wins() {
         now.config_version, row.config_version,
         "the loser never wrote the row"
     );
-    assert_eq!(now.host, "first.example.net");
-    assert_eq!(now.password.expose(), PASSWORD);
+    assert_eq!(now.config.host, "first.example.net");
+    assert_eq!(now.config.password.expose(), PASSWORD);
     assert_eq!(
         h.vendor_json("first").unwrap()["status"]["conditions"][0]["status"],
         "True"
@@ -767,7 +779,7 @@ async fn missing_secret_reports_secret_not_found_then_heals() {
         .await;
     h.wait_condition("late", "Synced", "True", Some("Synced"))
         .await;
-    h.wait_row(&instance, "row", |r| r.password.expose() == PASSWORD)
+    h.wait_row(&instance, "row", |r| r.config.password.expose() == PASSWORD)
         .await;
     assert!(
         created.elapsed() < Duration::from_secs(10),
@@ -779,7 +791,9 @@ async fn missing_secret_reports_secret_not_found_then_heals() {
     let rotated = std::time::Instant::now();
     h.secret("late-smpp", ROTATED);
     let row = h
-        .wait_row(&instance, "rotated", |r| r.password.expose() == ROTATED)
+        .wait_row(&instance, "rotated", |r| {
+            r.config.password.expose() == ROTATED
+        })
         .await;
     assert!(
         rotated.elapsed() < Duration::from_secs(5),
@@ -803,7 +817,10 @@ async fn missing_secret_reports_secret_not_found_then_heals() {
         c["message"].as_str().unwrap().contains("8 characters"),
         "{c}"
     );
-    assert_eq!(h.row(&instance).await.unwrap().password.expose(), ROTATED);
+    assert_eq!(
+        h.row(&instance).await.unwrap().config.password.expose(),
+        ROTATED
+    );
     assert_eq!(
         h.row(&instance).await.unwrap().config_version,
         row.config_version
@@ -851,8 +868,10 @@ async fn postgres_down_reports_database_unavailable_and_recovers() {
     pg.start_again().expect("restarting PostgreSQL");
     h.wait_condition("db", "Synced", "True", Some("Synced"))
         .await;
-    h.wait_row(&instance, "maxBinds 4 after recovery", |r| r.max_binds == 4)
-        .await;
+    h.wait_row(&instance, "maxBinds 4 after recovery", |r| {
+        r.config.max_binds == 4
+    })
+    .await;
     assert_eq!(h.operator_pid(), pid, "no restart");
     h.assert_operator_alive();
     h.assert_no_secret_leaks(&[PASSWORD]);
@@ -915,7 +934,7 @@ async fn only_the_lease_holder_reconciles() {
     };
     h.apply_ok(&vendor_yaml("l", "  maxBinds: 5\n"));
     h.wait_row(&instance, "new leader applied maxBinds 5", |r| {
-        r.max_binds == 5
+        r.config.max_binds == 5
     })
     .await;
 
@@ -931,7 +950,7 @@ async fn only_the_lease_holder_reconciles() {
     .unwrap_or_else(|e| panic!("{e}\n{}", other.log_text()));
     h.apply_ok(&vendor_yaml("l", "  maxBinds: 6\n"));
     h.wait_row(&instance, "last replica applied maxBinds 6", |r| {
-        r.max_binds == 6
+        r.config.max_binds == 6
     })
     .await;
     other.assert_operator_alive();
@@ -946,12 +965,14 @@ async fn runs_with_the_least_privilege_rbac_manifest() {
     h.apply_ok(&vendor_yaml("r", ""));
     h.wait_condition("r", "Ready", "False", Some("NotBound"))
         .await; // status written
-    h.wait_row(&instance, "row", |r| r.password.expose() == PASSWORD)
+    h.wait_row(&instance, "row", |r| r.config.password.expose() == PASSWORD)
         .await;
     h.wait_event("Created").await; // events.k8s.io create
     h.secret("r-smpp", ROTATED); // Secret watch (list/watch) + get
-    h.wait_row(&instance, "rotated", |r| r.password.expose() == ROTATED)
-        .await;
+    h.wait_row(&instance, "rotated", |r| {
+        r.config.password.expose() == ROTATED
+    })
+    .await;
     h.kubectl(&["delete", "smppvendor", "r", "--timeout=30s"])
         .unwrap(); // finalizer patch
     assert!(h.row(&instance).await.is_none());

@@ -244,7 +244,7 @@ async fn unusable_ca_and_client_cert_are_named_in_kubectl_and_heal_on_fix() {
         .await;
     let good = op
         .wait_row(&instance, "row with the CA", |r| {
-            r.tls_ca_pem.as_deref() == Some(ca.as_str())
+            r.config.tls_ca_pem.as_deref() == Some(ca.as_str())
         })
         .await;
 
@@ -278,7 +278,7 @@ async fn unusable_ca_and_client_cert_are_named_in_kubectl_and_heal_on_fix() {
     op.wait_event("InvalidClientCertificate").await;
     let kept = op.row(&instance).await.expect("the last good row");
     assert_eq!(kept.config_version, good.config_version);
-    assert!(kept.tls_client_cert_pem.is_none());
+    assert!(kept.config.tls_client_cert_pem.is_none());
 
     // The matching key: healed, the row carries the pair.
     op.secret(
@@ -289,8 +289,8 @@ async fn unusable_ca_and_client_cert_are_named_in_kubectl_and_heal_on_fix() {
     op.wait_condition("tlsv", "CredentialsResolved", "True", "Resolved")
         .await;
     op.wait_row(&instance, "row with the client certificate", |r| {
-        r.tls_client_cert_pem.as_deref() == Some(client_crt.as_str())
-            && r.tls_client_key_pem.as_ref().map(|k| k.expose()) == Some(client_key.as_str())
+        r.config.tls_client_cert_pem.as_deref() == Some(client_crt.as_str())
+            && r.config.tls_client_key_pem.as_ref().map(|k| k.expose()) == Some(client_key.as_str())
     })
     .await;
 

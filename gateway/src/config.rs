@@ -160,71 +160,69 @@ pub fn parse(row: &ServiceProvider) -> VendorEntry {
         id: row.id,
         name: row.instance_name.clone(),
         version: row.config_version,
-        active: row.is_active && !row.suspended,
+        active: row.config.is_active && !row.config.suspended,
         config: validate(row),
     }
 }
 
 fn validate(row: &ServiceProvider) -> Result<VendorConfig, String> {
-    if row.host.trim().is_empty() {
+    let c = &row.config;
+    if c.host.trim().is_empty() {
         return Err("host is empty".into());
     }
-    let port = positive("port", row.port, 1, 65535)? as u16;
-    let mode = BindMode::parse(&row.bind_mode).ok_or_else(|| {
-        format!(
-            "unknown bind_mode {:?} (TRX, TX, RX or TX_RX)",
-            row.bind_mode
-        )
-    })?;
-    let version = parse_version(&row.interface_version).ok_or_else(|| {
+    let port = positive("port", c.port, 1, 65535)? as u16;
+    let mode = BindMode::parse(&c.bind_mode)
+        .ok_or_else(|| format!("unknown bind_mode {:?} (TRX, TX, RX or TX_RX)", c.bind_mode))?;
+    let version = parse_version(&c.interface_version).ok_or_else(|| {
         format!(
             "unknown interface_version {:?} (3.4 or 5.0)",
-            row.interface_version
+            c.interface_version
         )
     })?;
-    let max_binds = positive("max_binds", row.max_binds, 0, 1000)? as u32;
+    let max_binds = positive("max_binds", c.max_binds, 0, 1000)? as u32;
     if mode == BindMode::TransmitterAndReceiver && max_binds == 1 {
         return Err("bind_mode TX_RX needs max_binds of at least 2 (a pair is two binds)".into());
     }
-    let window = positive("window_size", row.window_size, 1, 100_000)? as usize;
-    let max_mps = match row.max_messages_per_second {
+    let window = positive("window_size", c.window_size, 1, 100_000)? as usize;
+    let max_mps = match c.max_messages_per_second {
         None => None,
         Some(v) => Some(positive("max_messages_per_second", v, 1, 1_000_000)? as u32),
     };
     let enquire = positive(
         "enquire_link_interval_seconds",
-        row.enquire_link_interval_seconds,
+        c.enquire_link_interval_seconds,
         1,
         3600,
     )?;
     let initial = positive(
         "reconnect_initial_delay_seconds",
-        row.reconnect_initial_delay_seconds,
+        c.reconnect_initial_delay_seconds,
         0,
         3600,
     )?;
     let max = positive(
         "reconnect_max_delay_seconds",
-        row.reconnect_max_delay_seconds,
+        c.reconnect_max_delay_seconds,
         0,
         3600,
     )?;
-    let tls = if row.tls_enabled {
+    let tls = if c.tls_enabled {
         let min_version = match row.tls_min_version.trim() {
             "" | "1.2" => MinVersion::Tls12,
             "1.3" => MinVersion::Tls13,
             other => return Err(format!("unknown tls_min_version {other:?} (1.2 or 1.3)")),
         };
         let settings = TlsSettings {
-            server_name: blank(&row.tls_server_name).unwrap_or_else(|| row.host.trim().to_string()),
-            ca_pem: blank(&row.tls_ca_pem),
-            client_cert_pem: blank(&row.tls_client_cert_pem),
+            server_name: blank(&c.tls_server_name).unwrap_or_else(|| c.host.trim().to_string()),
+            ca_pem: blank(&c.tls_ca_pem),
+            client_cert_pem: blank(&c.tls_client_cert_pem),
             client_key_pem: row
+                .config
                 .tls_client_key_pem
                 .as_ref()
                 .map(|k| k.expose().to_string())
                 .filter(|k| !k.trim().is_empty()),
-            insecure_skip_verify: row.tls_insecure_skip_verify,
+            insecure_skip_verify: c.tls_insecure_skip_verify,
             min_version,
         };
         Some(settings)
@@ -232,15 +230,15 @@ fn validate(row: &ServiceProvider) -> Result<VendorConfig, String> {
         None
     };
     let conn = Connection {
-        host: row.host.trim().to_string(),
+        host: c.host.trim().to_string(),
         port,
         tls,
         mode,
-        system_id: row.username.clone(),
-        password: row.password.clone(),
-        system_type: row.system_type.clone(),
+        system_id: c.username.clone(),
+        password: c.password.clone(),
+        system_type: c.system_type.clone(),
         version,
-        address_range: row.address_range.clone(),
+        address_range: c.address_range.clone(),
     };
     // The PDU module owns the field limits; check them now so a bad row is reported at once.
     pdu::validate_bind(&conn.bind_params(mode.kind_for_slot(0))).map_err(|e| e.to_string())?;
@@ -263,38 +261,41 @@ fn validate(row: &ServiceProvider) -> Result<VendorConfig, String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use smpp_db::providers::ProviderConfig;
 
     /// A row as a hand-written INSERT with only the legacy columns leaves it (column defaults).
     pub(crate) fn row(name: &str) -> ServiceProvider {
         ServiceProvider {
             id: Uuid::new_v4(),
             instance_name: name.into(),
-            host: "127.0.0.1".into(),
-            port: 2775,
-            username: "smppclient1".into(),
-            password: Secret::new("password"),
-            system_type: String::new(),
-            is_active: true,
-            tls_enabled: false,
-            tls_server_name: None,
-            tls_ca_pem: None,
-            tls_client_cert_pem: None,
-            tls_client_key_pem: None,
-            tls_insecure_skip_verify: false,
+            config: ProviderConfig {
+                host: "127.0.0.1".into(),
+                port: 2775,
+                username: "smppclient1".into(),
+                password: Secret::new("password"),
+                system_type: String::new(),
+                is_active: true,
+                tls_enabled: false,
+                tls_server_name: None,
+                tls_ca_pem: None,
+                tls_client_cert_pem: None,
+                tls_client_key_pem: None,
+                tls_insecure_skip_verify: false,
+                bind_mode: "TRX".into(),
+                interface_version: "3.4".into(),
+                address_range: String::new(),
+                max_binds: 1,
+                window_size: 10,
+                max_messages_per_second: None,
+                enquire_link_interval_seconds: 30,
+                reconnect_initial_delay_seconds: 1,
+                reconnect_max_delay_seconds: 60,
+                routing_priority: 100,
+                routing_weight: 1,
+                routing_prefixes: vec![],
+                suspended: false,
+            },
             tls_min_version: "1.2".into(),
-            bind_mode: "TRX".into(),
-            interface_version: "3.4".into(),
-            address_range: String::new(),
-            max_binds: 1,
-            window_size: 10,
-            max_messages_per_second: None,
-            enquire_link_interval_seconds: 30,
-            reconnect_initial_delay_seconds: 1,
-            reconnect_max_delay_seconds: 60,
-            routing_priority: 100,
-            routing_weight: 1,
-            routing_prefixes: vec![],
-            suspended: false,
             owner_namespace: None,
             owner_name: None,
             owner_uid: None,
@@ -338,44 +339,44 @@ pub(crate) mod tests {
     #[test]
     fn bad_rows_are_errors_for_that_vendor() {
         let mut r = row("bad-port");
-        r.port = 70000;
+        r.config.port = 70000;
         assert!(parse(&r).config.unwrap_err().contains("port 70000"));
         let mut r = row("bad-mode");
-        r.bind_mode = "XYZ".into();
+        r.config.bind_mode = "XYZ".into();
         assert!(parse(&r).config.unwrap_err().contains("unknown bind_mode"));
         let mut r = row("bad-version");
-        r.interface_version = "4.0".into();
+        r.config.interface_version = "4.0".into();
         assert!(parse(&r).config.is_err());
         let mut r = row("long-password");
-        r.password = Secret::new("123456789");
+        r.config.password = Secret::new("123456789");
         let err = parse(&r).config.unwrap_err();
         assert!(
             err.contains("password") && !err.contains("123456789"),
             "{err}"
         );
         let mut r = row("pair-of-one");
-        r.bind_mode = "TX_RX".into();
+        r.config.bind_mode = "TX_RX".into();
         assert!(parse(&r).config.is_err());
     }
 
     #[test]
     fn inactive_and_suspended() {
         let mut r = row("off");
-        r.is_active = false;
+        r.config.is_active = false;
         assert!(!parse(&r).active);
         let mut r = row("suspended");
-        r.suspended = true;
+        r.config.suspended = true;
         assert!(!parse(&r).active);
     }
 
     #[test]
     fn tls_defaults_sni_to_host_and_pairs_use_two_slots() {
         let mut r = row("tls");
-        r.tls_enabled = true;
-        r.host = "smpp.example.net".into();
-        r.bind_mode = "TX_RX".into();
-        r.max_binds = 4;
-        r.max_messages_per_second = Some(20);
+        r.config.tls_enabled = true;
+        r.config.host = "smpp.example.net".into();
+        r.config.bind_mode = "TX_RX".into();
+        r.config.max_binds = 4;
+        r.config.max_messages_per_second = Some(20);
         let c = parse(&r).config.unwrap();
         assert_eq!(c.conn.tls.as_ref().unwrap().server_name, "smpp.example.net");
         assert_eq!(c.units(), 2);

@@ -95,11 +95,11 @@ mod tests {
     fn inactive_and_suspended_remove() {
         let a = row("a");
         let mut off = a.clone();
-        off.is_active = false;
+        off.config.is_active = false;
         off.config_version += 1;
         assert_eq!(diff(&set(&[&a]), &set(&[&off])), vec![Action::Remove(a.id)]);
         let mut sus = a.clone();
-        sus.suspended = true;
+        sus.config.suspended = true;
         assert_eq!(diff(&set(&[&a]), &set(&[&sus])), vec![Action::Remove(a.id)]);
         // re-activating adds it again
         assert_eq!(
@@ -112,12 +112,12 @@ mod tests {
     fn credentials_and_connection_rebind() {
         let a = row("a");
         for change in [
-            |r: &mut smpp_db::providers::ServiceProvider| r.password = Secret::new("other"),
-            |r: &mut smpp_db::providers::ServiceProvider| r.port = 2776,
-            |r: &mut smpp_db::providers::ServiceProvider| r.tls_enabled = true,
-            |r: &mut smpp_db::providers::ServiceProvider| r.bind_mode = "TX".into(),
-            |r: &mut smpp_db::providers::ServiceProvider| r.interface_version = "5.0".into(),
-            |r: &mut smpp_db::providers::ServiceProvider| r.system_type = "ESME".into(),
+            |r: &mut smpp_db::providers::ServiceProvider| r.config.password = Secret::new("other"),
+            |r: &mut smpp_db::providers::ServiceProvider| r.config.port = 2776,
+            |r: &mut smpp_db::providers::ServiceProvider| r.config.tls_enabled = true,
+            |r: &mut smpp_db::providers::ServiceProvider| r.config.bind_mode = "TX".into(),
+            |r: &mut smpp_db::providers::ServiceProvider| r.config.interface_version = "5.0".into(),
+            |r: &mut smpp_db::providers::ServiceProvider| r.config.system_type = "ESME".into(),
         ] {
             let mut b = a.clone();
             change(&mut b);
@@ -133,10 +133,14 @@ mod tests {
     fn window_tps_enquire_update_in_place() {
         let a = row("a");
         for change in [
-            |r: &mut smpp_db::providers::ServiceProvider| r.window_size = 50,
-            |r: &mut smpp_db::providers::ServiceProvider| r.max_messages_per_second = Some(5),
-            |r: &mut smpp_db::providers::ServiceProvider| r.enquire_link_interval_seconds = 5,
-            |r: &mut smpp_db::providers::ServiceProvider| r.max_binds = 3,
+            |r: &mut smpp_db::providers::ServiceProvider| r.config.window_size = 50,
+            |r: &mut smpp_db::providers::ServiceProvider| {
+                r.config.max_messages_per_second = Some(5)
+            },
+            |r: &mut smpp_db::providers::ServiceProvider| {
+                r.config.enquire_link_interval_seconds = 5
+            },
+            |r: &mut smpp_db::providers::ServiceProvider| r.config.max_binds = 3,
         ] {
             let mut b = a.clone();
             change(&mut b);
@@ -152,7 +156,7 @@ mod tests {
     fn becoming_invalid_or_valid_rebinds() {
         let a = row("a");
         let mut bad = a.clone();
-        bad.bind_mode = "nope".into();
+        bad.config.bind_mode = "nope".into();
         assert!(
             matches!(diff(&set(&[&a]), &set(&[&bad]))[..], [Action::Rebind(ref e)] if e.config.is_err())
         );
@@ -164,7 +168,7 @@ mod tests {
     #[test]
     fn strategy_depends_on_spare_budget() {
         let mut r = row("a");
-        r.max_binds = 2;
+        r.config.max_binds = 2;
         let c = parse(&r).config.unwrap();
         assert_eq!(rebind_strategy(&c, 1), RebindStrategy::MakeBeforeBreak);
         assert_eq!(rebind_strategy(&c, 2), RebindStrategy::BreakBeforeMake);

@@ -20,33 +20,11 @@ pub const CHANNEL: &str = "vendor_mgmt_service_providers";
 pub struct ServiceProvider {
     pub id: Uuid,
     pub instance_name: String,
-    pub host: String,
-    pub port: i32,
-    /// The SMPP system_id.
-    pub username: String,
-    pub password: Secret,
-    pub system_type: String,
-    pub is_active: bool,
-    pub tls_enabled: bool,
-    pub tls_server_name: Option<String>,
-    pub tls_ca_pem: Option<String>,
-    pub tls_client_cert_pem: Option<String>,
-    pub tls_client_key_pem: Option<Secret>,
-    pub tls_insecure_skip_verify: bool,
+    /// The operator-managed columns.
+    #[sqlx(flatten)]
+    pub config: ProviderConfig,
+    /// Not managed by the operator: its default or a hand-set value.
     pub tls_min_version: String,
-    pub bind_mode: String,
-    pub interface_version: String,
-    pub address_range: String,
-    pub max_binds: i32,
-    pub window_size: i32,
-    pub max_messages_per_second: Option<i32>,
-    pub enquire_link_interval_seconds: i32,
-    pub reconnect_initial_delay_seconds: i32,
-    pub reconnect_max_delay_seconds: i32,
-    pub routing_priority: i32,
-    pub routing_weight: i32,
-    pub routing_prefixes: Vec<String>,
-    pub suspended: bool,
     pub owner_namespace: Option<String>,
     pub owner_name: Option<String>,
     pub owner_uid: Option<String>,
@@ -66,42 +44,11 @@ impl ServiceProvider {
         })
     }
 
-    /// The operator-managed part of the row as it is now.
-    pub fn config(&self) -> ProviderConfig {
-        ProviderConfig {
-            host: self.host.clone(),
-            port: self.port,
-            username: self.username.clone(),
-            password: self.password.clone(),
-            system_type: self.system_type.clone(),
-            is_active: self.is_active,
-            tls_enabled: self.tls_enabled,
-            tls_server_name: self.tls_server_name.clone(),
-            tls_ca_pem: self.tls_ca_pem.clone(),
-            tls_client_cert_pem: self.tls_client_cert_pem.clone(),
-            tls_client_key_pem: self.tls_client_key_pem.clone(),
-            tls_insecure_skip_verify: self.tls_insecure_skip_verify,
-            bind_mode: self.bind_mode.clone(),
-            interface_version: self.interface_version.clone(),
-            address_range: self.address_range.clone(),
-            max_binds: self.max_binds,
-            window_size: self.window_size,
-            max_messages_per_second: self.max_messages_per_second,
-            enquire_link_interval_seconds: self.enquire_link_interval_seconds,
-            reconnect_initial_delay_seconds: self.reconnect_initial_delay_seconds,
-            reconnect_max_delay_seconds: self.reconnect_max_delay_seconds,
-            routing_priority: self.routing_priority,
-            routing_weight: self.routing_weight,
-            routing_prefixes: self.routing_prefixes.clone(),
-            suspended: self.suspended,
-        }
-    }
-
     /// True when someone other than the operator changed the row after the operator last
     /// wrote it: its content no longer matches the fingerprint written with it.
     pub fn edited_since_owner_wrote(&self) -> bool {
         match &self.owner_fingerprint {
-            Some(fp) => *fp != self.config().fingerprint(),
+            Some(fp) => *fp != self.config.fingerprint(),
             None => false,
         }
     }
@@ -109,7 +56,7 @@ impl ServiceProvider {
 
 /// The columns the operator writes from an SmppVendor (spec + resolved Secrets). Columns it
 /// does not manage (tls_min_version) keep their defaults or hand-set values.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct ProviderConfig {
     pub host: String,
     pub port: i32,
@@ -394,7 +341,7 @@ pub async fn upsert_owned(
                     UpsertOutcome::Unchanged(row)
                 } else {
                     let drift = row.edited_since_owner_wrote();
-                    let changed = row.config().changed_fields(config);
+                    let changed = row.config.changed_fields(config);
                     let row = update(&mut tx, row.id, owner, config, &fingerprint).await?;
                     UpsertOutcome::Updated {
                         row,
@@ -422,7 +369,7 @@ fn is_current(
         && row.owner_fingerprint.as_deref() == Some(fingerprint)
         && row.owner_namespace.as_deref() == Some(owner.namespace.as_str())
         && row.owner_name.as_deref() == Some(owner.name.as_str())
-        && row.config() == *config
+        && row.config == *config
 }
 
 async fn insert(

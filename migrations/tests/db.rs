@@ -93,14 +93,14 @@ async fn migrates_a_legacy_table_and_keeps_its_rows_loadable() {
         vec!["Hand_Made", "Sinch_Atlanta"]
     );
     let legacy = &rows[1];
-    assert_eq!(legacy.bind_mode, "TRX");
-    assert_eq!(legacy.interface_version, "3.4");
-    assert_eq!(legacy.max_binds, 1);
-    assert!(!legacy.tls_enabled);
+    assert_eq!(legacy.config.bind_mode, "TRX");
+    assert_eq!(legacy.config.interface_version, "3.4");
+    assert_eq!(legacy.config.max_binds, 1);
+    assert!(!legacy.config.tls_enabled);
     assert_eq!(legacy.owner(), None);
-    assert_eq!(legacy.password.expose(), "legacy");
-    assert_eq!(rows[0].bind_mode, "BOGUS");
-    assert_eq!(rows[0].port, 0);
+    assert_eq!(legacy.config.password.expose(), "legacy");
+    assert_eq!(rows[0].config.bind_mode, "BOGUS");
+    assert_eq!(rows[0].config.port, 0);
 
     let one = providers::get(&pool, legacy.id).await.unwrap().unwrap();
     assert_eq!(&one, legacy);
@@ -124,7 +124,7 @@ async fn upsert_lifecycle_drift_conflict_adopt_orphan_delete() {
     let UpsertOutcome::Created(row) = created else {
         panic!("expected Created: {created:?}")
     };
-    assert_eq!(row.config(), ProviderConfig::example());
+    assert_eq!(row.config, ProviderConfig::example());
     assert_eq!(row.owner_generation, Some(1));
     assert!(!row.edited_since_owner_wrote());
 
@@ -149,7 +149,7 @@ async fn upsert_lifecycle_drift_conflict_adopt_orphan_delete() {
     };
     assert_eq!(changed, vec!["password"]);
     assert!(!drift);
-    assert_eq!(row.password.expose(), "pw-two");
+    assert_eq!(row.config.password.expose(), "pw-two");
     let version = row.config_version;
 
     // A hand edit is drift, and the upsert reverts it.
@@ -174,8 +174,8 @@ async fn upsert_lifecycle_drift_conflict_adopt_orphan_delete() {
     };
     assert!(drift);
     assert_eq!(changed, vec!["port", "is_active"]);
-    assert_eq!(row.port, 3601);
-    assert!(row.is_active);
+    assert_eq!(row.config.port, 3601);
+    assert!(row.config.is_active);
     assert!(row.config_version > version);
 
     // Another resource claiming the same name: refused, row untouched.
@@ -193,7 +193,7 @@ async fn upsert_lifecycle_drift_conflict_adopt_orphan_delete() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(now.host, "smpp.example.net");
+    assert_eq!(now.config.host, "smpp.example.net");
     assert!(
         !providers::delete_owned(&pool, "ns.v", "uid-b")
             .await
@@ -245,7 +245,7 @@ async fn upsert_lifecycle_drift_conflict_adopt_orphan_delete() {
         panic!("{out:?}")
     };
     assert!(!drift, "adoption is not drift");
-    assert_eq!(row.host, "evil");
+    assert_eq!(row.config.host, "evil");
 
     assert!(
         providers::delete_owned(&pool, "ns.v", "uid-b")
