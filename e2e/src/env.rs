@@ -35,6 +35,12 @@ pub enum EnvError {
     Kube { path: PathBuf, source: kube::Error },
     #[error("PostgreSQL at 127.0.0.1 (DATABASE_URL from env.sh) refused the connection: {0}")]
     Postgres(#[source] sqlx::Error),
+    #[error("CREATE DATABASE {name} on the environment's PostgreSQL failed: {source}")]
+    CreateDatabase {
+        name: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("Redis (REDIS_URL from env.sh) refused the connection: {0}")]
     Redis(#[source] redis::RedisError),
 }
@@ -152,6 +158,24 @@ impl Env {
         pg_pool(&self.database_url).await
     }
 
+    /// A new, empty database `<prefix>_<random>` on the environment's PostgreSQL, so a test
+    /// never sees another's rows.
+    pub async fn fresh_db(&self, prefix: &str) -> Result<FreshDb, EnvError> {
+        use sqlx::Executor as _;
+        let name = format!("{prefix}_{:016x}", rand::random::<u64>());
+        self.pg_pool()
+            .await?
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .map_err(|source| EnvError::CreateDatabase {
+                name: name.clone(),
+                source,
+            })?;
+        let url = with_database(&self.database_url, &name);
+        let pool = pg_pool(&url).await?;
+        Ok(FreshDb { name, url, pool })
+    }
+
     /// A multiplexed connection to the environment's Redis.
     pub async fn redis(&self) -> Result<redis::aio::MultiplexedConnection, EnvError> {
         let client = redis::Client::open(self.redis_url.as_str()).map_err(EnvError::Redis)?;
@@ -160,6 +184,24 @@ impl Env {
             .await
             .map_err(EnvError::Redis)
     }
+}
+
+/// A database of a test's own (see [`Env::fresh_db`]).
+#[derive(Debug, Clone)]
+pub struct FreshDb {
+    pub name: String,
+    pub url: String,
+    pub pool: sqlx::PgPool,
+}
+
+/// `url` naming database `db` instead of its own; the query string stays.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let prefix = base.rsplit_once('/').map_or(base, |(p, _)| p);
+    format!("{prefix}/{db}{query}")
 }
 
 pub(crate) async fn pg_pool(url: &str) -> Result<sqlx::PgPool, EnvError> {
@@ -213,6 +255,18 @@ fn unquote(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_database_swaps_only_the_path() {
+        assert_eq!(
+            with_database("postgres://u:p@127.0.0.1:5432/smpp", "t_1"),
+            "postgres://u:p@127.0.0.1:5432/t_1"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h:1/smpp?sslmode=disable", "t_2"),
+            "postgres://u:p@h:1/t_2?sslmode=disable"
+        );
+    }
 
     const SAMPLE: &str = r#"# Written by e2e/scripts/env-up.sh
 export KUBECONFIG=/r/target/env/kubeconfig

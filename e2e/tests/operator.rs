@@ -11,11 +11,10 @@ use smpp_e2e::env::Env;
 use smpp_e2e::operator::{OperatorCmd, apply, namespace_with_crd, run};
 use smpp_e2e::process::{ChildGuard, repo_root};
 use smpp_e2e::wait::until;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgPool};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use std::path::PathBuf;
 use std::process::Command;
-use std::str::FromStr;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
@@ -43,22 +42,12 @@ impl Harness {
     /// A fresh database in the environment's PostgreSQL.
     async fn fresh_db(tag: &str) -> (Env, String, String, PgPool) {
         let env = Env::load().expect("environment (make env-up)");
-        let admin = env.pg_pool().await.expect("environment PostgreSQL");
         let suffix = format!("{:08x}", rand::random::<u32>());
-        let db = format!("op_{}_{suffix}", tag.replace('-', "_"));
-        admin
-            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        let db = env
+            .fresh_db(&format!("op_{}_{suffix}", tag.replace('-', "_")))
             .await
-            .unwrap();
-        let opts = PgConnectOptions::from_str(&env.database_url)
-            .unwrap()
-            .database(&db);
-        let db_url = replace_db(&env.database_url, &db);
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .unwrap();
+            .expect("a database of the test's own");
+        let (db_url, pool) = (db.url, db.pool);
         (env, suffix, db_url, pool)
     }
 
@@ -322,17 +311,6 @@ fn impersonating_kubeconfig(env: &Env, ns: &str) -> PathBuf {
     .unwrap();
     assert_eq!(who, "system:serviceaccount:smpp-system:smpp-operator");
     copy
-}
-
-fn replace_db(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let (prefix, _) = base
-        .rsplit_once('/')
-        .expect("DATABASE_URL has a database path");
-    format!("{prefix}/{db}{query}")
 }
 
 /// examples/ files moved into the test namespace.

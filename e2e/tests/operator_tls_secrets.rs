@@ -11,10 +11,8 @@ use smpp_e2e::env::Env;
 use smpp_e2e::operator::{OperatorCmd, apply, namespace_with_crd, run};
 use smpp_e2e::process::{ChildGuard, repo_root};
 use smpp_e2e::wait::until;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgPool};
+use sqlx::PgPool;
 use std::process::Command;
-use std::str::FromStr;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
@@ -42,25 +40,11 @@ impl Op {
     async fn start(tag: &str) -> Op {
         let env = Env::load().expect("environment (make env-up)");
         let suffix = format!("{:08x}", rand::random::<u32>());
-        let db = format!("op_{tag}_{suffix}");
-        let admin = env.pg_pool().await.expect("environment PostgreSQL");
-        admin
-            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        let db = env
+            .fresh_db(&format!("op_{tag}_{suffix}"))
             .await
-            .unwrap();
-        let opts = PgConnectOptions::from_str(&env.database_url)
-            .unwrap()
-            .database(&db);
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .connect_with(opts)
-            .await
-            .unwrap();
-        let (base, query) = match env.database_url.split_once('?') {
-            Some((b, q)) => (b, format!("?{q}")),
-            None => (env.database_url.as_str(), String::new()),
-        };
-        let db_url = format!("{}/{db}{query}", base.rsplit_once('/').unwrap().0);
+            .expect("a database of the test's own");
+        let (db_url, pool) = (db.url, db.pool);
 
         let ns = format!("op-{tag}-{suffix}");
         namespace_with_crd(&env, &ns).await.unwrap();

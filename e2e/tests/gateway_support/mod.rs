@@ -10,8 +10,8 @@ use serde_json::Value;
 use smpp_e2e::env::Env;
 use smpp_e2e::process::{ChildGuard, repo_root, workspace_bin};
 use smpp_e2e::wait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgPool};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub type Result<T = ()> = anyhow::Result<T>;
@@ -37,25 +37,11 @@ impl TestDb {
     }
 
     pub async fn new() -> Result<Self> {
-        let env = Env::load()?;
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&env.database_url)
-            .await?;
-        let name = format!("gwtest_{}", uuid_like());
-        admin
-            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await?;
-        let opts: PgConnectOptions = env
-            .database_url
-            .parse::<PgConnectOptions>()?
-            .database(&name);
-        let url = replace_db(&env.database_url, &name);
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
-        Ok(Self { url, pool })
+        let db = Env::load()?.fresh_db("gwtest").await?;
+        Ok(Self {
+            url: db.url,
+            pool: db.pool,
+        })
     }
 
     /// Waits until a gateway has created the schema (it migrates at start).
@@ -114,19 +100,6 @@ impl TestDb {
         .fetch_all(&self.pool)
         .await?)
     }
-}
-
-fn replace_db(url: &str, name: &str) -> String {
-    let (base, _) = url.rsplit_once('/').expect("database URL has a path");
-    let query = url
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
-    format!("{base}/{name}{query}")
-}
-
-fn uuid_like() -> String {
-    format!("{:016x}{:08x}", rand::random::<u64>(), std::process::id())
 }
 
 pub fn free_port() -> u16 {

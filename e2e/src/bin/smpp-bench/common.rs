@@ -9,7 +9,6 @@ use anyhow::{Context, Result, bail};
 use smpp_e2e::env::Env;
 use smpp_e2e::process::{ChildGuard, repo_root};
 use smpp_e2e::sink::free_port;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -30,35 +29,18 @@ pub struct Db {
 
 impl Db {
     pub async fn fresh(env: &Env, tag: &str) -> Result<Self> {
-        let admin = env
-            .pg_pool()
-            .await
-            .context("connecting to the environment's PostgreSQL")?;
-        let name = format!("bench_{tag}_{:08x}", rand::random::<u32>());
-        admin
-            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .context("CREATE DATABASE")?;
-        let opts: PgConnectOptions = env
-            .database_url
-            .parse::<PgConnectOptions>()?
-            .database(&name);
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
-        smpp_db::migrate::migrate(&pool)
+        let db = env.fresh_db(&format!("bench_{tag}")).await?;
+        smpp_db::migrate::migrate(&db.pool)
             .await
             .context("applying migrations to the bench database")?;
-        let (base, _) = env
-            .database_url
-            .rsplit_once('/')
-            .context("DATABASE_URL has no database path")?;
         Ok(Db {
-            url: format!("{base}/{name}"),
-            name,
-            pool,
-            admin,
+            name: db.name,
+            url: db.url,
+            pool: db.pool,
+            admin: env
+                .pg_pool()
+                .await
+                .context("connecting to the environment's PostgreSQL")?,
         })
     }
 
