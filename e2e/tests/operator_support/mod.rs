@@ -1,0 +1,337 @@
+//! The operator tests' harness: per test a namespace, a database of its own and an
+//! smpp-operator watching only that namespace (smpp_e2e::operator starts it), with the
+//! kubectl, row and Event waits the tests share.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use smpp_e2e::env::Env;
+use smpp_e2e::operator::{OperatorCmd, apply, namespace_with_crd, run};
+use smpp_e2e::process::{ChildGuard, repo_root};
+use smpp_e2e::wait::until;
+use sqlx::PgPool;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+pub const T: Duration = Duration::from_secs(30);
+
+/// A namespace, a database and an operator for one test.
+pub struct Harness {
+    pub env: Env,
+    pub ns: String,
+    pub pool: PgPool,
+    pub operator: Option<ChildGuard>,
+    /// How the operator runs (the admin's kubeconfig unless it runs as the service account).
+    pub op: OperatorCmd,
+}
+
+impl Harness {
+    /// Namespace `op-<tag>-<random>`, a fresh database in the environment's PostgreSQL, and
+    /// a running operator.
+    pub async fn start(tag: &str) -> Self {
+        let (env, suffix, db_url, pool) = Self::fresh_db(tag).await;
+        Self::start_with(env, tag, &suffix, db_url, pool).await
+    }
+
+    /// A fresh database in the environment's PostgreSQL.
+    pub async fn fresh_db(tag: &str) -> (Env, String, String, PgPool) {
+        let env = Env::load().expect("environment (make env-up)");
+        let suffix = format!("{:08x}", rand::random::<u32>());
+        let db = env
+            .fresh_db(&format!("op_{}_{suffix}", tag.replace('-', "_")))
+            .await
+            .expect("a database of the test's own");
+        let (db_url, pool) = (db.url, db.pool);
+        (env, suffix, db_url, pool)
+    }
+
+    pub async fn start_with(
+        env: Env,
+        tag: &str,
+        suffix: &str,
+        db_url: String,
+        pool: PgPool,
+    ) -> Self {
+        Self::start_as(env, tag, suffix, db_url, pool, false).await
+    }
+
+    /// With `service_account`, the operator runs as system:serviceaccount:smpp-system:
+    /// smpp-operator (the admin kubeconfig impersonating it) under crds/rbac.yaml, with its
+    /// Lease in smpp-system: the RBAC manifest must be enough.
+    pub async fn start_as(
+        env: Env,
+        tag: &str,
+        suffix: &str,
+        db_url: String,
+        pool: PgPool,
+        service_account: bool,
+    ) -> Self {
+        let ns = format!("op-{tag}-{suffix}");
+        namespace_with_crd(&env, &ns).await.unwrap();
+        let mut op = OperatorCmd::new(&env, &db_url, &ns).unwrap();
+        if service_account {
+            op.kubeconfig = impersonating_kubeconfig(&env, &ns);
+            op.lease_namespace = "smpp-system".into();
+        }
+        let mut h = Harness {
+            env,
+            ns,
+            pool,
+            operator: None,
+            op,
+        };
+        h.spawn_operator();
+        h.wait_ready().await;
+        h
+    }
+
+    pub fn spawn_operator(&mut self) {
+        self.operator = Some(self.op.spawn().unwrap());
+    }
+
+    /// Replaces the operator with one that resyncs only every `secs`, so whatever happens
+    /// sooner was driven by a watch.
+    pub async fn restart_with_resync(&mut self, secs: u64) {
+        // SIGTERM releases the Lease, so the new process leads at once.
+        self.operator.as_ref().unwrap().signal(15);
+        until("old operator exits", T, || {
+            let exited = self.operator.as_mut().unwrap().has_exited();
+            async move { Ok(exited.then_some(())) }
+        })
+        .await
+        .unwrap();
+        self.op.resync_seconds = secs;
+        self.op.http_port = smpp_e2e::sink::free_port().unwrap();
+        self.spawn_operator();
+        self.wait_ready().await;
+    }
+
+    /// Another operator replica on the same namespace, database and Lease.
+    pub async fn replica(&self, tag: &str) -> Harness {
+        let mut r = Harness {
+            env: self.env.clone(),
+            ns: self.ns.clone(),
+            pool: self.pool.clone(),
+            operator: None,
+            op: OperatorCmd {
+                log: self.op.log.with_extension(format!("{tag}.log")),
+                http_port: smpp_e2e::sink::free_port().unwrap(),
+                ..self.op.clone()
+            },
+        };
+        r.spawn_operator();
+        r.wait_ready().await;
+        r
+    }
+
+    pub async fn wait_ready(&self) {
+        let url = format!("http://127.0.0.1:{}/ready", self.op.http_port);
+        until("operator /ready", T, || async {
+            Ok(
+                run(Command::new("curl").args(["-fsS", "--max-time", "2", &url]))
+                    .ok()
+                    .map(|_| ()),
+            )
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- operator log ---\n{}", self.log_text()));
+    }
+
+    pub fn log_text(&self) -> String {
+        self.op.log_text()
+    }
+
+    pub fn operator_pid(&self) -> u32 {
+        self.operator.as_ref().unwrap().id()
+    }
+
+    pub fn assert_operator_alive(&mut self) {
+        let exited = self.operator.as_mut().unwrap().has_exited();
+        assert!(!exited, "operator exited\n--- log ---\n{}", self.log_text());
+    }
+
+    pub fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.op.http_port);
+        run(Command::new("curl").args(["-fsS", "--max-time", "2", &url])).unwrap()
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        Ok(run(self.env.kubectl().arg("-n").arg(&self.ns).args(args))?)
+    }
+
+    pub fn apply(&self, yaml: &str) -> (bool, String) {
+        apply(&self.env, &self.ns, yaml).expect("kubectl apply")
+    }
+
+    pub fn apply_ok(&self, yaml: &str) {
+        let (ok, out) = self.apply(yaml);
+        assert!(ok, "kubectl apply failed: {out}");
+    }
+
+    pub fn secret(&self, name: &str, password: &str) {
+        self.apply_ok(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{password: {password:?}}}\n"
+        ));
+    }
+
+    /// A Secret with `type` and `data` (key → text), as JSON so PEM needs no YAML quoting.
+    pub fn secret_data(&self, name: &str, type_: &str, data: &[(&str, &str)]) {
+        let data: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect();
+        let doc = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "type": type_,
+            "metadata": {"name": name}, "stringData": data,
+        });
+        self.apply_ok(&doc.to_string());
+    }
+
+    pub fn vendor_json(&self, name: &str) -> anyhow::Result<Value> {
+        Ok(serde_json::from_str(&self.kubectl(&[
+            "get",
+            "smppvendor",
+            name,
+            "-o",
+            "json",
+        ])?)?)
+    }
+
+    /// Waits until condition `type_` of `name` has `status` (and `reason`, if given).
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Value {
+        let what = format!("{name} {type_}={status} {reason:?}");
+        until(&what, T, || async {
+            let v = self.vendor_json(name)?;
+            let c = v["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned());
+            match c {
+                Some(c) if c["status"] == status && reason.is_none_or(|r| c["reason"] == r) => {
+                    Ok(Some(c))
+                }
+                other => Err(anyhow::anyhow!("condition now: {other:?}")),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- operator log ---\n{}", self.log_text()))
+    }
+
+    pub async fn row(&self, instance_name: &str) -> Option<smpp_db::providers::ServiceProvider> {
+        smpp_db::providers::get_by_instance_name(&self.pool, instance_name)
+            .await
+            .unwrap()
+    }
+
+    pub async fn wait_row<F: Fn(&smpp_db::providers::ServiceProvider) -> bool>(
+        &self,
+        instance_name: &str,
+        what: &str,
+        pred: F,
+    ) -> smpp_db::providers::ServiceProvider {
+        until(what, T, || async {
+            let row = smpp_db::providers::get_by_instance_name(&self.pool, instance_name).await?;
+            Ok(row.filter(|r| pred(r)))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- operator log ---\n{}", self.log_text()))
+    }
+
+    pub fn events(&self) -> String {
+        self.kubectl(&["get", "events", "-o", "yaml"]).unwrap()
+    }
+
+    pub async fn wait_event(&self, reason: &str) -> String {
+        self.wait_event_with(reason, "").await
+    }
+
+    /// Waits for an Event with `reason` whose message contains `needle`; returns the message.
+    pub async fn wait_event_with(&self, reason: &str, needle: &str) -> String {
+        self.wait_event_where(reason, needle, false).await
+    }
+
+    /// Waits for a Warning Event with `reason`; returns its message.
+    pub async fn wait_warning(&self, reason: &str) -> String {
+        self.wait_event_where(reason, "", true).await
+    }
+
+    async fn wait_event_where(&self, reason: &str, needle: &str, warning: bool) -> String {
+        until(&format!("Event {reason} ({needle:?})"), T, || async {
+            let ev: Value = serde_json::from_str(&self.kubectl(&["get", "events", "-o", "json"])?)?;
+            let notes = ev["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["reason"] == reason && (!warning || e["type"] == "Warning"));
+            let mut notes = notes.map(|e| {
+                e["note"]
+                    .as_str()
+                    .or(e["message"].as_str())
+                    .unwrap_or("")
+                    .to_string()
+            });
+            Ok(notes.find(|n| n.contains(needle)))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- events ---\n{}", self.events()))
+    }
+
+    /// No password anywhere a person or a log shipper can read: operator log, every
+    /// SmppVendor (spec + status) and every Event of the namespace.
+    pub fn assert_no_secret_leaks(&self, secrets: &[&str]) {
+        let vendors = self.kubectl(&["get", "smppvendors", "-o", "yaml"]).unwrap();
+        let describe = self
+            .kubectl(&["describe", "smppvendors"])
+            .unwrap_or_default();
+        for (what, text) in [
+            ("operator log", self.log_text()),
+            ("SmppVendors", vendors),
+            ("kubectl describe", describe),
+            ("Events", self.events()),
+        ] {
+            for s in secrets {
+                assert!(!text.contains(s), "{what} contains a password");
+            }
+        }
+    }
+}
+
+/// Applies crds/rbac.yaml and writes a kubeconfig whose user impersonates its ServiceAccount.
+fn impersonating_kubeconfig(env: &Env, ns: &str) -> PathBuf {
+    if let Err(e) = run(env.kubectl().args(["create", "namespace", "smpp-system"])) {
+        assert!(e.to_string().contains("AlreadyExists"), "{e}");
+    }
+    let rbac = repo_root().join("crds/rbac.yaml");
+    run(env.kubectl().arg("apply").arg("-f").arg(&rbac)).expect("applying crds/rbac.yaml");
+    let copy = repo_root().join(format!("target/e2e-logs/kubeconfig-{ns}"));
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    let raw = run(env
+        .kubectl()
+        .args(["config", "view", "--raw", "--minify", "-o", "json"]))
+    .unwrap();
+    let mut config: Value = serde_json::from_str(&raw).unwrap();
+    config["users"][0]["user"]["as"] = "system:serviceaccount:smpp-system:smpp-operator".into();
+    std::fs::write(&copy, serde_json::to_string(&config).unwrap()).unwrap();
+    let kc = |args: &[&str]| {
+        run(Command::new(env.bin_dir.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&copy)
+            .args(args))
+    };
+    // kubectl itself, with this kubeconfig, now acts as the service account.
+    let who = kc(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ])
+    .unwrap();
+    assert_eq!(who, "system:serviceaccount:smpp-system:smpp-operator");
+    copy
+}
