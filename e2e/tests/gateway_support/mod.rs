@@ -103,11 +103,7 @@ impl TestDb {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    smpp_e2e::sink::free_port().expect("a free port on 127.0.0.1")
 }
 
 /// A running smpp-gateway process.
