@@ -8,7 +8,7 @@
 
 mod operator_support;
 
-use operator_support::{Harness, T};
+use operator_support::{Harness, T, vendor_yaml};
 use smpp_e2e::env::Env;
 use smpp_e2e::operator::{apply, namespace_with_crd, run};
 use smpp_e2e::process::repo_root;
@@ -28,21 +28,6 @@ fn example(ns: &str, file: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n---\n")
         .replace("namespace: messaging", &format!("namespace: {ns}"))
-}
-
-fn vendor_yaml(name: &str, extra_spec: &str) -> String {
-    format!(
-        "apiVersion: smpp.io/v1alpha1
-kind: SmppVendor
-metadata: {{name: {name}}}
-spec:
-  host: {name}.example.net
-  port: 2775
-  bind:
-    systemId: sys-{name}
-    passwordSecretRef: {{name: {name}-smpp}}
-{extra_spec}"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@
 
 mod operator_support;
 
-use operator_support::Harness;
+use operator_support::{Harness, vendor_yaml};
 use smpp_e2e::process::repo_root;
 
 const PASSWORD: &str = "tlsPw123";
@@ -19,22 +19,6 @@ const NOT_A_CERT: &str =
 /// unrelated key.
 fn pki(file: &str) -> String {
     std::fs::read_to_string(repo_root().join("operator/src/testdata").join(file)).unwrap()
-}
-
-fn vendor_yaml(name: &str, tls: &str) -> String {
-    format!(
-        "apiVersion: smpp.io/v1alpha1
-kind: SmppVendor
-metadata: {{name: {name}}}
-spec:
-  host: {name}.example.net
-  port: 3601
-  tls: {tls}
-  bind:
-    systemId: sys-{name}
-    passwordSecretRef: {{name: {name}-smpp}}
-"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +37,7 @@ async fn unusable_ca_and_client_cert_are_named_in_kubectl_and_heal_on_fix() {
     op.secret_data("vendor-ca", "Opaque", &[("ca.crt", NOT_A_CERT)]);
     op.apply_ok(&vendor_yaml(
         "tlsv",
-        "{enabled: true, caSecretRef: {name: vendor-ca, key: ca.crt}}",
+        "  tls: {enabled: true, caSecretRef: {name: vendor-ca, key: ca.crt}}\n",
     ));
 
     // A CA that is no certificate: named in the conditions, the REASON column and an Event.
@@ -103,10 +87,7 @@ async fn unusable_ca_and_client_cert_are_named_in_kubectl_and_heal_on_fix() {
         "kubernetes.io/tls",
         &[("tls.crt", &client_crt), ("tls.key", &other_key)],
     );
-    op.apply_ok(&vendor_yaml(
-        "tlsv",
-        "{enabled: true, caSecretRef: {name: vendor-ca, key: ca.crt}, clientCertSecretRef: {name: vendor-client}}",
-    ));
+    op.apply_ok(&vendor_yaml("tlsv", "  tls: {enabled: true, caSecretRef: {name: vendor-ca, key: ca.crt}, clientCertSecretRef: {name: vendor-client}}\n"));
     let c = op
         .wait_condition(
             "tlsv",

@@ -335,3 +335,20 @@ fn impersonating_kubeconfig(env: &Env, ns: &str) -> PathBuf {
     assert_eq!(who, "system:serviceaccount:smpp-system:smpp-operator");
     copy
 }
+
+/// An SmppVendor named `name` (Secret `<name>-smpp`), with `extra_spec` lines appended to
+/// its spec.
+pub fn vendor_yaml(name: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: smpp.io/v1alpha1
+kind: SmppVendor
+metadata: {{name: {name}}}
+spec:
+  host: {name}.example.net
+  port: 2775
+  bind:
+    systemId: sys-{name}
+    passwordSecretRef: {{name: {name}-smpp}}
+{extra_spec}"
+    )
+}
