@@ -82,10 +82,17 @@ fn kill_group(signal: i32, pgid: u32) -> std::io::Result<()> {
 }
 
 /// Repository root (the workspace), from this crate's manifest dir.
+///
+/// `cargo test` sets CARGO_MANIFEST_DIR at run time (to e2e/ or another member, all one level
+/// below the root); prefer it to the compile-time value, because the shared, cached target dir
+/// may hold a build made from another checkout of the same sources.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
-        .expect("e2e sits in the workspace root")
+        .expect("workspace members sit in the workspace root")
         .to_path_buf()
 }
 
