@@ -819,10 +819,11 @@ async fn rebind_replaces_one_bind_at_a_time() -> Result {
             "rebind not done: {old} old, {new} new"
         );
     }
-    assert_eq!(
-        (min, max),
-        (1, 2),
-        "binds open during the rebind (min, max)"
+    // The one-bind dip lasts milliseconds and /stats sampling may miss it, so assert the
+    // bounds, not that the dip was seen.
+    assert!(
+        (1..=2).contains(&min) && max == 2,
+        "binds open during the rebind: min {min}, max {max} (want 1 ≤ n ≤ 2)"
     );
     // The simulator counts a bind when it sends bind_resp; the gateway, once it has read it.
     wait::until("the gateway reports both new binds", SETTLE, || async {
