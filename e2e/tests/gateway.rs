@@ -76,7 +76,8 @@ async fn insert_change_password_and_delete() -> Result {
 
     // New credentials in the row: re-bound with them within 1 s, same process.
     let t0 = Instant::now();
-    db.exec(&format!("UPDATE vendor_mgmt.service_providers SET username='gwuser2', password='newpw22' WHERE id='{id}'")).await?;
+    db.update(&id, "username='gwuser2', password='newpw22'")
+        .await?;
     wait::until("a bind as gwuser2", Duration::from_secs(1), || async {
         let s = smsc.stats().await?;
         Ok(
@@ -103,10 +104,7 @@ async fn insert_change_password_and_delete() -> Result {
     .await?;
 
     // A wrong password is named, in the API and in vendor_sessions.
-    db.exec(&format!(
-        "UPDATE vendor_mgmt.service_providers SET password='nopenope' WHERE id='{id}'"
-    ))
-    .await?;
+    db.update(&id, "password='nopenope'").await?;
     gw.wait_error("basic", "bind_esme_rinvpaswd", SETTLE)
         .await?;
     wait::until("vendor_sessions last_error", SETTLE, || async {
@@ -121,20 +119,14 @@ async fn insert_change_password_and_delete() -> Result {
     assert!(body.contains("bind_esme_rinvpaswd"), "{body}");
 
     // Deleting the row unbinds and frees the slot.
-    db.exec(&format!(
-        "UPDATE vendor_mgmt.service_providers SET password='newpw22' WHERE id='{id}'"
-    ))
-    .await?;
+    db.update(&id, "password='newpw22'").await?;
     wait::until("bound again", SETTLE, || async {
         Ok((open_binds(&smsc, "gwuser2").await? == 1).then_some(()))
     })
     .await?;
 
     // Suspended: unbound everywhere, row kept; resumed: bound again.
-    db.exec(&format!(
-        "UPDATE vendor_mgmt.service_providers SET suspended=true WHERE id='{id}'"
-    ))
-    .await?;
+    db.update(&id, "suspended=true").await?;
     wait::until("unbound while suspended", SETTLE, || async {
         Ok(
             (open_binds(&smsc, "gwuser2").await? == 0 && db.slots(&id).await?.is_empty())
@@ -142,23 +134,14 @@ async fn insert_change_password_and_delete() -> Result {
         )
     })
     .await?;
-    db.exec(&format!(
-        "UPDATE vendor_mgmt.service_providers SET suspended=false WHERE id='{id}'"
-    ))
-    .await?;
+    db.update(&id, "suspended=false").await?;
     wait::until("bound after resume", SETTLE, || async {
         Ok((open_binds(&smsc, "gwuser2").await? == 1).then_some(()))
     })
     .await?;
     // is_active off and on again at once: the old bind is gone before the new one binds.
-    db.exec(&format!(
-        "UPDATE vendor_mgmt.service_providers SET is_active=false WHERE id='{id}'"
-    ))
-    .await?;
-    db.exec(&format!(
-        "UPDATE vendor_mgmt.service_providers SET is_active=true WHERE id='{id}'"
-    ))
-    .await?;
+    db.update(&id, "is_active=false").await?;
+    db.update(&id, "is_active=true").await?;
     let t0 = Instant::now();
     let mut max = 0;
     loop {
@@ -665,10 +648,7 @@ async fn trace_is_switchable_and_masks_the_password() -> Result {
     let (status, body) = request(gw.http, "POST", "/api/v1/vendors/traced/trace").await?;
     assert_eq!(status, 200, "{body}");
     // Force a re-bind so a bind PDU is traced.
-    db.exec(&format!(
-        "UPDATE vendor_mgmt.service_providers SET system_type='ESME' WHERE id='{id}'"
-    ))
-    .await?;
+    db.update(&id, "system_type='ESME'").await?;
     let lines = wait::until("traced bind and bind_resp", SETTLE, || async {
         let (_, body) = request(gw.http, "GET", "/api/v1/vendors/traced/trace").await?;
         let v: serde_json::Value = serde_json::from_str(&body)?;
@@ -798,10 +778,8 @@ async fn rebind_replaces_one_bind_at_a_time() -> Result {
         Ok((open_binds(&smsc, SYSTEM_ID).await? == 2).then_some(()))
     })
     .await?;
-    db.exec(&format!(
-        "UPDATE vendor_mgmt.service_providers SET username='gwuser3', password='newpw33' WHERE id='{id}'"
-    ))
-    .await?;
+    db.update(&id, "username='gwuser3', password='newpw33'")
+        .await?;
     // The budget is full (2 of 2), so each bind is replaced break-before-make, one at a time:
     // the vendor never has fewer than 1 nor more than 2 binds of ours.
     let t0 = Instant::now();

@@ -63,10 +63,7 @@ async fn postgres_down_keeps_serving_and_recovers() -> Result {
     })
     .await?;
     // A change after the outage is applied (LISTEN re-established).
-    db.exec(&format!(
-        "UPDATE vendor_mgmt.service_providers SET password='xxxxxxxx' WHERE id='{id}'"
-    ))
-    .await?;
+    db.update(&id, "password='xxxxxxxx'").await?;
     gw.wait_error("dbdown", "bind_esme_rinvpaswd", Duration::from_secs(10))
         .await?;
     gw.assert_no_secret_in_log(&[PASSWORD, "xxxxxxxx"]);

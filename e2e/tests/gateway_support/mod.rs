@@ -81,6 +81,15 @@ impl TestDb {
             .await?)
     }
 
+    /// `UPDATE vendor_mgmt.service_providers SET <set> WHERE id = <id>`: the hand edit most
+    /// gateway tests make to a vendor row.
+    pub async fn update(&self, id: &str, set: &str) -> Result<()> {
+        self.exec(&format!(
+            "UPDATE vendor_mgmt.service_providers SET {set} WHERE id='{id}'"
+        ))
+        .await
+    }
+
     pub async fn exec(&self, sql: &str) -> Result<()> {
         sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
             .execute(&self.pool)
