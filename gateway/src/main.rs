@@ -6,15 +6,17 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use smpp_db::Secret;
-use smpp_gateway::budget::Fleet;
-use smpp_gateway::config::{BindMode, Connection};
-use smpp_gateway::manager::{Ctx, Manager};
+use smpp_gateway::api::http;
+use smpp_gateway::fleet::budget::Fleet;
+use smpp_gateway::fleet::manager::{Ctx, Manager};
+use smpp_gateway::fleet::state::Registry;
+use smpp_gateway::fleet::watcher;
 use smpp_gateway::metrics::Metrics;
-use smpp_gateway::pdu::Version;
-use smpp_gateway::session::Timeouts;
-use smpp_gateway::state::Registry;
-use smpp_gateway::tls::{MinVersion, TlsSettings};
-use smpp_gateway::{http, probe, watcher};
+use smpp_gateway::smpp::endpoint::{BindMode, Connection};
+use smpp_gateway::smpp::pdu::Version;
+use smpp_gateway::smpp::probe;
+use smpp_gateway::smpp::session::Timeouts;
+use smpp_gateway::smpp::tls::{MinVersion, TlsSettings};
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -167,7 +169,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         beat_stop.clone(),
     ));
     let ctx = Arc::new(Ctx {
-        reporter: smpp_gateway::reporter::Reporter::start(
+        reporter: smpp_gateway::fleet::reporter::Reporter::start(
             pool.clone(),
             pod.clone(),
             metrics.clone(),
@@ -230,7 +232,7 @@ async fn probe_connection(p: &ProbeArgs) -> anyhow::Result<Connection> {
         let row = smpp_db::providers::get_by_instance_name(&pool, name)
             .await?
             .with_context(|| format!("no row with instance_name {name:?}"))?;
-        let entry = smpp_gateway::config::parse(&row);
+        let entry = smpp_gateway::fleet::config::parse(&row);
         return entry
             .config
             .map(|c| c.conn)

@@ -12,10 +12,10 @@ use rusmpp::{Command, CommandStatus};
 use smpp_db::Secret;
 use smpp_e2e::smsc::{Behaviour, Smsc, SmscConfig};
 use smpp_e2e::wait;
-use smpp_gateway::config::{BindMode, Connection};
-use smpp_gateway::pdu::{BindKind, Submit, Version};
-use smpp_gateway::session::{self, Observer, SessionHandle, Timeouts, Tunables};
-use smpp_gateway::trace::Tracer;
+use smpp_gateway::smpp::endpoint::{BindMode, Connection};
+use smpp_gateway::smpp::pdu::{BindKind, Submit, Version};
+use smpp_gateway::smpp::session::{self, Observer, SessionHandle, Timeouts, Tunables};
+use smpp_gateway::smpp::trace::Tracer;
 
 const SYSTEM_ID: &str = "sessuser";
 const PASSWORD: &str = "Pw8sess1";
@@ -67,12 +67,12 @@ async fn start(
     timeouts: Timeouts,
 ) -> (
     SessionHandle,
-    tokio::task::JoinHandle<Result<(), smpp_gateway::diagnostics::BindFailure>>,
+    tokio::task::JoinHandle<Result<(), smpp_gateway::smpp::diagnostics::BindFailure>>,
     Arc<Counting>,
 ) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tracer = Arc::new(Tracer::default());
-    let bound = smpp_gateway::dial::dial(
+    let bound = smpp_gateway::smpp::dial::dial(
         &conn(smsc.port(listener)),
         BindKind::Transceiver,
         Duration::from_secs(3),

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::trace::Tracer;
+use crate::smpp::trace::Tracer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotState {

@@ -60,7 +60,7 @@ impl Tracer {
 
 /// One trace line: direction, hex of the encoded PDU, decoded form; password masked in both.
 pub fn render(dir: Direction, cmd: &Command) -> String {
-    let masked = crate::pdu::mask_password(cmd);
+    let masked = crate::smpp::pdu::mask_password(cmd);
     let mut buf = BytesMut::new();
     let hex = match CommandCodec::new().encode(&masked, &mut buf) {
         Ok(()) => buf.iter().map(|b| format!("{b:02x}")).collect::<String>(),
@@ -76,7 +76,7 @@ pub fn render(dir: Direction, cmd: &Command) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pdu::{BindKind, BindParams, Version, bind};
+    use crate::smpp::pdu::{BindKind, BindParams, Version, bind};
 
     #[test]
     fn trace_masks_password_and_is_switchable() {

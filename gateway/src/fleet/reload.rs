@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use crate::config::{VendorConfig, VendorEntry};
+use crate::fleet::config::{VendorConfig, VendorEntry};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -73,7 +73,7 @@ pub fn rebind_strategy(config: &VendorConfig, units_in_use: u32) -> RebindStrate
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse, tests::row};
+    use crate::fleet::config::{parse, tests::row};
     use smpp_db::Secret;
 
     fn set(rows: &[&smpp_db::providers::ServiceProvider]) -> HashMap<Uuid, VendorEntry> {

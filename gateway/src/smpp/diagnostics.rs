@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::connection::ConnectError;
+use crate::smpp::connection::ConnectError;
 
 /// How far a bind attempt got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -493,7 +493,7 @@ mod tests {
 
     #[test]
     fn every_reason_is_documented() {
-        let doc = include_str!("../../docs/troubleshooting.md");
+        let doc = include_str!("../../../docs/troubleshooting.md");
         for r in REASONS {
             assert!(
                 doc.contains(&format!("`{r}`")),

@@ -8,8 +8,8 @@ use serde_json::json;
 use warp::Filter;
 use warp::http::StatusCode;
 
+use crate::fleet::state::Registry;
 use crate::metrics::Metrics;
-use crate::state::Registry;
 
 pub fn routes(
     registry: Arc<Registry>,

@@ -6,13 +6,13 @@ use std::time::Duration;
 use rusmpp::tokio_codec::CommandCodec;
 use tokio_util::codec::Framed;
 
-use crate::config::Connection;
-use crate::connection::{self, Target, Transport};
-use crate::diagnostics::{self, BindFailure};
-use crate::pdu::BindKind;
-use crate::session;
-use crate::tls;
-use crate::trace::Tracer;
+use crate::smpp::connection::{self, Target, Transport};
+use crate::smpp::diagnostics::{self, BindFailure};
+use crate::smpp::endpoint::Connection;
+use crate::smpp::pdu::BindKind;
+use crate::smpp::session;
+use crate::smpp::tls;
+use crate::smpp::trace::Tracer;
 
 pub type Bound = Framed<Transport, CommandCodec>;
 

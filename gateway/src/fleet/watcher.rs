@@ -13,11 +13,11 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::backoff::Backoff;
-use crate::config::{self, VendorEntry};
-use crate::manager::Manager;
+use crate::fleet::backoff::Backoff;
+use crate::fleet::config::{self, VendorEntry};
+use crate::fleet::manager::Manager;
+use crate::fleet::reload;
 use crate::metrics::Metrics;
-use crate::reload;
 
 pub const RESYNC_EVERY: Duration = Duration::from_secs(30);
 
@@ -194,8 +194,8 @@ async fn listen(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::tests::row;
-    use crate::reload::Action;
+    use crate::fleet::config::tests::row;
+    use crate::fleet::reload::Action;
 
     #[test]
     fn a_burst_of_notifications_is_one_diff() {
@@ -204,7 +204,10 @@ mod tests {
         assert_eq!(store.replace_all(&[a.clone(), b.clone()]).len(), 2);
         // One batch: b deleted (no row), c inserted, a unchanged.
         let actions = store.replace_some(&[a.id, b.id, c.id], &[a.clone(), c.clone()]);
-        let mut expected = vec![Action::Remove(b.id), Action::Add(crate::config::parse(&c))];
+        let mut expected = vec![
+            Action::Remove(b.id),
+            Action::Add(crate::fleet::config::parse(&c)),
+        ];
         expected.sort_by_key(|x| match x {
             Action::Remove(id) => *id,
             Action::Add(e) | Action::Rebind(e) | Action::UpdateInPlace(e) => e.id,

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{BindMode, Connection};
-use crate::diagnostics::{BindFailure, Stage};
-use crate::pdu::{BindKind, Version};
-use crate::session::{self, NoObserver, Timeouts, Tunables};
-use crate::trace::Tracer;
+use crate::smpp::diagnostics::{BindFailure, Stage};
+use crate::smpp::endpoint::{BindMode, Connection};
+use crate::smpp::pdu::{BindKind, Version};
+use crate::smpp::session::{self, NoObserver, Timeouts, Tunables};
+use crate::smpp::trace::Tracer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Combo {
@@ -103,7 +103,9 @@ pub async fn run(conn: &Connection, budget: Duration) -> Vec<Row> {
         };
         let t0 = Instant::now();
         let outcome =
-            match crate::dial::dial(&c, combo.kind, limit / 2, limit / 2, "probe", &tracer).await {
+            match crate::smpp::dial::dial(&c, combo.kind, limit / 2, limit / 2, "probe", &tracer)
+                .await
+            {
                 Ok(bound) => {
                     let timeouts = Timeouts {
                         unbind: Duration::from_millis(500),
@@ -210,7 +212,7 @@ mod tests {
         let rows = vec![
             Row {
                 combo: combos("")[0].clone(),
-                outcome: Outcome::Failed(crate::diagnostics::bind_rejected(0x0D)),
+                outcome: Outcome::Failed(crate::smpp::diagnostics::bind_rejected(0x0D)),
                 elapsed: Duration::from_millis(3),
             },
             Row {

@@ -1,0 +1,11 @@
+//! The fleet: vendor configuration from PostgreSQL, hot reload, the fleet-wide bind budget,
+//! and the supervisors and workers that hold this pod's binds.
+
+pub mod backoff;
+pub mod budget;
+pub mod config;
+pub mod manager;
+pub mod reload;
+pub mod reporter;
+pub mod state;
+pub mod watcher;

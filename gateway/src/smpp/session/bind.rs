@@ -1,0 +1,93 @@
+//! The bind exchange: bind, then wait for bind_resp, classifying every failure.
+
+use super::Conn;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rusmpp::CommandId;
+use rusmpp::tokio_codec::CommandCodec;
+use tokio_util::codec::Framed;
+
+use crate::smpp::connection::Transport;
+use crate::smpp::diagnostics::{self, BindFailure, Stage};
+use crate::smpp::pdu::{self, BindParams};
+use crate::smpp::trace::{Direction, Tracer};
+
+/// Sends the bind and waits for bind_resp. Every way this can fail is classified.
+pub async fn bind(
+    transport: Transport,
+    params: &BindParams,
+    tls: bool,
+    limit: Duration,
+    trace: (&str, &Tracer),
+) -> Result<Conn, BindFailure> {
+    let mut conn = Framed::new(transport, CommandCodec::new());
+    let cmd = pdu::bind(params, 1).map_err(|e| diagnostics::config_error(e.to_string()))?;
+    trace.1.pdu(trace.0, Direction::Out, &cmd);
+    let closed = || {
+        diagnostics::closed_before_bind_resp(
+            tls,
+            params.kind.as_str(),
+            params.version.as_str(),
+            &params.system_type,
+        )
+    };
+    if let Err(e) = conn.send(&cmd).await {
+        return Err(match e {
+            rusmpp::tokio_codec::EncodeError::Io(e) => diagnostics::io_during_bind(
+                &e,
+                tls,
+                params.kind.as_str(),
+                params.version.as_str(),
+                &params.system_type,
+            ),
+            _ => closed(),
+        });
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, conn.next()).await {
+            Err(_) => return Err(diagnostics::bind_timeout(limit.as_secs())),
+            Ok(None) => return Err(closed()),
+            Ok(Some(Err(rusmpp::tokio_codec::DecodeError::Io(e)))) => {
+                return Err(diagnostics::io_during_bind(
+                    &e,
+                    tls,
+                    params.kind.as_str(),
+                    params.version.as_str(),
+                    &params.system_type,
+                ));
+            }
+            Ok(Some(Err(e))) => {
+                return Err(diagnostics::protocol_error(
+                    Stage::Bind,
+                    format!("undecodable answer to bind: {e}"),
+                ));
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        trace.1.pdu(trace.0, Direction::In, &frame);
+        let status = u32::from(frame.status());
+        match frame.id() {
+            CommandId::BindTransceiverResp
+            | CommandId::BindTransmitterResp
+            | CommandId::BindReceiverResp => {
+                return if status == 0 {
+                    Ok(conn)
+                } else {
+                    Err(diagnostics::bind_rejected(status))
+                };
+            }
+            CommandId::GenericNack => return Err(diagnostics::bind_generic_nack(status)),
+            CommandId::EnquireLink => {
+                let resp = pdu::enquire_link_resp(frame.sequence_number());
+                trace.1.pdu(trace.0, Direction::Out, &resp);
+                if conn.send(&resp).await.is_err() {
+                    return Err(closed());
+                }
+            }
+            CommandId::Unbind => return Err(closed()),
+            other => return Err(diagnostics::bind_unexpected(&format!("{other:?}"))),
+        }
+    }
+}
