@@ -5,5 +5,6 @@
 
 pub mod api;
 pub mod fleet;
+pub mod messaging;
 pub mod metrics;
 pub mod smpp;

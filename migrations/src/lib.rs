@@ -2,6 +2,7 @@
 //! crate, so the schema and its queries live in exactly one place.
 
 pub mod error;
+pub mod messaging;
 pub mod migrate;
 pub mod providers;
 pub mod secret;
