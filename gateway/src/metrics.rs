@@ -18,6 +18,7 @@ pub struct Metrics {
     pub db_errors: IntCounterVec,
     pub config_resyncs: IntCounter,
     pub config_notifications: IntCounter,
+    pub callbacks: IntCounterVec,
 }
 
 impl Metrics {
@@ -67,6 +68,11 @@ impl Metrics {
             "smpp_config_db_errors_total",
             "Failed PostgreSQL operations, by operation",
             &["op"],
+        );
+        let callbacks = ic(
+            "smpp_callbacks_total",
+            "HTTP callbacks by kind (status, mo) and outcome (delivered, retried, failed, dropped)",
+            &["kind", "outcome"],
         );
         let enquire_link_rtt = HistogramVec::new(
             HistogramOpts::new(
@@ -118,6 +124,7 @@ impl Metrics {
             db_errors,
             config_resyncs,
             config_notifications,
+            callbacks,
         }
     }
 
