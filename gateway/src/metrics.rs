@@ -19,6 +19,15 @@ pub struct Metrics {
     pub config_resyncs: IntCounter,
     pub config_notifications: IntCounter,
     pub callbacks: IntCounterVec,
+    pub submits: IntCounterVec,
+    pub submit_latency: HistogramVec,
+    pub throttled: IntCounterVec,
+    pub failovers: IntCounterVec,
+    pub receipts: IntCounterVec,
+    pub receipts_parked: IntCounter,
+    pub mo: IntCounterVec,
+    pub forwards: IntCounterVec,
+    pub redis_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -69,6 +78,62 @@ impl Metrics {
             "Failed PostgreSQL operations, by operation",
             &["op"],
         );
+        let submits = ic(
+            "smpp_messages_submitted_total",
+            "Messages by vendor and status after submit (submitted, rejected, failed)",
+            &["vendor", "status"],
+        );
+        let throttled = ic(
+            "smpp_submit_throttled_total",
+            "submit_sm answered ESME_RTHROTTLED or ESME_RMSGQFUL, retried",
+            &["vendor"],
+        );
+        let failovers = ic(
+            "smpp_failovers_total",
+            "Messages moved to this vendor after the previous one could not take them",
+            &["vendor"],
+        );
+        let receipts = ic(
+            "smpp_receipts_total",
+            "Delivery receipts received, by vendor and stat (invalid: unreadable)",
+            &["vendor", "stat"],
+        );
+        let mo = ic(
+            "smpp_mo_messages_total",
+            "Mobile-originated messages received",
+            &["vendor"],
+        );
+        let forwards = ic(
+            "smpp_forwards_total",
+            "Submits forwarded to the pod holding the vendor's bind, by outcome",
+            &["outcome"],
+        );
+        let redis_errors = ic(
+            "smpp_redis_errors_total",
+            "Failed Redis operations, by operation",
+            &["op"],
+        );
+        let submit_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "smpp_submit_duration_seconds",
+                "HTTP in to the last submit_sm_resp and the message stored",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["vendor"],
+        )
+        .expect("metric");
+        r.register(Box::new(submit_latency.clone()))
+            .expect("register");
+        let receipts_parked = IntCounter::new(
+            "smpp_receipts_parked_total",
+            "Receipts that arrived before their submit_sm_resp mapping and were parked",
+        )
+        .expect("metric");
+        r.register(Box::new(receipts_parked.clone()))
+            .expect("register");
         let callbacks = ic(
             "smpp_callbacks_total",
             "HTTP callbacks by kind (status, mo) and outcome (delivered, retried, failed, dropped)",
@@ -125,6 +190,15 @@ impl Metrics {
             config_resyncs,
             config_notifications,
             callbacks,
+            submits,
+            submit_latency,
+            throttled,
+            failovers,
+            receipts,
+            receipts_parked,
+            mo,
+            forwards,
+            redis_errors,
         }
     }
 

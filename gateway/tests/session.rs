@@ -54,9 +54,9 @@ fn msg(i: usize) -> Submit {
     Submit {
         source_addr: "12345".into(),
         destination_addr: format!("1555{i:07}"),
-        text: format!("hello {i}").into_bytes(),
-        data_coding: 0,
+        short_message: format!("hello {i}").into_bytes(),
         registered_delivery: true,
+        ..Submit::default()
     }
 }
 

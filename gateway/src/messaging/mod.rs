@@ -2,3 +2,8 @@
 //! callbacks. Shared by the HTTP API and (later) the SMPP server.
 
 pub mod callbacks;
+pub mod model;
+pub mod receipts;
+pub mod router;
+pub mod store;
+pub mod submit;

@@ -3,8 +3,11 @@
 //! becomes a typed error instead of a panic or a silently truncated field.
 
 use rusmpp::pdus::{BindReceiver, BindTransceiver, BindTransmitter, DeliverSmResp, SubmitSm};
-use rusmpp::types::{COctetString, EmptyOrFullCOctetString, OctetString};
-use rusmpp::values::{DataCoding, EsmClass, InterfaceVersion, Npi, RegisteredDelivery, Ton};
+use rusmpp::tlvs::MessageSubmissionRequestTlvValue;
+use rusmpp::types::{AnyOctetString, COctetString, EmptyOrFullCOctetString, OctetString};
+use rusmpp::values::{
+    DataCoding, EsmClass, InterfaceVersion, MessagePayload, Npi, RegisteredDelivery, Ton,
+};
 use rusmpp::{Command, CommandStatus, Pdu};
 
 /// What a single bind asks for. A TX+RX pair is two binds, one of each kind.
@@ -160,46 +163,92 @@ pub fn mask_password(cmd: &Command) -> Command {
     out
 }
 
-/// A short message to submit.
-#[derive(Debug, Clone)]
+/// One submit_sm: a whole short message or one part of a long one. The messaging layer fills
+/// it from its encoder; this module only checks field limits and builds the PDU.
+#[derive(Debug, Clone, Default)]
 pub struct Submit {
     pub source_addr: String,
     pub destination_addr: String,
-    pub text: Vec<u8>,
+    /// Encoded text, with the UDH in front when `esm_class` has UDHI (0x40).
+    pub short_message: Vec<u8>,
     pub data_coding: u8,
+    pub esm_class: u8,
     pub registered_delivery: bool,
+    /// Relative validity period; None = the vendor's default.
+    pub validity: Option<std::time::Duration>,
+    /// sar_msg_ref_num, sar_total_segments, sar_segment_seqnum.
+    pub sar: Option<(u16, u8, u8)>,
+    /// The whole text in message_payload (short_message then stays empty).
+    pub message_payload: Option<Vec<u8>>,
+}
+
+/// An address's type: digits (an optional leading +) are international E.164, anything else
+/// is an alphanumeric sender id.
+fn address(field: &'static str, value: &str) -> Result<(Ton, Npi, COctetString<1, 21>), PduError> {
+    let digits = value.strip_prefix('+').unwrap_or(value);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        Ok((Ton::International, Npi::Isdn, c_str::<21>(field, digits)?))
+    } else {
+        Ok((Ton::Alphanumeric, Npi::Unknown, c_str::<21>(field, value)?))
+    }
+}
+
+/// SMPP relative time "YYMMDDhhmmss000R" (capped at 99 days).
+pub fn relative_time(d: std::time::Duration) -> String {
+    let s = d.as_secs().min(99 * 86_400 + 86_399);
+    let (days, rem) = (s / 86_400, s % 86_400);
+    format!(
+        "0000{days:02}{:02}{:02}{:02}000R",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
 }
 
 pub fn submit_sm(s: &Submit, seq: u32) -> Result<Command, PduError> {
-    let source = c_str::<21>("source_addr", &s.source_addr)?;
-    let dest = c_str::<21>("destination_addr", &s.destination_addr)?;
-    if s.text.len() > 254 {
-        return Err(PduError::TooLong {
-            field: "short_message",
-            len: s.text.len(),
-            max: 254,
-        });
-    }
-    let sm = OctetString::from_slice(&s.text).map_err(|_| PduError::TooLong {
+    let (src_ton, src_npi, source) = address("source_addr", &s.source_addr)?;
+    let (dst_ton, dst_npi, dest) = address("destination_addr", &s.destination_addr)?;
+    let too_long = |len| PduError::TooLong {
         field: "short_message",
-        len: s.text.len(),
+        len,
         max: 254,
-    })?;
-    let pdu = SubmitSm::builder()
-        .source_addr_ton(Ton::International)
-        .source_addr_npi(Npi::Isdn)
+    };
+    if s.short_message.len() > 254 {
+        return Err(too_long(s.short_message.len()));
+    }
+    let sm = OctetString::from_slice(&s.short_message).map_err(|_| too_long(s.short_message.len()))?;
+    let validity = match s.validity {
+        None => EmptyOrFullCOctetString::empty(),
+        Some(d) => EmptyOrFullCOctetString::from_string(relative_time(d))
+        .map_err(|_| PduError::NotAscii {
+            field: "validity_period",
+        })?,
+    };
+    let mut b = SubmitSm::builder()
+        .source_addr_ton(src_ton)
+        .source_addr_npi(src_npi)
         .source_addr(source)
-        .dest_addr_ton(Ton::International)
-        .dest_addr_npi(Npi::Isdn)
+        .dest_addr_ton(dst_ton)
+        .dest_addr_npi(dst_npi)
         .destination_addr(dest)
-        .esm_class(EsmClass::from(0u8))
+        .esm_class(EsmClass::from(s.esm_class))
         .schedule_delivery_time(EmptyOrFullCOctetString::empty())
-        .validity_period(EmptyOrFullCOctetString::empty())
+        .validity_period(validity)
         .registered_delivery(RegisteredDelivery::from(u8::from(s.registered_delivery)))
         .data_coding(DataCoding::from(s.data_coding))
-        .short_message(sm)
-        .build();
-    Ok(Command::new(CommandStatus::EsmeRok, seq, pdu))
+        .short_message(sm);
+    if let Some((reference, total, seqnum)) = s.sar {
+        b = b
+            .push_tlv(MessageSubmissionRequestTlvValue::SarMsgRefNum(reference))
+            .push_tlv(MessageSubmissionRequestTlvValue::SarTotalSegments(total))
+            .push_tlv(MessageSubmissionRequestTlvValue::SarSegmentSeqnum(seqnum));
+    }
+    if let Some(p) = &s.message_payload {
+        b = b.push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(
+            MessagePayload::new(AnyOctetString::from_vec(p.clone())),
+        ));
+    }
+    Ok(Command::new(CommandStatus::EsmeRok, seq, b.build()))
 }
 
 pub fn deliver_sm_resp(seq: u32, status: CommandStatus) -> Command {
@@ -312,9 +361,9 @@ mod tests {
         let s = Submit {
             source_addr: "12345".into(),
             destination_addr: "15551234567".into(),
-            text: b"hello".to_vec(),
-            data_coding: 0,
+            short_message: b"hello".to_vec(),
             registered_delivery: true,
+            ..Submit::default()
         };
         let cmd = submit_sm(&s, 3).unwrap();
         assert_eq!(cmd.id(), CommandId::SubmitSm);

@@ -23,6 +23,7 @@ use crate::fleet::budget::Fleet;
 use crate::fleet::config::VendorEntry;
 use crate::fleet::reload::Action;
 use crate::fleet::reporter::Reporter;
+use crate::fleet::sessions::{Inbound, SessionIndex};
 use crate::fleet::state::Registry;
 use crate::metrics::Metrics;
 use crate::smpp::session::Timeouts;
@@ -35,6 +36,10 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     pub timeouts: Timeouts,
     pub connect_timeout: Duration,
+    /// This pod's submit-capable sessions, for the messaging layer.
+    pub sessions: Arc<SessionIndex>,
+    /// Where every deliver_sm goes (receipts, MO).
+    pub inbound: Arc<dyn Inbound>,
 }
 
 enum Change {

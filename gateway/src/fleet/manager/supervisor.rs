@@ -84,6 +84,7 @@ impl Supervisor {
         }
         let units: Vec<u32> = self.units.keys().copied().collect();
         self.stop_units(&units, true).await;
+        self.ctx.sessions.remove_config(self.v.id);
         self.ctx.metrics.forget_vendor(&self.v.name);
         self.ctx.registry.remove(&self.v);
     }
@@ -116,13 +117,16 @@ impl Supervisor {
                 info.bind_mode = c.conn.mode.as_str().to_string();
                 info.tls = c.conn.tls.is_some();
                 info.config_error = None;
-                self.cfg = Some(Arc::new(c.clone()));
+                let cfg = Arc::new(c.clone());
+                self.ctx.sessions.set_config(&cfg);
+                self.cfg = Some(cfg);
             }
             Err(msg) => {
                 let f = crate::smpp::diagnostics::config_error(msg.clone());
                 tracing::error!(vendor = %e.name, error = %f, "vendor row is invalid; not binding it");
                 info.config_error = Some(f.to_string());
                 info.desired = 0;
+                self.ctx.sessions.remove_config(e.id);
                 self.cfg = None;
             }
         }

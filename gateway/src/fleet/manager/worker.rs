@@ -17,7 +17,8 @@ use crate::metrics::Metrics;
 use crate::smpp::diagnostics::BindFailure;
 use crate::smpp::dial;
 use crate::smpp::pdu::BindKind;
-use crate::smpp::session::{self, Observer, Tunables};
+use crate::fleet::sessions::Inbound;
+use crate::smpp::session::{self, DeliverReply, Observer, Tunables};
 
 pub(super) struct SlotWorker {
     pub(super) ctx: Arc<Ctx>,
@@ -113,6 +114,8 @@ impl SlotWorker {
                     let observer = Arc::new(SlotObserver {
                         metrics: self.ctx.metrics.clone(),
                         v: self.v.clone(),
+                        inbound: self.ctx.inbound.clone(),
+                        cfg: self.cfg.clone(),
                     });
                     let (handle, mut join) = session::spawn(
                         conn,
@@ -126,10 +129,14 @@ impl SlotWorker {
                     self.phase.send_replace(Phase::Bound);
                     self.report("bound", None);
                     self.bound_gauge();
+                    if self.kind.can_submit() {
+                        self.ctx.sessions.add(&cfg, self.slot, handle.clone());
+                    }
                     let ended = loop {
                         tokio::select! {
                             r = &mut join => break r,
                             _ = self.stop.cancelled() => {
+                                self.ctx.sessions.remove(self.v.id, self.slot);
                                 self.report("unbinding", None);
                                 handle.close();
                                 let _ = join.await;
@@ -137,6 +144,7 @@ impl SlotWorker {
                                 return Exit::Stopped;
                             }
                             _ = self.lost.cancelled() => {
+                                self.ctx.sessions.remove(self.v.id, self.slot);
                                 handle.close();
                                 let _ = join.await;
                                 return Exit::Lost;
@@ -144,9 +152,13 @@ impl SlotWorker {
                             Ok(()) = self.cfg.changed() => {
                                 let c = self.cfg.borrow_and_update().clone();
                                 handle.update(self.tunables(&c));
+                                if self.kind.can_submit() {
+                                    self.ctx.sessions.add(&c, self.slot, handle.clone());
+                                }
                             }
                         }
                     };
+                    self.ctx.sessions.remove(self.v.id, self.slot);
                     self.v.set_slot(self.slot, "backoff", None);
                     self.bound_gauge();
                     match ended {
@@ -182,6 +194,8 @@ impl SlotWorker {
 struct SlotObserver {
     metrics: Arc<Metrics>,
     v: Arc<VendorState>,
+    inbound: Arc<dyn Inbound>,
+    cfg: watch::Receiver<Arc<VendorConfig>>,
 }
 
 fn command_name(id: CommandId) -> &'static str {
@@ -225,13 +239,8 @@ impl Observer for SlotObserver {
             .observe(rtt.as_secs_f64());
     }
 
-    fn deliver_sm(&self, cmd: &Command) -> CommandStatus {
-        if let Some(Pdu::DeliverSm(d)) = cmd.pdu() {
-            // esm_class message type bits 2..5: 0x04 = MC delivery receipt.
-            if u8::from(d.esm_class) & 0x3C == 0x04 {
-                self.v.dlrs_received.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        CommandStatus::EsmeRok
+    fn deliver_sm(&self, cmd: Command, reply: DeliverReply) {
+        let cfg = self.cfg.borrow().clone();
+        self.inbound.deliver_sm(&cfg, cmd, reply);
     }
 }

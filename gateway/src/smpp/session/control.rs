@@ -1,7 +1,7 @@
 //! The control task: owns the read half and the in-flight map; answers the peer, keeps the
 //! enquire_link schedule, expires requests, and unbinds gracefully.
 
-use super::{
+use super::{DeliverReply, 
     Conn, Observer, Pending, Request, SubmitError, SubmitOutcome, Timeouts, Tunables, Window,
 };
 use std::collections::HashMap;
@@ -195,8 +195,8 @@ impl Control {
                 }
             }
             CommandId::DeliverSm => {
-                let status = self.observer.deliver_sm(&cmd);
-                self.send(pdu::deliver_sm_resp(seq, status));
+                self.observer
+                    .deliver_sm(cmd, DeliverReply::new(seq, self.out.clone()));
             }
             CommandId::Unbind => {
                 self.send(pdu::unbind_resp(seq));

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::smpp::connection::Transport;
 use crate::smpp::diagnostics::BindFailure;
-use crate::smpp::pdu::{PduError, Submit};
+use crate::smpp::pdu::{self, PduError, Submit};
 use crate::smpp::trace::Tracer;
 
 type Conn = Framed<Transport, CommandCodec>;
@@ -46,9 +46,41 @@ pub trait Observer: Send + Sync + 'static {
     fn pdu_in(&self, _id: CommandId) {}
     fn pdu_out(&self, _id: CommandId) {}
     fn enquire_link_rtt(&self, _rtt: Duration) {}
-    /// A deliver_sm (MO or DLR) arrived; the answer is the deliver_sm_resp status.
-    fn deliver_sm(&self, _cmd: &Command) -> CommandStatus {
-        CommandStatus::EsmeRok
+    /// A deliver_sm (MO or DLR) arrived. Answer it through `reply`, now or later (once the
+    /// receipt is stored): the session's reader never waits for it.
+    fn deliver_sm(&self, _cmd: Command, reply: DeliverReply) {
+        reply.answer(CommandStatus::EsmeRok);
+    }
+}
+
+/// The pending deliver_sm_resp of one deliver_sm. Dropped unanswered, it answers
+/// ESME_RX_T_APPN (temporary), so a receipt is never acknowledged without being handled and
+/// the vendor delivers it again.
+pub struct DeliverReply {
+    seq: u32,
+    out: Option<mpsc::UnboundedSender<Command>>,
+}
+
+impl DeliverReply {
+    pub(super) fn new(seq: u32, out: mpsc::UnboundedSender<Command>) -> Self {
+        Self {
+            seq,
+            out: Some(out),
+        }
+    }
+
+    pub fn answer(mut self, status: CommandStatus) {
+        if let Some(out) = self.out.take() {
+            let _ = out.send(pdu::deliver_sm_resp(self.seq, status));
+        }
+    }
+}
+
+impl Drop for DeliverReply {
+    fn drop(&mut self) {
+        if let Some(out) = self.out.take() {
+            let _ = out.send(pdu::deliver_sm_resp(self.seq, CommandStatus::EsmeRxTAppn));
+        }
     }
 }
 

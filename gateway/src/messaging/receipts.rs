@@ -1,0 +1,218 @@
+//! deliver_sm from vendors: receipts are correlated and stored, then answered; MO messages
+//! are forwarded to --mo-url. The session's reader never waits: each deliver_sm is handled in
+//! its own task and answered when its write is done. When it cannot be stored the answer is
+//! a temporary error (the dropped reply answers ESME_RX_T_APPN), so the vendor sends it again.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use rusmpp::{Command, CommandStatus, Pdu};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::fleet::config::VendorConfig;
+use crate::fleet::sessions::Inbound;
+use crate::fleet::state::Registry;
+use crate::messaging::callbacks::{Callbacks, Kind};
+use crate::messaging::model::{HistoryEntry, MessageStatus};
+use crate::messaging::receipt::{self, Inbound as Classified, Receipt, ReceiptStat};
+use crate::messaging::store::{StatusChange, Store};
+use crate::messaging::ids;
+use crate::metrics::Metrics;
+use crate::smpp::session::DeliverReply;
+
+/// The part status a receipt state means; None while it is not final (ENROUTE, ACCEPTD).
+pub fn part_status(stat: ReceiptStat) -> MessageStatus {
+    match stat {
+        ReceiptStat::Delivered => MessageStatus::Delivered,
+        ReceiptStat::Expired => MessageStatus::Expired,
+        ReceiptStat::Deleted | ReceiptStat::Undeliverable | ReceiptStat::Skipped => {
+            MessageStatus::Undeliverable
+        }
+        ReceiptStat::Rejected => MessageStatus::Rejected,
+        ReceiptStat::Unknown => MessageStatus::Unknown,
+        ReceiptStat::Accepted | ReceiptStat::Enroute => MessageStatus::Submitted,
+    }
+}
+
+/// A receipt as parked in Redis until its mapping exists.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Parked {
+    pub vendor_message_id: String,
+    pub stat: String,
+    pub err: Option<String>,
+    pub at: chrono::DateTime<Utc>,
+}
+
+impl Parked {
+    fn of(r: &Receipt) -> Self {
+        Self {
+            vendor_message_id: r.message_id.clone(),
+            stat: r.stat.as_str().to_string(),
+            err: r.err.clone(),
+            at: Utc::now(),
+        }
+    }
+}
+
+pub struct ReceiptHandler {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    pub callbacks: Callbacks,
+    pub mo_url: Option<String>,
+}
+
+impl Inbound for Arc<ReceiptHandler> {
+    fn deliver_sm(&self, vendor: &VendorConfig, cmd: Command, reply: DeliverReply) {
+        let Some(Pdu::DeliverSm(d)) = cmd.pdu() else {
+            reply.answer(CommandStatus::EsmeRok);
+            return;
+        };
+        match receipt::classify(d) {
+            Ok(Classified::Receipt(r)) => {
+                if let Some(v) = self.registry.all().into_iter().find(|v| v.id == vendor.id) {
+                    v.dlrs_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.metrics
+                    .receipts
+                    .with_label_values(&[&vendor.name, r.stat.as_str()])
+                    .inc();
+                let me = self.clone();
+                let (vid, name, fmt) = (vendor.id, vendor.name.clone(), vendor.messaging.receipt_ids);
+                tokio::spawn(async move {
+                    match me.handle(vid, &name, fmt, &r).await {
+                        Ok(()) => reply.answer(CommandStatus::EsmeRok),
+                        Err(e) => {
+                            me.metrics.redis_errors.with_label_values(&["receipt"]).inc();
+                            tracing::warn!(vendor = %name, error = %e, "cannot store a receipt; answering a temporary error so the vendor resends it");
+                            drop(reply);
+                        }
+                    }
+                });
+            }
+            Ok(Classified::Mo(mo)) => {
+                self.metrics.mo.with_label_values(&[&vendor.name]).inc();
+                if let Some(url) = &self.mo_url {
+                    let body = serde_json::json!({
+                        "from": mo.source, "to": mo.destination,
+                        "text": decode_mo(mo.data_coding, &mo.short_message),
+                        "vendor": vendor.name, "received_at": Utc::now(),
+                    });
+                    self.callbacks.post(Kind::Mo, url.clone(), body);
+                }
+                reply.answer(CommandStatus::EsmeRok);
+            }
+            Err(e) => {
+                // It will never parse better: acknowledge, count and say why (not its text).
+                self.metrics.receipts.with_label_values(&[&vendor.name, "invalid"]).inc();
+                tracing::warn!(vendor = %vendor.name, error = %e, "deliver_sm with an unreadable receipt; acknowledged and counted as invalid");
+                reply.answer(CommandStatus::EsmeRok);
+            }
+        }
+    }
+}
+
+impl ReceiptHandler {
+    async fn handle(
+        &self,
+        vendor_id: Uuid,
+        vendor: &str,
+        fmt: smpp_db::messaging::IdFormat,
+        r: &Receipt,
+    ) -> Result<(), crate::messaging::store::StoreError> {
+        let keys = ids::receipt_keys(&r.message_id, fmt);
+        let parked = serde_json::to_string(&Parked::of(r)).expect("parked");
+        match self.store.correlate_or_park(vendor_id, &keys, &parked).await? {
+            Some((id, part)) => {
+                self.apply(&id, part, vendor, r.stat, r.err.as_deref()).await?;
+            }
+            None => {
+                self.metrics.receipts_parked.inc();
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        id: &str,
+        part: u32,
+        vendor: &str,
+        stat: ReceiptStat,
+        err: Option<&str>,
+    ) -> Result<(), crate::messaging::store::StoreError> {
+        let status = part_status(stat);
+        let entry = HistoryEntry::new("receipt")
+            .vendor(vendor)
+            .part(part)
+            .detail(match err {
+                Some(e) => format!("stat:{} err:{e}", stat.as_str()),
+                None => format!("stat:{}", stat.as_str()),
+            });
+        let err = err.filter(|_| status != MessageStatus::Delivered && status.is_final());
+        match self.store.apply_receipt(id, part, status, err, &entry).await? {
+            Some(change) => {
+                self.notify(id, vendor, &change);
+                Ok(())
+            }
+            // The message itself is not written yet (cluster write order): let the vendor resend.
+            None => Err(crate::messaging::store::StoreError::Corrupt(format!(
+                "message {id} of a correlated receipt is not stored yet"
+            ))),
+        }
+    }
+
+    fn notify(&self, id: &str, vendor: &str, change: &StatusChange) {
+        if change.from == change.to {
+            return;
+        }
+        if let Some(url) = &change.callback_url {
+            let body = serde_json::json!({
+                "id": id, "status": change.to, "vendor": vendor, "done_at": Utc::now(),
+            });
+            self.callbacks.post(Kind::Status, url.clone(), body);
+        }
+    }
+}
+
+/// Applies receipts that arrived before their mapping (handed back by `Store::create`).
+pub fn apply_parked(handler: &Arc<ReceiptHandler>, cfg: &VendorConfig, parked: Vec<String>) {
+    let h = handler.clone();
+    let vendor = cfg.name.clone();
+    let (vid, fmt) = (cfg.id, cfg.messaging.receipt_ids);
+    tokio::spawn(async move {
+        for p in parked {
+            let Ok(p) = serde_json::from_str::<Parked>(&p) else {
+                continue;
+            };
+            let Some(stat) = ReceiptStat::parse(&p.stat) else {
+                continue;
+            };
+            let keys = ids::receipt_keys(&p.vendor_message_id, fmt);
+            let r = async {
+                let again = serde_json::to_string(&p).expect("parked");
+                if let Some((id, part)) = h.store.correlate_or_park(vid, &keys, &again).await? {
+                    h.apply(&id, part, &vendor, stat, p.err.as_deref()).await?;
+                }
+                Ok::<(), crate::messaging::store::StoreError>(())
+            };
+            if let Err(e) = r.await {
+                h.metrics.redis_errors.with_label_values(&["receipt"]).inc();
+                tracing::warn!(vendor = %vendor, error = %e, "cannot apply an early receipt");
+            }
+        }
+    });
+}
+
+/// MO text for the webhook: UCS-2 as UTF-16BE, Latin-1, else the GSM/ASCII bytes as text.
+fn decode_mo(data_coding: u8, b: &[u8]) -> String {
+    match data_coding {
+        0x08 => {
+            let units: Vec<u16> = b.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            String::from_utf16_lossy(&units)
+        }
+        0x03 => b.iter().map(|&c| c as char).collect(),
+        _ => String::from_utf8_lossy(b).into_owned(),
+    }
+}

@@ -1,0 +1,500 @@
+//! Messages, correlations and idempotency keys in Redis.
+//!
+//! Keys are laid out for Redis Cluster: everything of one message shares the hash tag of its
+//! id, every correlation key has its own tag, and no command or script spans two tags. So a
+//! move to a cluster needs no data migration.
+//!
+//! | Key | Type | What |
+//! |---|---|---|
+//! | `msg:{<id>}` | hash | the message: `vendor`, `vendor_id`, `parts`, `vids` (JSON), `submitted_at`, `status`, `done_at`, `error_code`, `client_ref`, `callback_url`, `p:<n>` (each part's status) |
+//! | `msg:{<id>}:h` | list | its history, one JSON entry each |
+//! | `c:{<vendor_id>:<id key>}` | string | `<message id>:<part>` for a vendor message id (see `ids`) |
+//! | `c:{<vendor_id>:<id key>}:p` | list | receipts that arrived before that mapping (parked) |
+//! | `idem:{<api key name>:<Idempotency-Key>}` | string | JSON: body hash, state, the first answer |
+//!
+//! Every key expires after the DLR TTL (`--dlr-ttl`, 72 h by default).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::messaging::model::{HistoryEntry, MessageStatus, MessageView};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Redis is unavailable: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+}
+
+/// A single Redis server or a cluster, behind one connection type. Both reconnect on their
+/// own, so a Redis restart needs no gateway restart.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Connects lazily-robustly: `redis://` (single) or a comma-separated list of
+/// `redis://host:port` seeds with the `redis+cluster://` scheme for a cluster.
+pub async fn connect(url: &str) -> Result<Conn, StoreError> {
+    if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        let nodes: Vec<String> = rest
+            .split(',')
+            .map(|n| format!("redis://{}", n.trim()))
+            .collect();
+        let client = redis::cluster::ClusterClient::new(nodes)?;
+        return Ok(Conn::Cluster(client.get_async_connection().await?));
+    }
+    let client = redis::Client::open(url)?;
+    let cfg = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2);
+    Ok(Conn::Single(
+        ConnectionManager::new_with_config(client, cfg).await?,
+    ))
+}
+
+/// A message as it is first written, once every part has its vendor message id.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub vendor: String,
+    pub vendor_id: Uuid,
+    pub parts: u32,
+    pub vendor_message_ids: Vec<String>,
+    pub submitted_at: DateTime<Utc>,
+    pub status: MessageStatus,
+    pub error_code: Option<String>,
+    pub client_ref: Option<String>,
+    pub callback_url: Option<String>,
+}
+
+/// A status change a receipt caused; the caller sends the callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
+    pub from: MessageStatus,
+    pub to: MessageStatus,
+    pub callback_url: Option<String>,
+}
+
+/// An Idempotency-Key's record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IdemRecord {
+    /// SHA-256 of the request body.
+    pub hash: String,
+    /// None while the first request is in flight.
+    pub answer: Option<(u16, serde_json::Value)>,
+}
+
+/// What the store knows of an Idempotency-Key when a request arrives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdemBegin {
+    /// First use: the caller owns it and must `idem_finish` or `idem_abort`.
+    Fresh,
+    InFlight,
+    Done(u16, serde_json::Value),
+    /// Reused with a different body.
+    Mismatch,
+}
+
+// Sets a vendor id mapping and hands back any receipt parked under it, atomically, so a
+// receipt is never parked after the mapping was written and never missed.
+const SET_MAPPING: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local parked = redis.call('LRANGE', KEYS[2], 0, -1)
+if #parked > 0 then redis.call('DEL', KEYS[2]) end
+return parked
+";
+
+// Returns the mapping, or parks the receipt under the key when there is none yet.
+const GET_OR_PARK: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return false
+";
+
+/// Applies one part's receipt: records it in the history, sets the part's status (a part
+/// that is already final keeps it: vendors resend), and derives the message's status with
+/// the rule of `model::overall`. Returns {old status, new status, callback_url}, or nil when
+/// the message is not (yet) stored.
+pub const APPLY_RECEIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local cur = redis.call('HGET', KEYS[1], 'status')
+local cb = redis.call('HGET', KEYS[1], 'callback_url') or ''
+redis.call('RPUSH', KEYS[2], ARGV[6])
+local pkey = 'p:' .. ARGV[1]
+local pcur = redis.call('HGET', KEYS[1], pkey)
+if ARGV[3] == '0' or (pcur and pcur ~= 'submitted') then return {cur, cur, cb} end
+redis.call('HSET', KEYS[1], pkey, ARGV[2])
+if cur ~= 'submitted' then return {cur, cur, cb} end
+local new = ARGV[2]
+if new == 'delivered' then
+  local n = tonumber(redis.call('HGET', KEYS[1], 'parts'))
+  for i = 0, n - 1 do
+    if redis.call('HGET', KEYS[1], 'p:' .. i) ~= 'delivered' then new = 'submitted' break end
+  end
+end
+if new ~= 'submitted' then
+  redis.call('HSET', KEYS[1], 'status', new, 'done_at', ARGV[5])
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error_code', ARGV[4]) end
+end
+return {cur, new, cb}
+";
+
+fn msg_key(id: &str) -> String {
+    format!("msg:{{{id}}}")
+}
+
+fn history_key(id: &str) -> String {
+    format!("msg:{{{id}}}:h")
+}
+
+fn corr_key(vendor: Uuid, id_key: &str) -> String {
+    format!("c:{{{vendor}:{id_key}}}")
+}
+
+fn idem_key(owner: &str, key: &str) -> String {
+    format!("idem:{{{owner}:{key}}}")
+}
+
+/// The Redis store. Cheap to clone; every call pipelines what it can.
+#[derive(Clone)]
+pub struct Store {
+    conn: Conn,
+    ttl: Duration,
+    apply: std::sync::Arc<Script>,
+}
+
+impl Store {
+    pub fn new(conn: Conn, ttl: Duration) -> Self {
+        Self {
+            conn,
+            ttl,
+            apply: Script::new(APPLY_RECEIPT).into(),
+        }
+    }
+
+    fn ttl_secs(&self) -> u64 {
+        self.ttl.as_secs().max(1)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// Writes the message, its history so far and the mappings of its vendor ids (part by
+    /// part), in one pipeline. Returns the receipts that were parked under those mappings.
+    pub async fn create(
+        &self,
+        m: &NewMessage,
+        history: &[HistoryEntry],
+        mappings: &[(String, u32)],
+    ) -> Result<Vec<String>, StoreError> {
+        let ttl = self.ttl_secs();
+        let key = msg_key(&m.id);
+        let hkey = history_key(&m.id);
+        let vids = serde_json::to_string(&m.vendor_message_ids).expect("vids");
+        let mut fields: Vec<(String, String)> = vec![
+            ("vendor".into(), m.vendor.clone()),
+            ("vendor_id".into(), m.vendor_id.to_string()),
+            ("parts".into(), m.parts.to_string()),
+            ("vids".into(), vids),
+            ("submitted_at".into(), m.submitted_at.to_rfc3339()),
+            ("status".into(), m.status.as_str().into()),
+        ];
+        if m.status.is_final() {
+            fields.push(("done_at".into(), Utc::now().to_rfc3339()));
+        }
+        for (k, v) in [
+            ("error_code", &m.error_code),
+            ("client_ref", &m.client_ref),
+            ("callback_url", &m.callback_url),
+        ] {
+            if let Some(v) = v {
+                fields.push((k.into(), v.clone()));
+            }
+        }
+        for p in 0..m.parts {
+            fields.push((format!("p:{p}"), m.status.as_str().into()));
+        }
+        let mut pipe = redis::pipe();
+        pipe.hset_multiple(&key, &fields)
+            .ignore()
+            .expire(&key, ttl as i64)
+            .ignore();
+        for h in history {
+            pipe.rpush(&hkey, serde_json::to_string(h).expect("history"))
+                .ignore();
+        }
+        pipe.expire(&hkey, ttl as i64).ignore();
+        for (ck, part) in mappings {
+            let value = format!("{}:{part}", m.id);
+            pipe.add_command(eval(SET_MAPPING, &[ck, &format!("{ck}:p")], &[&value, &ttl.to_string()]));
+        }
+        let mut c = self.conn.clone();
+        let parked: Vec<Vec<String>> = pipe.query_async(&mut c).await?;
+        Ok(parked.into_iter().flatten().collect())
+    }
+
+    /// The correlation key of a vendor's id key (from `ids::submit_keys`/`receipt_keys`).
+    pub fn correlation(vendor: Uuid, id_key: &str) -> String {
+        corr_key(vendor, id_key)
+    }
+
+    /// Looks a receipt's id keys up; when none is mapped yet, parks the receipt under each.
+    /// Returns (message id, part) when found.
+    pub async fn correlate_or_park(
+        &self,
+        vendor: Uuid,
+        id_keys: &[String],
+        receipt_json: &str,
+    ) -> Result<Option<(String, u32)>, StoreError> {
+        let keys: Vec<String> = id_keys.iter().map(|k| corr_key(vendor, k)).collect();
+        let mut c = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.get(k);
+        }
+        let found: Vec<Option<String>> = pipe.query_async(&mut c).await?;
+        if let Some(v) = found.into_iter().flatten().next() {
+            return parse_mapping(&v).map(Some);
+        }
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.add_command(eval(
+                GET_OR_PARK,
+                &[k, &format!("{k}:p")],
+                &[receipt_json, &self.ttl_secs().to_string()],
+            ));
+        }
+        let raced: Vec<Option<String>> = pipe.query_async(&mut c).await?;
+        match raced.into_iter().flatten().next() {
+            Some(v) => {
+                // Mapped meanwhile: take the receipt back from the other keys' parking.
+                let mut pipe = redis::pipe();
+                for k in &keys {
+                    pipe.lrem(format!("{k}:p"), 0, receipt_json).ignore();
+                }
+                let _: () = pipe.query_async(&mut c).await?;
+                parse_mapping(&v).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Applies one part's receipt; returns the status change, if any (None also when the
+    /// message is not stored: the caller answers with a temporary error).
+    pub async fn apply_receipt(
+        &self,
+        id: &str,
+        part: u32,
+        status: MessageStatus,
+        error_code: Option<&str>,
+        entry: &HistoryEntry,
+    ) -> Result<Option<StatusChange>, StoreError> {
+        let mut c = self.conn.clone();
+        let r: Option<(String, String, String)> = self
+            .apply
+            .key(msg_key(id))
+            .key(history_key(id))
+            .arg(part)
+            .arg(status.as_str())
+            .arg(if status.is_final() { "1" } else { "0" })
+            .arg(error_code.unwrap_or(""))
+            .arg(Utc::now().to_rfc3339())
+            .arg(serde_json::to_string(entry).expect("history"))
+            .invoke_async(&mut c)
+            .await?;
+        let Some((from, to, cb)) = r else {
+            return Ok(None);
+        };
+        let parse = |s: &str| {
+            MessageStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("status {s:?}")))
+        };
+        Ok(Some(StatusChange {
+            from: parse(&from)?,
+            to: parse(&to)?,
+            callback_url: (!cb.is_empty()).then_some(cb),
+        }))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<MessageView>, StoreError> {
+        let mut c = self.conn.clone();
+        let (fields, history): (std::collections::HashMap<String, String>, Vec<String>) =
+            redis::pipe()
+                .hgetall(msg_key(id))
+                .lrange(history_key(id), 0, -1)
+                .query_async(&mut c)
+                .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        view(id, &fields, &history).map(Some)
+    }
+
+    /// Claims an Idempotency-Key for a request body, or reports what it holds.
+    pub async fn idem_begin(
+        &self,
+        owner: &str,
+        key: &str,
+        hash: &str,
+    ) -> Result<IdemBegin, StoreError> {
+        let rec = IdemRecord {
+            hash: hash.to_string(),
+            answer: None,
+        };
+        let mut c = self.conn.clone();
+        let k = idem_key(owner, key);
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&k)
+            .arg(serde_json::to_string(&rec).expect("idem"))
+            .arg("NX")
+            .arg("EX")
+            .arg(self.ttl_secs())
+            .query_async(&mut c)
+            .await?;
+        if set.is_some() {
+            return Ok(IdemBegin::Fresh);
+        }
+        let cur: Option<String> = redis::cmd("GET").arg(&k).query_async(&mut c).await?;
+        let Some(cur) = cur else {
+            // Expired between the two commands: try once more.
+            return Box::pin(self.idem_begin(owner, key, hash)).await;
+        };
+        let cur: IdemRecord =
+            serde_json::from_str(&cur).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(if cur.hash != hash {
+            IdemBegin::Mismatch
+        } else {
+            match cur.answer {
+                None => IdemBegin::InFlight,
+                Some((code, body)) => IdemBegin::Done(code, body),
+            }
+        })
+    }
+
+    pub async fn idem_finish(
+        &self,
+        owner: &str,
+        key: &str,
+        hash: &str,
+        code: u16,
+        body: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let rec = IdemRecord {
+            hash: hash.to_string(),
+            answer: Some((code, body.clone())),
+        };
+        let mut c = self.conn.clone();
+        let _: () = redis::cmd("SET")
+            .arg(idem_key(owner, key))
+            .arg(serde_json::to_string(&rec).expect("idem"))
+            .arg("EX")
+            .arg(self.ttl_secs())
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Gives the key up when nothing was sent, so a retry may send.
+    pub async fn idem_abort(&self, owner: &str, key: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: () = redis::cmd("DEL")
+            .arg(idem_key(owner, key))
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+}
+
+/// EVAL (not EVALSHA) inside pipelines: it survives a Redis restart that emptied the script
+/// cache, and Redis caches the compiled script anyway.
+fn eval(script: &str, keys: &[&str], args: &[&str]) -> Cmd {
+    let mut c = redis::cmd("EVAL");
+    c.arg(script).arg(keys.len()).arg(keys).arg(args);
+    c
+}
+
+fn parse_mapping(v: &str) -> Result<(String, u32), StoreError> {
+    let (id, part) = v
+        .rsplit_once(':')
+        .ok_or_else(|| StoreError::Corrupt(format!("mapping {v:?}")))?;
+    let part = part
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("mapping {v:?}")))?;
+    Ok((id.to_string(), part))
+}
+
+fn view(
+    id: &str,
+    f: &std::collections::HashMap<String, String>,
+    history: &[String],
+) -> Result<MessageView, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("message {id}: {what}"));
+    let time = |k: &str| -> Option<DateTime<Utc>> {
+        f.get(k)
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|d| d.with_timezone(&Utc))
+    };
+    Ok(MessageView {
+        id: id.to_string(),
+        status: f
+            .get("status")
+            .and_then(|s| MessageStatus::parse(s))
+            .ok_or_else(|| corrupt("status"))?,
+        vendor: f.get("vendor").cloned().unwrap_or_default(),
+        parts: f.get("parts").and_then(|s| s.parse().ok()).unwrap_or(0),
+        vendor_message_ids: f
+            .get("vids")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default(),
+        submitted_at: time("submitted_at").ok_or_else(|| corrupt("submitted_at"))?,
+        done_at: time("done_at"),
+        error_code: f.get("error_code").cloned(),
+        client_ref: f.get("client_ref").cloned(),
+        history: history
+            .iter()
+            .filter_map(|h| serde_json::from_str(h).ok())
+            .collect(),
+    })
+}

@@ -1,0 +1,559 @@
+//! Submitting one message on this pod: validate, route, encode and split, send every part
+//! on a bound session, retry throttling, fail over, record, correlate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use crate::fleet::config::VendorConfig;
+use crate::fleet::sessions::SessionIndex;
+use crate::messaging::encoding::{self, EncodeError, Encoded};
+use crate::messaging::model::{HistoryEntry, MessageStatus};
+use crate::messaging::store::{NewMessage, Store, StoreError};
+use crate::messaging::{ids, router};
+use crate::metrics::Metrics;
+use crate::smpp::pdu::Submit;
+use crate::smpp::session::{SessionHandle, SubmitError as SessionError};
+
+/// The body of POST /api/v1/messages (and of each batch entry).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MessageRequest {
+    pub to: String,
+    pub from: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity_seconds: Option<u64>,
+}
+
+/// The 201 answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Accepted {
+    pub id: String,
+    pub status: MessageStatus,
+    pub vendor: String,
+    pub vendor_message_ids: Vec<String>,
+    pub parts: u32,
+}
+
+/// Why a submit was not accepted. Each maps to one HTTP status and one error code.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum SubmitError {
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("no vendor named {0:?} (vendor is an SmppVendor's instanceName)")]
+    UnknownVendor(String),
+    #[error("no vendor with a bound session routes {0} (check `kubectl get smppvendors`: BOUND and REASON)")]
+    NoRoute(String),
+    #[error("this gateway has {0} submits in flight, its limit; retry with backoff")]
+    QueueFull(usize),
+    #[error("vendor {vendor} rejected part {part} with {status}")]
+    Rejected {
+        vendor: String,
+        part: u32,
+        status: String,
+        id: Option<String>,
+    },
+    #[error("vendor {vendor} sent no submit_sm_resp for part {part} within {secs} s; message {id} is marked failed")]
+    Timeout {
+        vendor: String,
+        part: u32,
+        secs: u64,
+        id: String,
+    },
+    #[error("Redis is unavailable ({0}); nothing was sent")]
+    StoreUnavailable(String),
+    #[error("{0}")]
+    Forward(String),
+    /// The answer of the pod the submit was forwarded to, passed through.
+    #[error("{message}")]
+    Remote {
+        status: u16,
+        code: String,
+        message: String,
+        id: Option<String>,
+    },
+}
+
+impl SubmitError {
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Invalid { .. } | Self::UnknownVendor(_) => 400,
+            Self::QueueFull(_) => 429,
+            Self::Rejected { .. } | Self::Forward(_) => 502,
+            Self::NoRoute(_) | Self::StoreUnavailable(_) => 503,
+            Self::Timeout { .. } => 504,
+            Self::Remote { status, .. } => *status,
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Invalid { .. } => "invalid_request",
+            Self::UnknownVendor(_) => "unknown_vendor",
+            Self::NoRoute(_) => "no_route",
+            Self::QueueFull(_) => "queue_full",
+            Self::Rejected { .. } => "vendor_rejected",
+            Self::Timeout { .. } => "vendor_timeout",
+            Self::StoreUnavailable(_) => "redis_unavailable",
+            Self::Forward(_) => "forward_failed",
+            Self::Remote { code, .. } => code,
+        }
+    }
+
+    /// The message id, when the message was recorded (the client can GET it).
+    pub fn message_id(&self) -> Option<&str> {
+        match self {
+            Self::Rejected { id, .. } => id.as_deref(),
+            Self::Timeout { id, .. } => Some(id),
+            Self::Remote { id, .. } => id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Limits of one submit.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_parts: usize,
+    pub response_timeout: Duration,
+    /// Tries of one part when the vendor answers ESME_RTHROTTLED or ESME_RMSGQFUL.
+    pub throttle_tries: u32,
+    pub throttle_backoff: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_parts: 10,
+            response_timeout: Duration::from_secs(10),
+            throttle_tries: 5,
+            throttle_backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Checks the fields that do not depend on the vendor. Pure.
+pub fn validate(r: &MessageRequest) -> Result<(), SubmitError> {
+    let invalid = |field, message: &str| SubmitError::Invalid {
+        field,
+        message: message.to_string(),
+    };
+    let to = r.to.strip_prefix('+').unwrap_or(&r.to);
+    if to.is_empty() || to.len() > 20 || !to.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(
+            "to",
+            "must be a phone number in international format: digits, an optional leading +, at most 20",
+        ));
+    }
+    let from = r.from.strip_prefix('+').unwrap_or(&r.from);
+    let numeric = !from.is_empty() && from.bytes().all(|b| b.is_ascii_digit());
+    if r.from.is_empty()
+        || (numeric && from.len() > 20)
+        || (!numeric && (r.from.len() > 11 || !r.from.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')))
+    {
+        return Err(invalid(
+            "from",
+            "must be a phone number (at most 20 digits) or an alphanumeric sender id (at most 11 letters, digits or spaces)",
+        ));
+    }
+    if r.text.is_empty() {
+        return Err(invalid("text", "must not be empty"));
+    }
+    if let Some(u) = &r.callback_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        return Err(invalid("callback_url", "must be an http:// or https:// URL"));
+    }
+    if r.validity_seconds == Some(0) {
+        return Err(invalid("validity_seconds", "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Whether a submit_sm_resp status means "try again later".
+fn is_throttle(status: u32) -> bool {
+    status == 0x58 || status == 0x14
+}
+
+/// A permanent status that another vendor may not share (fail over); throttling is retried.
+fn status_name(status: u32) -> String {
+    match rusmpp::CommandStatus::try_from(status) {
+        Ok(s) => format!("{s:?} (0x{status:08X})"),
+        Err(_) => format!("status 0x{status:08X}"),
+    }
+}
+
+/// What one part's send ended with.
+enum PartResult {
+    Ok(String),
+    Rejected(u32),
+    Timeout,
+    Closed,
+}
+
+/// The messaging core on this pod.
+pub struct Messenger {
+    pub store: Store,
+    pub receipts: Arc<crate::messaging::receipts::ReceiptHandler>,
+    pub sessions: Arc<SessionIndex>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    inflight: Arc<Semaphore>,
+    max_inflight: usize,
+}
+
+impl Messenger {
+    pub fn new(
+        store: Store,
+        receipts: Arc<crate::messaging::receipts::ReceiptHandler>,
+        sessions: Arc<SessionIndex>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        max_inflight: usize,
+    ) -> Self {
+        Self {
+            store,
+            receipts,
+            sessions,
+            metrics,
+            limits,
+            inflight: Arc::new(Semaphore::new(max_inflight)),
+            max_inflight,
+        }
+    }
+
+    /// Sends the message on a vendor bound on this pod, failing over among `vendors` (in
+    /// route order, every one bound here). The caller has validated the request.
+    pub async fn submit_local(
+        &self,
+        req: &MessageRequest,
+        vendors: &[Arc<VendorConfig>],
+    ) -> Result<Accepted, SubmitError> {
+        let _permit = self
+            .inflight
+            .try_acquire()
+            .map_err(|_| SubmitError::QueueFull(self.max_inflight))?;
+        let id = Uuid::new_v4().simple().to_string();
+        let mut history = vec![HistoryEntry::new("accepted")];
+        let mut last_err = SubmitError::NoRoute(req.to.clone());
+        for (n, cfg) in vendors.iter().enumerate() {
+            if n > 0 {
+                self.metrics.failovers.with_label_values(&[&cfg.name]).inc();
+                history.push(HistoryEntry::new("failover").vendor(&cfg.name));
+            }
+            match self.try_vendor(&id, req, cfg, &mut history).await {
+                Ok(a) => return Ok(a),
+                Err(Attempt::Permanent(e)) => last_err = e,
+                Err(Attempt::Final(e)) => return Err(e),
+            }
+        }
+        Err(last_err)
+    }
+
+    async fn try_vendor(
+        &self,
+        id: &str,
+        req: &MessageRequest,
+        cfg: &Arc<VendorConfig>,
+        history: &mut Vec<HistoryEntry>,
+    ) -> Result<Accepted, Attempt> {
+        let vendor = cfg.name.clone();
+        let m = &cfg.messaging;
+        let reference = rand::random::<u16>();
+        let encoded = encoding::encode(
+            &req.text,
+            m.default_alphabet,
+            m.long_messages,
+            reference,
+            self.limits.max_parts,
+        )
+        .map_err(|e| Attempt::Final(encode_error(e)))?;
+        let Some(vs) = self.sessions.vendor(cfg.id) else {
+            return Err(Attempt::Permanent(SubmitError::NoRoute(req.to.clone())));
+        };
+        let parts = encoded.parts.len() as u32;
+        let started = std::time::Instant::now();
+        let sends = (0..encoded.parts.len()).map(|p| {
+            let submit = part_submit(req, &encoded, p);
+            self.send_part(&vs, submit, &vendor)
+        });
+        let results = futures::future::join_all(sends).await;
+        let mut vids = Vec::with_capacity(results.len());
+        let mut failure = None;
+        for (p, (r, tries)) in results.into_iter().enumerate() {
+            let p = p as u32;
+            if tries > 1 {
+                history.push(
+                    HistoryEntry::new("throttled")
+                        .vendor(&vendor)
+                        .part(p)
+                        .detail(format!("retried {} times", tries - 1)),
+                );
+            }
+            match r {
+                PartResult::Ok(vid) => {
+                    history.push(
+                        HistoryEntry::new("submit_sm_resp")
+                            .vendor(&vendor)
+                            .part(p)
+                            .detail(format!("message_id {vid}")),
+                    );
+                    vids.push(vid);
+                }
+                PartResult::Rejected(s) => {
+                    history.push(
+                        HistoryEntry::new("rejected")
+                            .vendor(&vendor)
+                            .part(p)
+                            .detail(status_name(s)),
+                    );
+                    vids.push(String::new());
+                    failure.get_or_insert((p, PartResult::Rejected(s)));
+                }
+                other => {
+                    let what = if matches!(other, PartResult::Timeout) {
+                        "no submit_sm_resp in time"
+                    } else {
+                        "session closed before submit_sm_resp"
+                    };
+                    history.push(HistoryEntry::new("timeout").vendor(&vendor).part(p).detail(what));
+                    vids.push(String::new());
+                    failure.get_or_insert((p, other));
+                }
+            }
+        }
+        let accepted_any = vids.iter().any(|v| !v.is_empty());
+        let (status, error_code) = match &failure {
+            None => (MessageStatus::Submitted, None),
+            Some((_, PartResult::Rejected(s))) => (MessageStatus::Rejected, Some(format!("0x{s:08X}"))),
+            Some(_) => (MessageStatus::Failed, Some("timeout".to_string())),
+        };
+        if let Some((part, PartResult::Rejected(s))) = &failure
+            && !accepted_any
+        {
+            // Nothing reached the vendor: another vendor may take it.
+            self.metrics.submits.with_label_values(&[&vendor, "rejected"]).inc();
+            return Err(Attempt::Permanent(SubmitError::Rejected {
+                vendor,
+                part: *part,
+                status: status_name(*s),
+                id: None,
+            }));
+        }
+        let mappings: Vec<(String, u32)> = vids
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_empty())
+            .flat_map(|(p, v)| {
+                ids::submit_keys(v, m.submit_ids)
+                    .into_iter()
+                    .map(move |k| (Store::correlation(cfg.id, &k), p as u32))
+            })
+            .collect();
+        let msg = NewMessage {
+            id: id.to_string(),
+            vendor: vendor.clone(),
+            vendor_id: cfg.id,
+            parts,
+            vendor_message_ids: vids.clone(),
+            submitted_at: Utc::now(),
+            status,
+            error_code,
+            client_ref: req.client_ref.clone(),
+            callback_url: req.callback_url.clone(),
+        };
+        let parked = self
+            .store
+            .create(&msg, history, &mappings)
+            .await
+            .map_err(|e| Attempt::Final(store_error(&e)))?;
+        self.metrics
+            .submit_latency
+            .with_label_values(&[&vendor])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.submits.with_label_values(&[&vendor, status.as_str()]).inc();
+        if !parked.is_empty() {
+            crate::messaging::receipts::apply_parked(&self.receipts, cfg, parked);
+        }
+        match failure {
+            None => Ok(Accepted {
+                id: id.to_string(),
+                status,
+                vendor,
+                vendor_message_ids: vids,
+                parts,
+            }),
+            Some((part, PartResult::Rejected(s))) => Err(Attempt::Final(SubmitError::Rejected {
+                vendor,
+                part,
+                status: status_name(s),
+                id: Some(id.to_string()),
+            })),
+            Some((part, _)) => Err(Attempt::Final(SubmitError::Timeout {
+                vendor,
+                part,
+                secs: self.limits.response_timeout.as_secs(),
+                id: id.to_string(),
+            })),
+        }
+    }
+
+    /// Sends one part, retrying throttling answers with backoff; returns the result and the
+    /// number of tries.
+    async fn send_part(
+        &self,
+        vs: &crate::fleet::sessions::VendorSessions,
+        submit: Submit,
+        vendor: &str,
+    ) -> (PartResult, u32) {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let Some(session): Option<SessionHandle> = vs.pick() else {
+                return (PartResult::Closed, tries);
+            };
+            let r = session.submit(submit.clone(), self.limits.response_timeout).await;
+            let result = match r {
+                Ok(o) if o.status == 0 => PartResult::Ok(o.message_id),
+                Ok(o) if is_throttle(o.status) && tries < self.limits.throttle_tries => {
+                    self.metrics.throttled.with_label_values(&[vendor]).inc();
+                    let backoff = self.limits.throttle_backoff * 2u32.pow(tries - 1);
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+                Ok(o) => PartResult::Rejected(o.status),
+                Err(SessionError::Timeout(_)) => PartResult::Timeout,
+                Err(SessionError::Closed) => PartResult::Closed,
+                Err(SessionError::Pdu(_)) => PartResult::Rejected(0x0000_0001),
+            };
+            return (result, tries);
+        }
+    }
+}
+
+enum Attempt {
+    /// This vendor could not take it; the next may.
+    Permanent(SubmitError),
+    /// The answer (nothing to fail over: invalid, or already partly sent).
+    Final(SubmitError),
+}
+
+fn encode_error(e: EncodeError) -> SubmitError {
+    SubmitError::Invalid {
+        field: "text",
+        message: e.to_string(),
+    }
+}
+
+fn store_error(e: &StoreError) -> SubmitError {
+    SubmitError::StoreUnavailable(e.to_string())
+}
+
+/// The submit_sm of part `p`. Pure.
+pub fn part_submit(req: &MessageRequest, e: &Encoded, p: usize) -> Submit {
+    let part = &e.parts[p];
+    Submit {
+        source_addr: req.from.clone(),
+        destination_addr: req.to.clone(),
+        short_message: part.short_message.clone(),
+        data_coding: e.data_coding,
+        esm_class: if part.udhi { 0x40 } else { 0 },
+        registered_delivery: true,
+        validity: req.validity_seconds.map(Duration::from_secs),
+        sar: part.sar.as_ref().map(|s| (s.reference, s.total, s.seq)),
+        message_payload: part.message_payload.clone(),
+    }
+}
+
+/// The route: the vendors in the order to try, among those bound anywhere in the fleet.
+/// `explicit` pins one vendor by name.
+pub fn route(
+    req: &MessageRequest,
+    vendors: &[(Arc<VendorConfig>, bool)],
+) -> Result<Vec<Arc<VendorConfig>>, SubmitError> {
+    if let Some(name) = &req.vendor {
+        let (cfg, bound) = vendors
+            .iter()
+            .find(|(c, _)| &c.name == name)
+            .ok_or_else(|| SubmitError::UnknownVendor(name.clone()))?;
+        return if *bound {
+            Ok(vec![cfg.clone()])
+        } else {
+            Err(SubmitError::NoRoute(format!("{} (vendor {name} has no bound session)", req.to)))
+        };
+    }
+    let cands: Vec<router::Candidate> = vendors
+        .iter()
+        .map(|(c, bound)| router::Candidate {
+            id: c.id,
+            name: c.name.clone(),
+            priority: c.routing.priority,
+            weight: c.routing.weight,
+            prefixes: c.routing.prefixes.clone(),
+            bound: *bound,
+        })
+        .collect();
+    let order = router::order(&req.to, &cands, rand::random::<f64>);
+    if order.is_empty() {
+        return Err(SubmitError::NoRoute(req.to.clone()));
+    }
+    Ok(order.into_iter().map(|i| vendors[i].0.clone()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> MessageRequest {
+        MessageRequest {
+            to: "+15551234567".into(),
+            from: "ACME".into(),
+            text: "hi".into(),
+            vendor: None,
+            callback_url: None,
+            client_ref: None,
+            validity_seconds: None,
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert_eq!(validate(&req()), Ok(()));
+        let field = |r: MessageRequest| match validate(&r) {
+            Err(SubmitError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(MessageRequest { to: "12ab".into(), ..req() }), "to");
+        assert_eq!(field(MessageRequest { to: "".into(), ..req() }), "to");
+        assert_eq!(field(MessageRequest { from: "".into(), ..req() }), "from");
+        assert_eq!(field(MessageRequest { from: "TOOLONGSENDERID".into(), ..req() }), "from");
+        assert_eq!(field(MessageRequest { text: "".into(), ..req() }), "text");
+        assert_eq!(
+            field(MessageRequest { callback_url: Some("ftp://x".into()), ..req() }),
+            "callback_url"
+        );
+        assert_eq!(field(MessageRequest { validity_seconds: Some(0), ..req() }), "validity_seconds");
+    }
+
+    #[test]
+    fn errors_map_to_http_statuses() {
+        assert_eq!(SubmitError::UnknownVendor("x".into()).http_status(), 400);
+        assert_eq!(SubmitError::QueueFull(1).http_status(), 429);
+        assert_eq!(SubmitError::NoRoute("1".into()).http_status(), 503);
+        assert_eq!(SubmitError::StoreUnavailable("x".into()).http_status(), 503);
+        let t = SubmitError::Timeout { vendor: "v".into(), part: 0, secs: 1, id: "m".into() };
+        assert_eq!((t.http_status(), t.message_id()), (504, Some("m")));
+        assert!(status_name(0x58).contains("0x00000058"));
+    }
+}
