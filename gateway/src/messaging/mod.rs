@@ -2,7 +2,9 @@
 //! callbacks. Shared by the HTTP API and (later) the SMPP server.
 
 pub mod callbacks;
+pub mod ids;
 pub mod model;
+pub mod receipt;
 pub mod receipts;
 pub mod router;
 pub mod store;
