@@ -6,7 +6,16 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use smpp_db::Secret;
+use smpp_gateway::api::auth::ApiKeys;
+use smpp_gateway::api::forward::Forwarder;
 use smpp_gateway::api::http;
+use smpp_gateway::api::messages::MessagesApi;
+use smpp_gateway::fleet::peers::Peers;
+use smpp_gateway::fleet::sessions::{AckAll, Inbound, SessionIndex};
+use smpp_gateway::messaging::callbacks::{Callbacks, RetryPolicy};
+use smpp_gateway::messaging::receipts::ReceiptHandler;
+use smpp_gateway::messaging::store::{self, Store};
+use smpp_gateway::messaging::submit::{Limits, Messenger};
 use smpp_gateway::fleet::budget::Fleet;
 use smpp_gateway::fleet::manager::{Ctx, Manager};
 use smpp_gateway::fleet::state::Registry;
@@ -50,9 +59,36 @@ struct ServeArgs {
     /// This pod's name in vendor_sessions (default: the host name).
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
-    /// Redis for DLR correlation (not used yet).
+    /// Redis for messages, receipts and idempotency keys: redis://… or
+    /// redis+cluster://host:port,host:port. Without it the gateway binds but sends nothing.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// API keys, one `name:token` per line; reloaded on change. None: submit is refused.
+    #[arg(long, env = "API_KEYS_FILE")]
+    api_keys_file: Option<PathBuf>,
+    /// host:port other pods use to forward submits here (default: $POD_IP and the HTTP port).
+    #[arg(long, env = "ADVERTISE_ADDR")]
+    advertise_addr: Option<String>,
+    #[arg(long, env = "POD_IP", hide = true)]
+    pod_ip: Option<String>,
+    /// How long receipts are correlated and messages kept in Redis (e.g. 72h, 30m, 3600s).
+    #[arg(long, env = "DLR_TTL", default_value = "72h", value_parser = parse_duration)]
+    dlr_ttl: Duration,
+    /// POST mobile-originated messages here (signed like callbacks).
+    #[arg(long, env = "MO_URL")]
+    mo_url: Option<String>,
+    /// File holding the HMAC key that signs callbacks and MO posts.
+    #[arg(long, env = "CALLBACK_SECRET_FILE")]
+    callback_secret_file: Option<PathBuf>,
+    /// How long a submit waits for each submit_sm_resp.
+    #[arg(long, env = "SUBMIT_TIMEOUT_SECONDS", default_value_t = 10)]
+    submit_timeout_seconds: u64,
+    /// Submits in flight on this pod before new ones get 429.
+    #[arg(long, env = "MAX_INFLIGHT_SUBMITS", default_value_t = 20000)]
+    max_inflight_submits: usize,
+    /// Parts a message may be split into.
+    #[arg(long, env = "MAX_PARTS", default_value_t = 10)]
+    max_parts: usize,
     /// Per-attempt limit for DNS, TCP connect and the TLS handshake (each).
     #[arg(long, env = "CONNECT_TIMEOUT_SECONDS", default_value_t = 5)]
     connect_timeout_seconds: u64,
@@ -95,6 +131,23 @@ struct ProbeArgs {
     /// Total time budget in seconds.
     #[arg(long, default_value_t = 25)]
     budget_seconds: u64,
+}
+
+/// "72h", "30m", "45s" or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with an optional unit h, m or s"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use h, m or s)")),
+    };
+    Ok(Duration::from_secs(secs))
 }
 
 fn init_logging(format: &str) {
@@ -144,15 +197,59 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::default());
-    let fleet = Fleet::new(pool.clone(), pod.clone());
+    let advertise = args.advertise_addr.clone().or_else(|| {
+        args.pod_ip
+            .as_ref()
+            .map(|ip| format!("{ip}:{}", args.http_addr.port()))
+    });
+    let fleet = Fleet::new(pool.clone(), pod.clone(), advertise.clone());
+    let sessions = Arc::new(SessionIndex::default());
+    let keys = match &args.api_keys_file {
+        Some(p) => ApiKeys::watch(p.clone()),
+        None => {
+            tracing::warn!("no --api-keys-file: message submit is refused (fail closed)");
+            ApiKeys::default()
+        }
+    };
+    let peers_stop = CancellationToken::new();
+    let peers = Peers::start(
+        pool.clone(),
+        metrics.clone(),
+        Duration::from_secs(1),
+        peers_stop.clone(),
+    );
+    let messaging = match &args.redis_url {
+        None => {
+            tracing::warn!("no REDIS_URL: vendors bind, but messages are refused (503)");
+            None
+        }
+        Some(url) => Some(build_messaging(&args, url, &pod, &metrics, &registry, &sessions).await?),
+    };
+    let inbound: Arc<dyn Inbound> = match &messaging {
+        Some((_, h)) => Arc::new(h.clone()),
+        None => Arc::new(AckAll),
+    };
+    let messages_api = messaging.map(|(m, _)| {
+        Arc::new(MessagesApi {
+            keys: keys.clone(),
+            messenger: m,
+            peers: peers.clone(),
+            forwarder: Forwarder::new(
+                pod.clone(),
+                metrics.clone(),
+                Duration::from_secs(args.submit_timeout_seconds + 5),
+            ),
+            pod: pod.clone(),
+        })
+    });
     let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.http_addr))?;
-    tracing::info!(pod = %pod, http = %args.http_addr, redis = args.redis_url.is_some(), "smpp-gateway starting");
+    tracing::info!(pod = %pod, http = %args.http_addr, advertise = ?advertise, redis = args.redis_url.is_some(), api_keys = keys.len(), "smpp-gateway starting");
 
     let http_stop = CancellationToken::new();
-    let server = warp::serve(http::routes(registry.clone(), metrics.clone()))
+    let server = warp::serve(http::routes(registry.clone(), metrics.clone(), keys.clone(), messages_api))
         .incoming(listener)
         .graceful({
             let s = http_stop.clone();
@@ -182,6 +279,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Timeouts::default()
         },
         connect_timeout: Duration::from_secs(args.connect_timeout_seconds),
+        sessions: sessions.clone(),
+        inbound,
     });
     let watch = tokio::spawn(watcher::run(
         pool.clone(),
@@ -199,6 +298,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .shutdown(Duration::from_secs(args.shutdown_timeout_seconds))
         .await;
     beat_stop.cancel();
+    peers_stop.cancel();
     let _ = beat.await;
     if let Err(e) = smpp_db::sessions::remove_pod(&pool, &pod).await {
         tracing::warn!(error = %e, "cannot remove this pod's rows; they expire after the TTL");
@@ -207,6 +307,65 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = http_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The Redis store, the receipt handler and the submit path.
+async fn build_messaging(
+    args: &ServeArgs,
+    url: &str,
+    pod: &str,
+    metrics: &Arc<Metrics>,
+    registry: &Arc<Registry>,
+    sessions: &Arc<SessionIndex>,
+) -> anyhow::Result<(Arc<Messenger>, Arc<ReceiptHandler>)> {
+    let conn = store::connect(url)
+        .await
+        .context("REDIS_URL is not a valid Redis URL")?;
+    let store = Store::new(conn, args.dlr_ttl);
+    let secret: Option<Arc<[u8]>> = match &args.callback_secret_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading the callback secret {}", f.display()))?
+                .trim()
+                .as_bytes()
+                .into(),
+        ),
+        None => None,
+    };
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("smpp-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("HTTP client for callbacks")?;
+    let callbacks = Callbacks::start(
+        client,
+        secret,
+        RetryPolicy::default(),
+        metrics.clone(),
+        10_000,
+        64,
+    );
+    let receipts = Arc::new(ReceiptHandler {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        registry: registry.clone(),
+        callbacks,
+        mo_url: args.mo_url.clone(),
+    });
+    let limits = Limits {
+        max_parts: args.max_parts,
+        response_timeout: Duration::from_secs(args.submit_timeout_seconds),
+        ..Limits::default()
+    };
+    tracing::info!(pod = %pod, dlr_ttl = ?args.dlr_ttl, "messaging enabled");
+    let messenger = Arc::new(Messenger::new(
+        store,
+        receipts.clone(),
+        sessions.clone(),
+        metrics.clone(),
+        limits,
+        args.max_inflight_submits,
+    ));
+    Ok((messenger, receipts))
 }
 
 async fn shutdown_signal() {

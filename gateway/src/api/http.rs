@@ -9,12 +9,17 @@ use warp::Filter;
 use warp::http::StatusCode;
 
 use crate::fleet::state::Registry;
+use crate::api::auth::{ApiKeys, AuthError};
+use crate::api::messages::{self, MessagesApi};
 use crate::metrics::Metrics;
+use warp::Reply;
 
 pub fn routes(
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
+    keys: ApiKeys,
+    messages: Option<Arc<MessagesApi>>,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
     let reg = warp::any().map(move || registry.clone());
     let health = warp::path!("health")
         .and(warp::get())
@@ -38,14 +43,42 @@ pub fn routes(
                 .collect();
             warp::reply::json(&json!({"success": true, "count": vendors.len(), "vendors": vendors}))
         });
+    // A trace shows message content: it needs an API key like submit does.
     let trace = warp::path!("api" / "v1" / "vendors" / String / "trace")
         .and(warp::method())
         .and(reg)
+        .and(warp::header::optional::<String>("authorization"))
         .map(
-            |name: String, method: warp::http::Method, r: Arc<Registry>| trace(&r, &name, &method),
+            move |name: String, method: warp::http::Method, r: Arc<Registry>, auth: Option<String>| {
+                match keys.check(auth.as_deref()) {
+                    Ok(_) => trace(&r, &name, &method).into_response(),
+                    Err(AuthError::NoKeys) => messages::error(StatusCode::SERVICE_UNAVAILABLE, "no_api_keys", AuthError::NoKeys.to_string()),
+                    Err(e) => messages::error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+                }
+            },
         );
-    health.or(ready).or(metrics_route).or(vendors).or(trace)
+    let messages_route = warp::path!("api" / "v1" / "messages" / ..)
+        .and(warp::any().map(move || messages.clone()))
+        .and_then(|m: Option<Arc<MessagesApi>>| async move {
+            match m {
+                Some(m) => Ok(m),
+                None => Err(warp::reject::custom(NoMessaging)),
+            }
+        })
+        .untuple_one()
+        .boxed();
+    let _ = messages_route;
+    health
+        .or(ready)
+        .or(metrics_route)
+        .or(vendors)
+        .or(trace)
+        .recover(messages::rejection)
 }
+
+#[derive(Debug)]
+struct NoMessaging;
+impl warp::reject::Reject for NoMessaging {}
 
 fn ready(r: &Registry) -> warp::reply::WithStatus<warp::reply::Json> {
     let bound = r.bound_total();

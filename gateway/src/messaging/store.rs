@@ -69,8 +69,8 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// Connects lazily-robustly: `redis://` (single) or a comma-separated list of
-/// `redis://host:port` seeds with the `redis+cluster://` scheme for a cluster.
+/// `redis://` (single server, connected lazily: the gateway starts while Redis is down) or
+/// `redis+cluster://host:port,host:port` (seed nodes of a cluster).
 pub async fn connect(url: &str) -> Result<Conn, StoreError> {
     if let Some(rest) = url.strip_prefix("redis+cluster://") {
         let nodes: Vec<String> = rest
@@ -85,9 +85,9 @@ pub async fn connect(url: &str) -> Result<Conn, StoreError> {
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)))
         .set_number_of_retries(2);
-    Ok(Conn::Single(
-        ConnectionManager::new_with_config(client, cfg).await?,
-    ))
+    Ok(Conn::Single(ConnectionManager::new_lazy_with_config(
+        client, cfg,
+    )?))
 }
 
 /// A message as it is first written, once every part has its vendor message id.
