@@ -144,7 +144,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::default());
-    let fleet = Fleet::new(pool.clone(), pod.clone());
+    // TODO(--advertise-addr): pass the flag's value once it exists.
+    let fleet = Fleet::new(pool.clone(), pod.clone(), None);
     let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
