@@ -49,6 +49,7 @@ pub fn spec(password_secret: &str) -> SmppVendorSpec {
         suspend: false,
         deletion_policy: DeletionPolicy::Delete,
         instance_name: None,
+        messaging: MessagingSpec::default(),
     }
 }
 
@@ -68,6 +69,10 @@ impl SmppVendor {
     }
     pub fn with_mode(mut self, mode: BindMode) -> Self {
         self.spec.bind.mode = mode;
+        self
+    }
+    pub fn with_messaging(mut self, m: MessagingSpec) -> Self {
+        self.spec.messaging = m;
         self
     }
     pub fn with_max_binds(mut self, n: i32) -> Self {

@@ -12,6 +12,9 @@ use kube::{CustomResource, KubeSchema, Resource, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The messaging enums, defined once in smpp-db (the column values) and used here as CR types.
+pub use smpp_db::messaging::{DefaultAlphabet, IdFormat, LongMessages};
+
 /// API group of the resource.
 pub const GROUP: &str = "smpp.io";
 /// Finalizer that keeps a resource until its row was deleted or orphaned.
@@ -136,6 +139,9 @@ pub struct SmppVendorSpec {
     /// How the gateway picks this vendor for a message.
     #[serde(default)]
     pub routing: RoutingSpec,
+    /// How messages are written for this vendor and how its message ids are read. Every field has a default that suits most vendors.
+    #[serde(default)]
+    pub messaging: MessagingSpec,
     /// Keep the row but unbind everywhere (desired sessions drop to 0).
     #[serde(default)]
     pub suspend: bool,
@@ -340,6 +346,33 @@ impl Default for RoutingSpec {
     }
 }
 
+/// Messaging settings: message-id formats, long-message method and the default alphabet.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagingSpec {
+    /// How the vendor writes message ids, in submit_sm_resp and in delivery receipts. They often differ (e.g. hex in submit_sm_resp, decimal in the receipt); the gateway needs both to match a receipt to its message.
+    #[serde(default)]
+    pub message_ids: MessageIdsSpec,
+    /// How a message too long for one short message is sent. Udh (default): concatenation UDH in short_message (esm_class UDHI), the most widely supported. Sar: sar_msg_ref_num, sar_total_segments and sar_segment_seqnum TLVs. Payload: the whole text in one submit_sm's message_payload TLV.
+    #[serde(default)]
+    pub long_messages: LongMessages,
+    /// What data_coding 0 means to this vendor. Gsm7 (default): the GSM 03.38 default alphabet, one septet per byte (unpacked). Latin1: ISO-8859-1. Ascii: IA5 / ASCII.
+    #[serde(default)]
+    pub default_alphabet: DefaultAlphabet,
+}
+
+/// Message-id formats. Each is Auto (default), AsIs, Decimal or Hex.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageIdsSpec {
+    /// How the vendor writes the message_id of submit_sm_resp. Auto (default): match exactly first, then by numeric value under every plausible reading (decimal, hex), with arbitrary precision and leading zeros kept in what is stored and shown. AsIs: compare exactly as written. Decimal: a decimal number (leading zeros carry no meaning). Hex: a hexadecimal number, any letter case.
+    #[serde(default)]
+    pub submit_resp: IdFormat,
+    /// How the vendor writes the id in delivery receipts (the "id:" field or the receipted_message_id TLV). Same values as submitResp: Auto (default), AsIs, Decimal or Hex.
+    #[serde(default)]
+    pub receipt: IdFormat,
+}
+
 /// Observed state, written by the operator only.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -489,6 +522,71 @@ mod tests {
         assert_eq!(spec.reconnect, ReconnectSpec::default());
         assert_eq!(spec.routing.priority, 100);
         assert_eq!(spec.deletion_policy, DeletionPolicy::Delete);
+        assert_eq!(spec.messaging, MessagingSpec::default());
+        assert_eq!(spec.messaging.message_ids.submit_resp, IdFormat::Auto);
+        assert_eq!(spec.messaging.message_ids.receipt, IdFormat::Auto);
+        assert_eq!(spec.messaging.long_messages, LongMessages::Udh);
+        assert_eq!(spec.messaging.default_alphabet, DefaultAlphabet::Gsm7);
+    }
+
+    #[test]
+    fn messaging_parses_and_partial_blocks_keep_defaults() {
+        let spec: SmppVendorSpec = serde_json::from_value(serde_json::json!({
+            "host": "h", "port": 2775,
+            "bind": {"systemId": "sys", "passwordSecretRef": {"name": "s"}},
+            "messaging": {"messageIds": {"submitResp": "Hex"}, "defaultAlphabet": "Latin1"}
+        }))
+        .unwrap();
+        assert_eq!(spec.messaging.message_ids.submit_resp, IdFormat::Hex);
+        assert_eq!(spec.messaging.message_ids.receipt, IdFormat::Auto);
+        assert_eq!(spec.messaging.long_messages, LongMessages::Udh);
+        assert_eq!(spec.messaging.default_alphabet, DefaultAlphabet::Latin1);
+        let bad =
+            serde_json::from_value::<MessagingSpec>(serde_json::json!({"longMessages": "Bogus"}));
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn messaging_schema_lists_every_value_with_defaults() {
+        let crd = serde_json::to_value(SmppVendor::crd()).unwrap();
+        let m = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["messaging"];
+        let p = &m["properties"];
+        let enum_of = |v: &serde_json::Value| -> Vec<String> {
+            v["enum"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no enum in {v}"))
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect()
+        };
+        let names = |all: &[&str]| all.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ids: Vec<&str> = IdFormat::ALL.iter().map(|v| v.as_str()).collect();
+        for key in ["submitResp", "receipt"] {
+            let f = &p["messageIds"]["properties"][key];
+            assert_eq!(enum_of(f), names(&ids), "{key}");
+            assert_eq!(f["default"], "Auto");
+            for v in &ids {
+                assert!(
+                    f["description"].as_str().unwrap().contains(v),
+                    "{key} lacks {v}"
+                );
+            }
+        }
+        let lm: Vec<&str> = LongMessages::ALL.iter().map(|v| v.as_str()).collect();
+        assert_eq!(enum_of(&p["longMessages"]), names(&lm));
+        assert_eq!(p["longMessages"]["default"], "Udh");
+        let da: Vec<&str> = DefaultAlphabet::ALL.iter().map(|v| v.as_str()).collect();
+        assert_eq!(enum_of(&p["defaultAlphabet"]), names(&da));
+        assert_eq!(p["defaultAlphabet"]["default"], "Gsm7");
+        for (f, all) in [(&p["longMessages"], &lm), (&p["defaultAlphabet"], &da)] {
+            for v in all.iter() {
+                assert!(
+                    f["description"].as_str().unwrap().contains(v),
+                    "{f} lacks {v}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -108,8 +108,8 @@ async fn claims_are_exclusive_until_the_holder_goes_stale() -> Result {
     assert_eq!(sessions::slots(p, v).await?.len(), 2);
     sessions::release(p, v, &[0], "b").await?;
     assert_eq!(sessions::slots(p, v).await?.len(), 1);
-    sessions::heartbeat_pod(p, "b").await?;
-    sessions::heartbeat_pod(p, "c").await?;
+    sessions::heartbeat_pod(p, "b", None).await?;
+    sessions::heartbeat_pod(p, "c", None).await?;
     assert_eq!(sessions::live_pods(p, TTL).await?, 2);
     sessions::remove_pod(p, "b").await?;
     assert!(sessions::slots(p, v).await?.is_empty());

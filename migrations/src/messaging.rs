@@ -1,6 +1,11 @@
 //! A vendor's messaging settings (`SmppVendor.spec.messaging`): one enum each, shared by the CR
 //! types, the operator (which writes the column) and the gateway (which reads it). Columns
 //! hold `as_str()`; `parse` accepts any case, so hand-written rows keep working.
+//!
+//! The CR types use these enums directly, so the variant list and its spelling exist once:
+//! serde (always; this crate already depends on it) spells each variant as its `as_str()`
+//! literal, and the `schema` feature adds `schemars::JsonSchema` for the CRD generator
+//! (smpp-crds enables it; operator and gateway do not need schemars).
 
 use std::fmt;
 
@@ -8,8 +13,10 @@ macro_rules! setting {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal),+ $(,)? } default $d:ident) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+        #[derive(serde::Serialize, serde::Deserialize)]
+        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
         pub enum $name {
-            $($(#[$vm])* $v,)+
+            $($(#[$vm])* #[serde(rename = $s)] $v,)+
         }
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$v),+];
@@ -90,5 +97,20 @@ mod tests {
         assert_eq!(IdFormat::default(), IdFormat::Auto);
         assert_eq!(LongMessages::default(), LongMessages::Udh);
         assert_eq!(DefaultAlphabet::default(), DefaultAlphabet::Gsm7);
+    }
+
+    #[test]
+    fn serde_spells_variants_as_the_column_values() {
+        for v in IdFormat::ALL {
+            let json = serde_json::to_string(v).unwrap();
+            assert_eq!(json, format!("\"{}\"", v.as_str()));
+            assert_eq!(serde_json::from_str::<IdFormat>(&json).unwrap(), *v);
+        }
+        for v in LongMessages::ALL {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+        for v in DefaultAlphabet::ALL {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
     }
 }

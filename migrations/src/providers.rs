@@ -1,9 +1,9 @@
 //! service_providers rows: the typed row, the configuration the operator writes, and their
 //! queries.
 //!
-//! Rows stay raw (bind_mode, interface_version as text, port as integer): the gateway parses
-//! and validates them per vendor, so one bad hand-written row still loads and is reported
-//! for that vendor alone.
+//! Rows stay raw (bind_mode, interface_version and the messaging settings as text, port as
+//! integer): the gateway parses and validates them per vendor, so one bad hand-written row
+//! still loads and is reported for that vendor alone.
 
 use crate::{DbError, Secret};
 use chrono::{DateTime, Utc};
@@ -83,6 +83,14 @@ pub struct ProviderConfig {
     pub routing_weight: i32,
     pub routing_prefixes: Vec<String>,
     pub suspended: bool,
+    /// How the vendor writes ids in submit_sm_resp: a [`crate::messaging::IdFormat`] as text.
+    pub message_id_submit_format: String,
+    /// How the vendor writes ids in receipts: a [`crate::messaging::IdFormat`] as text.
+    pub message_id_receipt_format: String,
+    /// A [`crate::messaging::LongMessages`] as text.
+    pub long_messages: String,
+    /// A [`crate::messaging::DefaultAlphabet`] as text.
+    pub default_alphabet: String,
 }
 
 impl ProviderConfig {
@@ -152,6 +160,16 @@ impl ProviderConfig {
             s("prefix", Some(p));
         }
         s("suspended", Some(&self.suspended.to_string()));
+        s(
+            "message_id_submit_format",
+            Some(&self.message_id_submit_format),
+        );
+        s(
+            "message_id_receipt_format",
+            Some(&self.message_id_receipt_format),
+        );
+        s("long_messages", Some(&self.long_messages));
+        s("default_alphabet", Some(&self.default_alphabet));
         let digest = h.finalize();
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -187,7 +205,11 @@ impl ProviderConfig {
             routing_priority,
             routing_weight,
             routing_prefixes,
-            suspended
+            suspended,
+            message_id_submit_format,
+            message_id_receipt_format,
+            long_messages,
+            default_alphabet
         );
         out
     }
@@ -242,8 +264,9 @@ macro_rules! columns {
     tls_insecure_skip_verify, tls_min_version, bind_mode, interface_version, address_range, \
     max_binds, window_size, max_messages_per_second, enquire_link_interval_seconds, \
     reconnect_initial_delay_seconds, reconnect_max_delay_seconds, routing_priority, \
-    routing_weight, routing_prefixes, suspended, owner_namespace, owner_name, owner_uid, \
-    owner_generation, owner_fingerprint, config_version, updated_at"
+    routing_weight, routing_prefixes, suspended, message_id_submit_format, \
+    message_id_receipt_format, long_messages, default_alphabet, owner_namespace, owner_name, \
+    owner_uid, owner_generation, owner_fingerprint, config_version, updated_at"
     };
 }
 
@@ -385,10 +408,11 @@ async fn insert(
          tls_client_key_pem, tls_insecure_skip_verify, bind_mode, interface_version, address_range, \
          max_binds, window_size, max_messages_per_second, enquire_link_interval_seconds, \
          reconnect_initial_delay_seconds, reconnect_max_delay_seconds, routing_priority, \
-         routing_weight, routing_prefixes, suspended, owner_namespace, owner_name, owner_uid, \
-         owner_generation, owner_fingerprint) \
+         routing_weight, routing_prefixes, suspended, message_id_submit_format, \
+         message_id_receipt_format, long_messages, default_alphabet, owner_namespace, owner_name, \
+         owner_uid, owner_generation, owner_fingerprint) \
          VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,\
-         $23,$24,$25,$26,$27,$28,$29,$30,$31) \
+         $23,$24,$25,$26,$27,$28,$29,$30,$31,$32,$33,$34,$35) \
          ON CONFLICT (instance_name) DO NOTHING RETURNING ",
         columns!(),
         ""
@@ -419,8 +443,9 @@ async fn update(
          max_messages_per_second=$19, enquire_link_interval_seconds=$20, \
          reconnect_initial_delay_seconds=$21, reconnect_max_delay_seconds=$22, \
          routing_priority=$23, routing_weight=$24, routing_prefixes=$25, suspended=$26, \
-         owner_namespace=$27, owner_name=$28, owner_uid=$29, owner_generation=$30, \
-         owner_fingerprint=$31 WHERE id = $1 RETURNING ",
+         message_id_submit_format=$27, message_id_receipt_format=$28, long_messages=$29, \
+         default_alphabet=$30, owner_namespace=$31, owner_name=$32, owner_uid=$33, \
+         owner_generation=$34, owner_fingerprint=$35 WHERE id = $1 RETURNING ",
         columns!(),
         ""
     );
@@ -438,7 +463,7 @@ async fn update(
 type QueryAs<'q> =
     sqlx::query::QueryAs<'q, sqlx::Postgres, ServiceProvider, sqlx::postgres::PgArguments>;
 
-/// Binds the 25 config columns in table order (parameters 2..=26 of insert and update).
+/// Binds the 29 config columns in table order (parameters 2..=30 of insert and update).
 fn bind_config<'q>(q: QueryAs<'q>, c: &'q ProviderConfig) -> QueryAs<'q> {
     q.bind(&c.host)
         .bind(c.port)
@@ -465,6 +490,10 @@ fn bind_config<'q>(q: QueryAs<'q>, c: &'q ProviderConfig) -> QueryAs<'q> {
         .bind(c.routing_weight)
         .bind(&c.routing_prefixes)
         .bind(c.suspended)
+        .bind(&c.message_id_submit_format)
+        .bind(&c.message_id_receipt_format)
+        .bind(&c.long_messages)
+        .bind(&c.default_alphabet)
 }
 
 /// Takes ownership of the unowned row named `instance_name` (one written by hand in SQL).
@@ -554,6 +583,7 @@ pub async fn orphan(pool: &PgPool, instance_name: &str, owner_uid: &str) -> Resu
 #[cfg(any(test, feature = "fixtures"))]
 impl ProviderConfig {
     pub fn example() -> Self {
+        use crate::messaging::{DefaultAlphabet, IdFormat, LongMessages};
         ProviderConfig {
             host: "smpp.example.net".into(),
             port: 3601,
@@ -580,6 +610,10 @@ impl ProviderConfig {
             routing_weight: 1,
             routing_prefixes: vec!["1".into()],
             suspended: false,
+            message_id_submit_format: IdFormat::default().as_str().into(),
+            message_id_receipt_format: IdFormat::default().as_str().into(),
+            long_messages: LongMessages::default().as_str().into(),
+            default_alphabet: DefaultAlphabet::default().as_str().into(),
         }
     }
 }
@@ -603,6 +637,20 @@ mod tests {
         let mut d = ProviderConfig::example();
         d.max_messages_per_second = None;
         assert_ne!(a.fingerprint(), d.fingerprint());
+        // Each messaging setting counts, and moving a value between them does too.
+        let mut e = ProviderConfig::example();
+        e.message_id_submit_format = "Hex".into();
+        let mut f = ProviderConfig::example();
+        f.message_id_receipt_format = "Hex".into();
+        let mut g = ProviderConfig::example();
+        g.long_messages = "Sar".into();
+        let mut h = ProviderConfig::example();
+        h.default_alphabet = "Latin1".into();
+        let prints: std::collections::HashSet<String> = [&a, &e, &f, &g, &h]
+            .iter()
+            .map(|c| c.fingerprint())
+            .collect();
+        assert_eq!(prints.len(), 5);
     }
 
     #[test]
@@ -613,6 +661,29 @@ mod tests {
         b.port = 1;
         assert_eq!(a.changed_fields(&b), vec!["port", "password"]);
         assert!(a.changed_fields(&a).is_empty());
+        let mut c = ProviderConfig::example();
+        c.message_id_submit_format = "Hex".into();
+        c.message_id_receipt_format = "Decimal".into();
+        c.long_messages = "Payload".into();
+        c.default_alphabet = "Ascii".into();
+        assert_eq!(
+            a.changed_fields(&c),
+            vec![
+                "message_id_submit_format",
+                "message_id_receipt_format",
+                "long_messages",
+                "default_alphabet"
+            ]
+        );
+    }
+
+    #[test]
+    fn example_has_the_column_defaults() {
+        let e = ProviderConfig::example();
+        assert_eq!(e.message_id_submit_format, "Auto");
+        assert_eq!(e.message_id_receipt_format, "Auto");
+        assert_eq!(e.long_messages, "Udh");
+        assert_eq!(e.default_alphabet, "Gsm7");
     }
 
     #[test]

@@ -27,16 +27,56 @@ fn interval(ttl: Duration) -> f64 {
     ttl.as_secs_f64()
 }
 
-/// Records that `pod` is alive (insert or refresh its gateway_pods row).
-pub async fn heartbeat_pod(pool: &PgPool, pod: &str) -> Result<(), DbError> {
+/// Records that `pod` is alive (insert or refresh its gateway_pods row), and the address where
+/// the other pods reach its HTTP API (`--advertise-addr`; None: it takes no forwarded
+/// requests). The address is rewritten on every beat, so a restarted pod that changed it, or
+/// dropped it, is current within one heartbeat.
+pub async fn heartbeat_pod(
+    pool: &PgPool,
+    pod: &str,
+    advertise_addr: Option<&str>,
+) -> Result<(), DbError> {
     sqlx::query(
-        "INSERT INTO vendor_mgmt.gateway_pods (pod) VALUES ($1) \
-         ON CONFLICT (pod) DO UPDATE SET heartbeat = now()",
+        "INSERT INTO vendor_mgmt.gateway_pods (pod, advertise_addr) VALUES ($1, $2) \
+         ON CONFLICT (pod) DO UPDATE SET heartbeat = now(), \
+             advertise_addr = EXCLUDED.advertise_addr",
     )
     .bind(pod)
+    .bind(advertise_addr)
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// A live pod holding bound sessions of a vendor: where to forward a submit for it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct BoundPod {
+    pub vendor_id: Uuid,
+    pub pod: String,
+    /// The pod's `--advertise-addr`; None when it advertises none (it cannot be forwarded to).
+    pub advertise_addr: Option<String>,
+    /// How many of the vendor's slots the pod holds in state `bound` (at least 1).
+    pub binds: i64,
+}
+
+/// Per vendor, the live pods with at least one bound slot: the slot's heartbeat and the pod's
+/// are both within `ttl`. Ordered by vendor, then pod. One statement for the whole fleet, so a
+/// forwarding table refresh costs one query however many vendors there are.
+pub async fn bound_pods(pool: &PgPool, ttl: Duration) -> Result<Vec<BoundPod>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT s.vendor_id, s.pod, p.advertise_addr, count(*) AS binds \
+         FROM vendor_mgmt.vendor_sessions s \
+         JOIN vendor_mgmt.gateway_pods p ON p.pod = s.pod \
+         WHERE s.state = $2 \
+           AND s.heartbeat > now() - make_interval(secs => $1) \
+           AND p.heartbeat > now() - make_interval(secs => $1) \
+         GROUP BY s.vendor_id, s.pod, p.advertise_addr \
+         ORDER BY s.vendor_id, s.pod",
+    )
+    .bind(interval(ttl))
+    .bind(STATE_BOUND)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Pods whose heartbeat is within `ttl` (at least 1: the caller is alive).

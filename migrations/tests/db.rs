@@ -389,3 +389,215 @@ async fn unreachable_database_is_reported_as_unavailable() {
     let err = migrate(&pool).await.unwrap_err();
     assert!(matches!(err, DbError::Unavailable(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn legacy_insert_gets_the_messaging_defaults_and_odd_values_still_load() {
+    let (pool, _) = fresh_db().await;
+    migrate(&pool).await.unwrap();
+    // The old way: only the legacy columns.
+    pool.execute(
+        "INSERT INTO vendor_mgmt.service_providers (instance_name, host, port, username, password)
+         VALUES ('Legacy', 'smpp.example.net', 3601, 'telx', 'pw');
+         INSERT INTO vendor_mgmt.service_providers (instance_name, host, port, username,
+            message_id_submit_format, long_messages, default_alphabet)
+         VALUES ('Odd', 'h', 2775, 'u', 'hex', 'Bogus', 'utf8');",
+    )
+    .await
+    .unwrap();
+    let legacy = providers::get_by_instance_name(&pool, "Legacy")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(legacy.config.message_id_submit_format, "Auto");
+    assert_eq!(legacy.config.message_id_receipt_format, "Auto");
+    assert_eq!(legacy.config.long_messages, "Udh");
+    assert_eq!(legacy.config.default_alphabet, "Gsm7");
+    // No CHECK constraints: values the gateway rejects are stored and loaded as written.
+    let odd = providers::get_by_instance_name(&pool, "Odd")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(odd.config.message_id_submit_format, "hex");
+    assert_eq!(odd.config.long_messages, "Bogus");
+    assert_eq!(odd.config.default_alphabet, "utf8");
+    // The defaults are what the enums call default (one definition of each).
+    use smpp_db::messaging::{DefaultAlphabet, IdFormat, LongMessages};
+    assert_eq!(
+        legacy.config.message_id_submit_format,
+        IdFormat::default().as_str()
+    );
+    assert_eq!(
+        legacy.config.long_messages,
+        LongMessages::default().as_str()
+    );
+    assert_eq!(
+        legacy.config.default_alphabet,
+        DefaultAlphabet::default().as_str()
+    );
+}
+
+#[tokio::test]
+async fn messaging_settings_round_trip_through_the_upsert() {
+    let (pool, _) = fresh_db().await;
+    migrate(&pool).await.unwrap();
+    let a = owner("uid-m", 1);
+    let mut c = ProviderConfig::example();
+    c.message_id_submit_format = "Hex".into();
+    c.message_id_receipt_format = "Decimal".into();
+    c.long_messages = "Sar".into();
+    c.default_alphabet = "Latin1".into();
+    let out = providers::upsert_owned(&pool, "ns.m", &a, &c)
+        .await
+        .unwrap();
+    let UpsertOutcome::Created(row) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(row.config, c);
+    let mut d = c.clone();
+    d.long_messages = "Payload".into();
+    let out = providers::upsert_owned(&pool, "ns.m", &a, &d)
+        .await
+        .unwrap();
+    let UpsertOutcome::Updated {
+        row,
+        changed,
+        drift,
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(changed, vec!["long_messages"]);
+    assert!(!drift);
+    assert_eq!(row.config.long_messages, "Payload");
+    // A hand edit of a messaging column is drift like any other.
+    pool.execute("UPDATE vendor_mgmt.service_providers SET default_alphabet = 'Ascii'")
+        .await
+        .unwrap();
+    let out = providers::upsert_owned(&pool, "ns.m", &a, &d)
+        .await
+        .unwrap();
+    let UpsertOutcome::Updated {
+        row,
+        changed,
+        drift,
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert!(drift);
+    assert_eq!(changed, vec!["default_alphabet"]);
+    assert_eq!(row.config.default_alphabet, "Latin1");
+}
+
+#[tokio::test]
+async fn heartbeat_writes_the_advertised_address() {
+    use smpp_db::sessions;
+    let (pool, _) = fresh_db().await;
+    migrate(&pool).await.unwrap();
+    let addr = |pod: &'static str| {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT advertise_addr FROM vendor_mgmt.gateway_pods WHERE pod = $1",
+        )
+        .bind(pod)
+        .fetch_one(&pool)
+    };
+    sessions::heartbeat_pod(&pool, "gw-0", Some("10.0.0.1:8080"))
+        .await
+        .unwrap();
+    sessions::heartbeat_pod(&pool, "gw-1", None).await.unwrap();
+    assert_eq!(
+        addr("gw-0").await.unwrap().as_deref(),
+        Some("10.0.0.1:8080")
+    );
+    assert_eq!(addr("gw-1").await.unwrap(), None);
+    // A restarted pod with another address (or none) is current after one beat.
+    sessions::heartbeat_pod(&pool, "gw-0", Some("10.0.0.9:8080"))
+        .await
+        .unwrap();
+    assert_eq!(
+        addr("gw-0").await.unwrap().as_deref(),
+        Some("10.0.0.9:8080")
+    );
+    sessions::heartbeat_pod(&pool, "gw-0", None).await.unwrap();
+    assert_eq!(addr("gw-0").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn bound_pods_lists_live_pods_with_bound_slots_per_vendor() {
+    use smpp_db::sessions::{self, BoundPod, SLOT_TTL};
+    let (pool, _) = fresh_db().await;
+    migrate(&pool).await.unwrap();
+    let mut ids = Vec::new();
+    for name in ["ns.a", "ns.b", "ns.c"] {
+        let mut c = ProviderConfig::example();
+        c.max_binds = 4;
+        let out = providers::upsert_owned(&pool, name, &owner(name, 1), &c)
+            .await
+            .unwrap();
+        let UpsertOutcome::Created(row) = out else {
+            panic!("{out:?}")
+        };
+        ids.push(row.id);
+    }
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    sessions::heartbeat_pod(&pool, "gw-0", Some("10.0.0.1:8080"))
+        .await
+        .unwrap();
+    sessions::heartbeat_pod(&pool, "gw-1", None).await.unwrap();
+    sessions::heartbeat_pod(&pool, "gw-dead", Some("10.0.0.3:8080"))
+        .await
+        .unwrap();
+    sessions::heartbeat_pod(&pool, "gw-stale-slot", Some("10.0.0.4:8080"))
+        .await
+        .unwrap();
+    // gw-dead's pod heartbeat is old (its slot rows look fresh: the pod row decides too).
+    pool.execute(
+        "UPDATE vendor_mgmt.gateway_pods SET heartbeat = now() - interval '10 min' \
+         WHERE pod = 'gw-dead'",
+    )
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO vendor_mgmt.vendor_sessions (vendor_id, slot, pod, state, heartbeat) VALUES
+         ($1, 0, 'gw-0', 'bound', now()),
+         ($1, 1, 'gw-0', 'bound', now()),
+         ($1, 2, 'gw-1', 'bound', now()),
+         ($1, 3, 'gw-1', 'backoff', now()),
+         ($2, 0, 'gw-0', 'connecting', now()),
+         ($2, 1, 'gw-1', 'bound', now()),
+         ($2, 2, 'gw-dead', 'bound', now()),
+         ($3, 0, 'gw-stale-slot', 'bound', now() - interval '10 min'),
+         ($3, 1, 'gw-unknown', 'bound', now())",
+    )
+    .bind(a)
+    .bind(b)
+    .bind(c)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let got = sessions::bound_pods(&pool, SLOT_TTL).await.unwrap();
+    let mut want = vec![
+        BoundPod {
+            vendor_id: a,
+            pod: "gw-0".into(),
+            advertise_addr: Some("10.0.0.1:8080".into()),
+            binds: 2,
+        },
+        BoundPod {
+            vendor_id: a,
+            pod: "gw-1".into(),
+            advertise_addr: None,
+            binds: 1,
+        },
+        BoundPod {
+            vendor_id: b,
+            pod: "gw-1".into(),
+            advertise_addr: None,
+            binds: 1,
+        },
+    ];
+    want.sort_by(|x, y| (x.vendor_id, &x.pod).cmp(&(y.vendor_id, &y.pod)));
+    assert_eq!(got, want);
+    // Vendor c: a stale slot and a slot whose pod has no gateway_pods row: nobody to forward to.
+    assert!(got.iter().all(|p| p.vendor_id != c));
+}

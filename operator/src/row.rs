@@ -43,6 +43,10 @@ pub fn desired_config(spec: &SmppVendorSpec, creds: &Credentials) -> ProviderCon
         routing_weight: spec.routing.weight,
         routing_prefixes: spec.routing.prefixes.clone(),
         suspended: spec.suspend,
+        message_id_submit_format: spec.messaging.message_ids.submit_resp.as_str().into(),
+        message_id_receipt_format: spec.messaging.message_ids.receipt.as_str().into(),
+        long_messages: spec.messaging.long_messages.as_str().into(),
+        default_alphabet: spec.messaging.default_alphabet.as_str().into(),
     }
 }
 
@@ -99,6 +103,31 @@ mod tests {
         assert_eq!(c.routing_weight, 1);
         assert_eq!(c.routing_prefixes, vec!["1".to_string()]);
         assert!(!c.suspended);
+        // The messaging defaults are the column defaults, so a resource that never sets
+        // spec.messaging writes what a legacy row already holds.
+        assert_eq!(c.message_id_submit_format, "Auto");
+        assert_eq!(c.message_id_receipt_format, "Auto");
+        assert_eq!(c.long_messages, "Udh");
+        assert_eq!(c.default_alphabet, "Gsm7");
+    }
+
+    #[test]
+    fn maps_messaging_settings() {
+        use smpp_crds::{DefaultAlphabet, IdFormat, LongMessages, MessageIdsSpec, MessagingSpec};
+        let mut spec = fixtures::spec("s");
+        spec.messaging = MessagingSpec {
+            message_ids: MessageIdsSpec {
+                submit_resp: IdFormat::Hex,
+                receipt: IdFormat::Decimal,
+            },
+            long_messages: LongMessages::Payload,
+            default_alphabet: DefaultAlphabet::Latin1,
+        };
+        let c = desired_config(&spec, &creds());
+        assert_eq!(c.message_id_submit_format, "Hex");
+        assert_eq!(c.message_id_receipt_format, "Decimal");
+        assert_eq!(c.long_messages, "Payload");
+        assert_eq!(c.default_alphabet, "Latin1");
     }
 
     #[test]

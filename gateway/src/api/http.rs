@@ -57,28 +57,27 @@ pub fn routes(
                 }
             },
         );
-    let messages_route = warp::path!("api" / "v1" / "messages" / ..)
-        .and(warp::any().map(move || messages.clone()))
-        .and_then(|m: Option<Arc<MessagesApi>>| async move {
-            match m {
-                Some(m) => Ok(m),
-                None => Err(warp::reject::custom(NoMessaging)),
-            }
-        })
-        .untuple_one()
-        .boxed();
-    let _ = messages_route;
+    let messages_route = match messages {
+        Some(m) => messages::routes(m).boxed(),
+        None => warp::path!("api" / "v1" / "messages" / ..)
+            .map(|| {
+                messages::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "messaging_disabled",
+                    "this gateway has no REDIS_URL: it binds vendors but cannot send messages",
+                )
+            })
+            .boxed(),
+    };
     health
         .or(ready)
         .or(metrics_route)
         .or(vendors)
         .or(trace)
+        .or(messages_route)
         .recover(messages::rejection)
 }
 
-#[derive(Debug)]
-struct NoMessaging;
-impl warp::reject::Reject for NoMessaging {}
 
 fn ready(r: &Registry) -> warp::reply::WithStatus<warp::reply::Json> {
     let bound = r.bound_total();

@@ -71,6 +71,9 @@ pub fn slot_unit(slot: i32, binds_per_unit: u32) -> u32 {
 pub struct Fleet {
     pub pool: PgPool,
     pub pod: String,
+    /// Where the other pods reach this pod's HTTP API (`--advertise-addr`), written to
+    /// gateway_pods on every heartbeat so they can forward submits here. None: not advertised.
+    pub advertise: Option<String>,
     live: watch::Sender<u32>,
     /// Slots we hold → (generation, token cancelled when the heartbeat finds the slot taken
     /// over). The generation tells a slot held since before a heartbeat from one claimed
@@ -80,10 +83,11 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn new(pool: PgPool, pod: String) -> Arc<Self> {
+    pub fn new(pool: PgPool, pod: String, advertise: Option<String>) -> Arc<Self> {
         Arc::new(Self {
             pool,
             pod,
+            advertise,
             live: watch::channel(1).0,
             held: Mutex::default(),
             generation: std::sync::atomic::AtomicU64::new(0),
@@ -113,7 +117,7 @@ impl Fleet {
 
     /// One heartbeat round: pod row, live pods, slot rows; cancels the slots we lost.
     pub async fn beat(&self) -> Result<(), smpp_db::DbError> {
-        smpp_db::sessions::heartbeat_pod(&self.pool, &self.pod).await?;
+        smpp_db::sessions::heartbeat_pod(&self.pool, &self.pod, self.advertise.as_deref()).await?;
         let live = smpp_db::sessions::live_pods(&self.pool, SLOT_TTL).await?;
         self.live
             .send_if_modified(|v| std::mem::replace(v, live) != live);

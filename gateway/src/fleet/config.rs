@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use smpp_db::messaging::{DefaultAlphabet, IdFormat, LongMessages};
 use smpp_db::providers::ServiceProvider;
 use uuid::Uuid;
 
@@ -24,6 +25,76 @@ pub struct VendorConfig {
     pub max_mps: Option<u32>,
     pub enquire_interval: Duration,
     pub reconnect: Backoff,
+    /// How messages are written for the vendor and its ids read. Changes apply in place.
+    pub messaging: Messaging,
+    pub routing: Routing,
+}
+
+/// Where the vendor takes messages (`SmppVendor.spec.routing`). Changes apply in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    /// Lower first.
+    pub priority: i32,
+    /// Share among routes of equal prefix length and priority.
+    pub weight: u32,
+    /// Destination prefixes (digits, no +); empty = every destination.
+    pub prefixes: Vec<String>,
+}
+
+/// A vendor's messaging settings (`SmppVendor.spec.messaging`), parsed from its columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Messaging {
+    /// How the vendor writes ids in submit_sm_resp (message_id_submit_format).
+    pub submit_ids: IdFormat,
+    /// How the vendor writes ids in receipts (message_id_receipt_format).
+    pub receipt_ids: IdFormat,
+    /// How a long message is split (long_messages).
+    pub long_messages: LongMessages,
+    /// What data_coding 0 means to the vendor (default_alphabet).
+    pub default_alphabet: DefaultAlphabet,
+}
+
+/// One messaging column: any letter case of a known value, else an error naming the column
+/// and the allowed values.
+fn setting<T: Copy + std::fmt::Display>(
+    column: &str,
+    value: &str,
+    parse: fn(&str) -> Option<T>,
+    all: &[T],
+) -> Result<T, String> {
+    parse(value).ok_or_else(|| {
+        let allowed: Vec<String> = all.iter().map(|v| v.to_string()).collect();
+        format!("unknown {column} {value:?} ({})", allowed.join(", "))
+    })
+}
+
+fn messaging(c: &smpp_db::providers::ProviderConfig) -> Result<Messaging, String> {
+    Ok(Messaging {
+        submit_ids: setting(
+            "message_id_submit_format",
+            &c.message_id_submit_format,
+            IdFormat::parse,
+            IdFormat::ALL,
+        )?,
+        receipt_ids: setting(
+            "message_id_receipt_format",
+            &c.message_id_receipt_format,
+            IdFormat::parse,
+            IdFormat::ALL,
+        )?,
+        long_messages: setting(
+            "long_messages",
+            &c.long_messages,
+            LongMessages::parse,
+            LongMessages::ALL,
+        )?,
+        default_alphabet: setting(
+            "default_alphabet",
+            &c.default_alphabet,
+            DefaultAlphabet::parse,
+            DefaultAlphabet::ALL,
+        )?,
+    })
 }
 
 impl VendorConfig {
@@ -114,6 +185,20 @@ fn validate(row: &ServiceProvider) -> Result<VendorConfig, String> {
         0,
         3600,
     )?;
+    let messaging = messaging(c)?;
+    let routing = Routing {
+        priority: c.routing_priority,
+        weight: positive("routing_weight", c.routing_weight, 0, 1_000_000)? as u32,
+        prefixes: c
+            .routing_prefixes
+            .iter()
+            .map(|p| p.trim().trim_start_matches('+').to_string())
+            .filter(|p| !p.is_empty())
+            .collect(),
+    };
+    if let Some(p) = routing.prefixes.iter().find(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(format!("routing_prefixes: {p:?} is not a digit prefix"));
+    }
     let tls = if c.tls_enabled {
         let min_version = match row.tls_min_version.trim() {
             "" | "1.2" => MinVersion::Tls12,
@@ -163,6 +248,8 @@ fn validate(row: &ServiceProvider) -> Result<VendorConfig, String> {
             Duration::from_secs(initial as u64),
             Duration::from_secs(max as u64),
         ),
+        messaging,
+        routing,
     })
 }
 
@@ -205,6 +292,10 @@ pub(crate) mod tests {
                 routing_weight: 1,
                 routing_prefixes: vec![],
                 suspended: false,
+                message_id_submit_format: "Auto".into(),
+                message_id_receipt_format: "Auto".into(),
+                long_messages: "Udh".into(),
+                default_alphabet: "Gsm7".into(),
             },
             tls_min_version: "1.2".into(),
             owner_namespace: None,
@@ -226,6 +317,76 @@ pub(crate) mod tests {
         assert_eq!(c.conn.tls, None);
         assert_eq!(c.units(), 1);
         assert!(e.active);
+        assert_eq!(
+            c.messaging,
+            Messaging {
+                submit_ids: IdFormat::Auto,
+                receipt_ids: IdFormat::Auto,
+                long_messages: LongMessages::Udh,
+                default_alphabet: DefaultAlphabet::Gsm7,
+            }
+        );
+        assert_eq!(c.messaging, Messaging::default());
+    }
+
+    #[test]
+    fn messaging_columns_parse_in_any_case() {
+        let mut r = row("messaging");
+        r.config.message_id_submit_format = "hex".into();
+        r.config.message_id_receipt_format = " DECIMAL ".into();
+        r.config.long_messages = "sar".into();
+        r.config.default_alphabet = "latin1".into();
+        let m = parse(&r).config.unwrap().messaging;
+        assert_eq!(m.submit_ids, IdFormat::Hex);
+        assert_eq!(m.receipt_ids, IdFormat::Decimal);
+        assert_eq!(m.long_messages, LongMessages::Sar);
+        assert_eq!(m.default_alphabet, DefaultAlphabet::Latin1);
+        r.config.message_id_submit_format = "AsIs".into();
+        r.config.long_messages = "Payload".into();
+        r.config.default_alphabet = "Ascii".into();
+        let m = parse(&r).config.unwrap().messaging;
+        assert_eq!(m.submit_ids, IdFormat::AsIs);
+        assert_eq!(m.long_messages, LongMessages::Payload);
+        assert_eq!(m.default_alphabet, DefaultAlphabet::Ascii);
+    }
+
+    #[test]
+    fn unknown_messaging_value_names_column_and_allowed_values() {
+        type Set = fn(&mut ServiceProvider);
+        let cases: [(Set, &str, &str); 4] = [
+            (
+                |r| r.config.message_id_submit_format = "octal".into(),
+                "unknown message_id_submit_format \"octal\"",
+                "(Auto, AsIs, Decimal, Hex)",
+            ),
+            (
+                |r| r.config.message_id_receipt_format = "".into(),
+                "unknown message_id_receipt_format \"\"",
+                "(Auto, AsIs, Decimal, Hex)",
+            ),
+            (
+                |r| r.config.long_messages = "udh8".into(),
+                "unknown long_messages \"udh8\"",
+                "(Udh, Sar, Payload)",
+            ),
+            (
+                |r| r.config.default_alphabet = "utf8".into(),
+                "unknown default_alphabet \"utf8\"",
+                "(Gsm7, Latin1, Ascii)",
+            ),
+        ];
+        for (set, column, allowed) in cases {
+            let mut r = row("bad-messaging");
+            set(&mut r);
+            let e = parse(&r);
+            assert!(
+                e.active,
+                "the row still loads and is reported for that vendor"
+            );
+            let err = e.config.unwrap_err();
+            assert!(err.contains(column), "{err}");
+            assert!(err.contains(allowed), "{err}");
+        }
     }
 
     #[test]

@@ -15,8 +15,9 @@ pub enum Action {
     Remove(Uuid),
     /// Connection, credentials, TLS or bind settings changed (or validity did): new binds.
     Rebind(VendorEntry),
-    /// Window, TPS, enquire interval, reconnect delays, max_binds or fields the binds do not
-    /// use changed: applied to the running sessions, no rebind.
+    /// Window, TPS, enquire interval, reconnect delays, max_binds, messaging settings (id
+    /// formats, long messages, default alphabet: read per message, not sent in the bind) or
+    /// fields the binds do not use changed: applied to the running sessions, no rebind.
     UpdateInPlace(VendorEntry),
 }
 
@@ -150,6 +151,67 @@ mod tests {
                 vec![Action::UpdateInPlace(parse(&b))]
             );
         }
+    }
+
+    #[test]
+    fn messaging_changes_update_in_place() {
+        use crate::fleet::config::Messaging;
+        use smpp_db::messaging::{DefaultAlphabet, IdFormat, LongMessages};
+        let a = row("a");
+        for change in [
+            |r: &mut smpp_db::providers::ServiceProvider| {
+                r.config.message_id_submit_format = "Hex".into()
+            },
+            |r: &mut smpp_db::providers::ServiceProvider| {
+                r.config.message_id_receipt_format = "Decimal".into()
+            },
+            |r: &mut smpp_db::providers::ServiceProvider| r.config.long_messages = "Sar".into(),
+            |r: &mut smpp_db::providers::ServiceProvider| {
+                r.config.default_alphabet = "Latin1".into()
+            },
+        ] {
+            let mut b = a.clone();
+            change(&mut b);
+            b.config_version += 1;
+            let actions = diff(&set(&[&a]), &set(&[&b]));
+            assert_eq!(actions, vec![Action::UpdateInPlace(parse(&b))]);
+            // The action carries the new settings for the running sessions.
+            let Action::UpdateInPlace(e) = &actions[0] else {
+                unreachable!()
+            };
+            assert_ne!(e.config.as_ref().unwrap().messaging, Messaging::default());
+        }
+        // All four at once, with a connection change too: the connection decides (rebind).
+        let mut b = a.clone();
+        b.config.message_id_submit_format = "Hex".into();
+        b.config.port = 2776;
+        assert_eq!(
+            diff(&set(&[&a]), &set(&[&b])),
+            vec![Action::Rebind(parse(&b))]
+        );
+        // Same value in another letter case: the parsed config is unchanged, so nothing to do
+        // beyond the version bump (still in place, never a rebind).
+        let mut c = a.clone();
+        c.config.long_messages = "UDH".into();
+        c.config_version += 1;
+        assert_eq!(
+            diff(&set(&[&a]), &set(&[&c])),
+            vec![Action::UpdateInPlace(parse(&c))]
+        );
+        let m = parse(&c).config.unwrap().messaging;
+        assert_eq!(m.long_messages, LongMessages::Udh);
+        assert_eq!(m.submit_ids, IdFormat::Auto);
+        assert_eq!(m.default_alphabet, DefaultAlphabet::Gsm7);
+    }
+
+    #[test]
+    fn unknown_messaging_value_rebinds_as_invalid() {
+        let a = row("a");
+        let mut bad = a.clone();
+        bad.config.default_alphabet = "utf8".into();
+        assert!(
+            matches!(diff(&set(&[&a]), &set(&[&bad]))[..], [Action::Rebind(ref e)] if e.config.as_ref().is_err_and(|m| m.contains("default_alphabet")))
+        );
     }
 
     #[test]
