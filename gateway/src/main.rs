@@ -10,16 +10,16 @@ use smpp_gateway::api::auth::ApiKeys;
 use smpp_gateway::api::forward::Forwarder;
 use smpp_gateway::api::http;
 use smpp_gateway::api::messages::MessagesApi;
+use smpp_gateway::fleet::budget::Fleet;
+use smpp_gateway::fleet::manager::{Ctx, Manager};
 use smpp_gateway::fleet::peers::Peers;
 use smpp_gateway::fleet::sessions::{AckAll, Inbound, SessionIndex};
+use smpp_gateway::fleet::state::Registry;
+use smpp_gateway::fleet::watcher;
 use smpp_gateway::messaging::callbacks::{Callbacks, RetryPolicy};
 use smpp_gateway::messaging::receipts::ReceiptHandler;
 use smpp_gateway::messaging::store::{self, Store};
 use smpp_gateway::messaging::submit::{Limits, Messenger};
-use smpp_gateway::fleet::budget::Fleet;
-use smpp_gateway::fleet::manager::{Ctx, Manager};
-use smpp_gateway::fleet::state::Registry;
-use smpp_gateway::fleet::watcher;
 use smpp_gateway::metrics::Metrics;
 use smpp_gateway::smpp::endpoint::{BindMode, Connection};
 use smpp_gateway::smpp::pdu::Version;
@@ -187,8 +187,9 @@ fn hostname() -> String {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let url = args
         .database_url
+        .clone()
         .context("DATABASE_URL (or --database-url) is required")?;
-    let pod = args.pod_name.unwrap_or_else(hostname);
+    let pod = args.pod_name.clone().unwrap_or_else(hostname);
     // Lazy: the gateway starts (and serves /health) even while PostgreSQL is down.
     let pool = PgPoolOptions::new()
         .max_connections(8)
@@ -249,13 +250,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(pod = %pod, http = %args.http_addr, advertise = ?advertise, redis = args.redis_url.is_some(), api_keys = keys.len(), "smpp-gateway starting");
 
     let http_stop = CancellationToken::new();
-    let server = warp::serve(http::routes(registry.clone(), metrics.clone(), keys.clone(), messages_api))
-        .incoming(listener)
-        .graceful({
-            let s = http_stop.clone();
-            async move { s.cancelled().await }
-        })
-        .run();
+    let server = warp::serve(http::routes(
+        registry.clone(),
+        metrics.clone(),
+        keys.clone(),
+        messages_api,
+    ))
+    .incoming(listener)
+    .graceful({
+        let s = http_stop.clone();
+        async move { s.cancelled().await }
+    })
+    .run();
     let http_task = tokio::spawn(server);
 
     let beat_stop = CancellationToken::new();

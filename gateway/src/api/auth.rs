@@ -141,14 +141,23 @@ mod tests {
     #[test]
     fn parse_skips_comments_and_reports_bad_lines_without_content() {
         let (keys, bad) = parse("# keys\nops:s3cret\n\nbroken-line-with-secret\n ci : tok2 \n");
-        assert_eq!(keys, vec![("ops".into(), "s3cret".into()), ("ci".into(), "tok2".into())]);
+        assert_eq!(
+            keys,
+            vec![
+                ("ops".into(), "s3cret".into()),
+                ("ci".into(), "tok2".into())
+            ]
+        );
         assert_eq!(bad, vec!["line 4: expected name:token".to_string()]);
         assert!(!bad[0].contains("secret"));
     }
 
     #[test]
     fn check_fails_closed_and_names_the_key() {
-        assert_eq!(ApiKeys::default().check(Some("Bearer x")), Err(AuthError::NoKeys));
+        assert_eq!(
+            ApiKeys::default().check(Some("Bearer x")),
+            Err(AuthError::NoKeys)
+        );
         let k = ApiKeys::from_pairs(vec![("ops".into(), "s3cret".into())]);
         assert_eq!(k.check(None), Err(AuthError::Missing));
         assert_eq!(k.check(Some("Basic s3cret")), Err(AuthError::Missing));

@@ -63,7 +63,10 @@ impl Forwarder {
             let resp = match sent {
                 Ok(r) => r,
                 Err(e) => {
-                    self.metrics.forwards.with_label_values(&["unreachable"]).inc();
+                    self.metrics
+                        .forwards
+                        .with_label_values(&["unreachable"])
+                        .inc();
                     last = format!("pod {pod} at {addr} unreachable: {e}");
                     continue;
                 }
@@ -72,8 +75,9 @@ impl Forwarder {
             let body: serde_json::Value = resp.json().await.unwrap_or_default();
             if status == 201 {
                 self.metrics.forwards.with_label_values(&["ok"]).inc();
-                return serde_json::from_value(body)
-                    .map_err(|e| SubmitError::Forward(format!("pod {pod} answered an unreadable body: {e}")));
+                return serde_json::from_value(body).map_err(|e| {
+                    SubmitError::Forward(format!("pod {pod} answered an unreadable body: {e}"))
+                });
             }
             self.metrics.forwards.with_label_values(&["error"]).inc();
             // The target's own error is the answer (it may have sent the message).

@@ -8,9 +8,9 @@ use serde_json::json;
 use warp::Filter;
 use warp::http::StatusCode;
 
-use crate::fleet::state::Registry;
 use crate::api::auth::{ApiKeys, AuthError};
 use crate::api::messages::{self, MessagesApi};
+use crate::fleet::state::Registry;
 use crate::metrics::Metrics;
 use warp::Reply;
 
@@ -49,11 +49,20 @@ pub fn routes(
         .and(reg)
         .and(warp::header::optional::<String>("authorization"))
         .map(
-            move |name: String, method: warp::http::Method, r: Arc<Registry>, auth: Option<String>| {
+            move |name: String,
+                  method: warp::http::Method,
+                  r: Arc<Registry>,
+                  auth: Option<String>| {
                 match keys.check(auth.as_deref()) {
                     Ok(_) => trace(&r, &name, &method).into_response(),
-                    Err(AuthError::NoKeys) => messages::error(StatusCode::SERVICE_UNAVAILABLE, "no_api_keys", AuthError::NoKeys.to_string()),
-                    Err(e) => messages::error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+                    Err(AuthError::NoKeys) => messages::error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no_api_keys",
+                        AuthError::NoKeys.to_string(),
+                    ),
+                    Err(e) => {
+                        messages::error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+                    }
                 }
             },
         );
@@ -77,7 +86,6 @@ pub fn routes(
         .or(messages_route)
         .recover(messages::rejection)
 }
-
 
 fn ready(r: &Registry) -> warp::reply::WithStatus<warp::reply::Json> {
     let bound = r.bound_total();

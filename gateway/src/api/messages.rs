@@ -41,7 +41,11 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 
 fn auth_error(e: AuthError) -> Response {
     match e {
-        AuthError::NoKeys => error(StatusCode::SERVICE_UNAVAILABLE, "no_api_keys", e.to_string()),
+        AuthError::NoKeys => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_api_keys",
+            e.to_string(),
+        ),
         _ => error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
     }
 }
@@ -131,18 +135,28 @@ impl MessagesApi {
         loop {
             match store.idem_begin(key_name, &idem, &hash).await {
                 Err(e) => {
-                    self.messenger.metrics.redis_errors.with_label_values(&["idempotency"]).inc();
+                    self.messenger
+                        .metrics
+                        .redis_errors
+                        .with_label_values(&["idempotency"])
+                        .inc();
                     return outcome(&Err(SubmitError::StoreUnavailable(e.to_string())));
                 }
                 Ok(IdemBegin::Done(code, body)) => return (code, body),
                 Ok(IdemBegin::Mismatch) => {
-                    return (409, json!({"success": false, "error": {"code": "idempotency_key_reused",
-                        "message": "this Idempotency-Key was used with a different request body; use a new key for a new message"}}));
+                    return (
+                        409,
+                        json!({"success": false, "error": {"code": "idempotency_key_reused",
+                        "message": "this Idempotency-Key was used with a different request body; use a new key for a new message"}}),
+                    );
                 }
                 Ok(IdemBegin::InFlight) => {
                     if tokio::time::Instant::now() >= deadline {
-                        return (409, json!({"success": false, "error": {"code": "idempotency_in_flight",
-                            "message": "the first request with this Idempotency-Key is still in flight; retry later"}}));
+                        return (
+                            409,
+                            json!({"success": false, "error": {"code": "idempotency_in_flight",
+                            "message": "the first request with this Idempotency-Key is still in flight; retry later"}}),
+                        );
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -159,7 +173,11 @@ impl MessagesApi {
             store.idem_abort(key_name, &idem).await
         };
         if let Err(e) = saved {
-            self.messenger.metrics.redis_errors.with_label_values(&["idempotency"]).inc();
+            self.messenger
+                .metrics
+                .redis_errors
+                .with_label_values(&["idempotency"])
+                .inc();
             tracing::warn!(error = %e, "cannot record the Idempotency-Key's answer");
         }
         (code, body)
@@ -182,7 +200,11 @@ pub fn routes(
         .and(warp::body::content_length_limit(MAX_BODY))
         .and(warp::body::bytes())
         .then(
-            |api: Arc<MessagesApi>, auth: Option<String>, idem: Option<String>, fwd: Option<String>, body: Bytes| async move {
+            |api: Arc<MessagesApi>,
+             auth: Option<String>,
+             idem: Option<String>,
+             fwd: Option<String>,
+             body: Bytes| async move {
                 let key = match api.keys.check(auth.as_deref()) {
                     Ok(k) => k,
                     Err(e) => return auth_error(e),
@@ -194,7 +216,14 @@ pub fn routes(
                 let forwarded = fwd.is_some();
                 let idem = if forwarded { None } else { idem };
                 let (code, out) = api
-                    .submit_idempotent(&key, idem, &body, req, auth.as_deref().unwrap_or(""), forwarded)
+                    .submit_idempotent(
+                        &key,
+                        idem,
+                        &body,
+                        req,
+                        auth.as_deref().unwrap_or(""),
+                        forwarded,
+                    )
                     .await;
                 reply(code, &out)
             },
@@ -205,65 +234,82 @@ pub fn routes(
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::body::content_length_limit(MAX_BODY))
         .and(warp::body::bytes())
-        .then(|api: Arc<MessagesApi>, auth: Option<String>, body: Bytes| async move {
-            if let Err(e) = api.keys.check(auth.as_deref()) {
-                return auth_error(e);
-            }
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Batch {
-                messages: Vec<Value>,
-            }
-            let b: Batch = match parse_body(&body) {
-                Ok(b) => b,
-                Err(resp) => return resp,
-            };
-            if b.messages.len() > MAX_BATCH {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "batch_too_large",
-                    format!("messages: {} entries, at most {MAX_BATCH} per batch", b.messages.len()),
-                );
-            }
-            let auth = auth.unwrap_or_default();
-            let results: Vec<Value> = futures::stream::iter(b.messages.into_iter().enumerate())
-                .map(|(i, m)| {
-                    let api = api.clone();
-                    let auth = auth.clone();
-                    async move {
-                        match serde_json::from_value::<MessageRequest>(m) {
-                            Err(e) => json!({"success": false, "error": {"code": "invalid_request",
-                                "message": format!("messages[{i}]: {e}")}}),
-                            Ok(req) => outcome(&api.submit(req, &auth, false).await).1,
+        .then(
+            |api: Arc<MessagesApi>, auth: Option<String>, body: Bytes| async move {
+                if let Err(e) = api.keys.check(auth.as_deref()) {
+                    return auth_error(e);
+                }
+                #[derive(serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Batch {
+                    messages: Vec<Value>,
+                }
+                let b: Batch = match parse_body(&body) {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
+                };
+                if b.messages.len() > MAX_BATCH {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "batch_too_large",
+                        format!(
+                            "messages: {} entries, at most {MAX_BATCH} per batch",
+                            b.messages.len()
+                        ),
+                    );
+                }
+                let auth = auth.unwrap_or_default();
+                let results: Vec<Value> = futures::stream::iter(b.messages.into_iter().enumerate())
+                    .map(|(i, m)| {
+                        let api = api.clone();
+                        let auth = auth.clone();
+                        async move {
+                            match serde_json::from_value::<MessageRequest>(m) {
+                                Err(e) => {
+                                    json!({"success": false, "error": {"code": "invalid_request",
+                                "message": format!("messages[{i}]: {e}")}})
+                                }
+                                Ok(req) => outcome(&api.submit(req, &auth, false).await).1,
+                            }
                         }
-                    }
-                })
-                .buffered(64)
-                .collect()
-                .await;
-            warp::reply::json(&json!({"results": results})).into_response()
-        });
+                    })
+                    .buffered(64)
+                    .collect()
+                    .await;
+                warp::reply::json(&json!({"results": results})).into_response()
+            },
+        );
     let get = warp::path!("api" / "v1" / "messages" / String)
         .and(warp::get())
         .and(with)
         .and(warp::header::optional::<String>("authorization"))
-        .then(|id: String, api: Arc<MessagesApi>, auth: Option<String>| async move {
-            if let Err(e) = api.keys.check(auth.as_deref()) {
-                return auth_error(e);
-            }
-            match api.messenger.store.get(&id).await {
-                Ok(Some(v)) => warp::reply::json(&v).into_response(),
-                Ok(None) => error(
-                    StatusCode::NOT_FOUND,
-                    "message_not_found",
-                    format!("no message {id:?} (unknown, or older than the DLR TTL)"),
-                ),
-                Err(e) => {
-                    api.messenger.metrics.redis_errors.with_label_values(&["get"]).inc();
-                    error(StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable", e.to_string())
+        .then(
+            |id: String, api: Arc<MessagesApi>, auth: Option<String>| async move {
+                if let Err(e) = api.keys.check(auth.as_deref()) {
+                    return auth_error(e);
                 }
-            }
-        });
+                match api.messenger.store.get(&id).await {
+                    Ok(Some(v)) => warp::reply::json(&v).into_response(),
+                    Ok(None) => error(
+                        StatusCode::NOT_FOUND,
+                        "message_not_found",
+                        format!("no message {id:?} (unknown, or older than the DLR TTL)"),
+                    ),
+                    Err(e) => {
+                        api.messenger
+                            .metrics
+                            .redis_errors
+                            .with_label_values(&["get"])
+                            .inc();
+                        error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "redis_unavailable",
+                            e.to_string(),
+                        )
+                    }
+                }
+            },
+        );
     single.or(batch).unify().or(get).unify()
 }
 
@@ -271,7 +317,11 @@ pub fn routes(
 /// error shape.
 pub async fn rejection(r: warp::Rejection) -> Result<Response, std::convert::Infallible> {
     if r.is_not_found() {
-        return Ok(error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint",
+        ));
     }
     if r.find::<warp::reject::PayloadTooLarge>().is_some() {
         return Ok(error(
@@ -281,7 +331,15 @@ pub async fn rejection(r: warp::Rejection) -> Result<Response, std::convert::Inf
         ));
     }
     if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        return Ok(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint"));
+        return Ok(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this endpoint",
+        ));
     }
-    Ok(error(StatusCode::BAD_REQUEST, "bad_request", format!("{r:?}")))
+    Ok(error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        format!("{r:?}"),
+    ))
 }

@@ -196,7 +196,11 @@ fn validate(row: &ServiceProvider) -> Result<VendorConfig, String> {
             .filter(|p| !p.is_empty())
             .collect(),
     };
-    if let Some(p) = routing.prefixes.iter().find(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+    if let Some(p) = routing
+        .prefixes
+        .iter()
+        .find(|p| !p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err(format!("routing_prefixes: {p:?} is not a digit prefix"));
     }
     let tls = if c.tls_enabled {

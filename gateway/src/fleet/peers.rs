@@ -43,7 +43,12 @@ impl Peers {
     }
 
     /// Refreshes the snapshot every `every` until `stop`.
-    pub fn start(pool: PgPool, metrics: Arc<Metrics>, every: Duration, stop: CancellationToken) -> Arc<Self> {
+    pub fn start(
+        pool: PgPool,
+        metrics: Arc<Metrics>,
+        every: Duration,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
         let peers = Arc::new(Self::default());
         let p = peers.clone();
         tokio::spawn(async move {

@@ -64,7 +64,10 @@ impl VendorSessions {
 
 impl SessionIndex {
     pub fn set_config(&self, c: &Arc<VendorConfig>) {
-        self.configs.write().expect("configs").insert(c.id, c.clone());
+        self.configs
+            .write()
+            .expect("configs")
+            .insert(c.id, c.clone());
     }
 
     pub fn remove_config(&self, id: Uuid) {

@@ -14,10 +14,10 @@ use crate::fleet::config::VendorConfig;
 use crate::fleet::sessions::Inbound;
 use crate::fleet::state::Registry;
 use crate::messaging::callbacks::{Callbacks, Kind};
+use crate::messaging::ids;
 use crate::messaging::model::{HistoryEntry, MessageStatus};
 use crate::messaging::receipt::{self, Inbound as Classified, Receipt, ReceiptStat};
 use crate::messaging::store::{StatusChange, Store};
-use crate::messaging::ids;
 use crate::metrics::Metrics;
 use crate::smpp::session::DeliverReply;
 
@@ -72,19 +72,24 @@ impl Inbound for Arc<ReceiptHandler> {
         match receipt::classify(d) {
             Ok(Classified::Receipt(r)) => {
                 if let Some(v) = self.registry.all().into_iter().find(|v| v.id == vendor.id) {
-                    v.dlrs_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    v.dlrs_received
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 self.metrics
                     .receipts
                     .with_label_values(&[&vendor.name, r.stat.as_str()])
                     .inc();
                 let me = self.clone();
-                let (vid, name, fmt) = (vendor.id, vendor.name.clone(), vendor.messaging.receipt_ids);
+                let (vid, name, fmt) =
+                    (vendor.id, vendor.name.clone(), vendor.messaging.receipt_ids);
                 tokio::spawn(async move {
                     match me.handle(vid, &name, fmt, &r).await {
                         Ok(()) => reply.answer(CommandStatus::EsmeRok),
                         Err(e) => {
-                            me.metrics.redis_errors.with_label_values(&["receipt"]).inc();
+                            me.metrics
+                                .redis_errors
+                                .with_label_values(&["receipt"])
+                                .inc();
                             tracing::warn!(vendor = %name, error = %e, "cannot store a receipt; answering a temporary error so the vendor resends it");
                             drop(reply);
                         }
@@ -105,7 +110,10 @@ impl Inbound for Arc<ReceiptHandler> {
             }
             Err(e) => {
                 // It will never parse better: acknowledge, count and say why (not its text).
-                self.metrics.receipts.with_label_values(&[&vendor.name, "invalid"]).inc();
+                self.metrics
+                    .receipts
+                    .with_label_values(&[&vendor.name, "invalid"])
+                    .inc();
                 tracing::warn!(vendor = %vendor.name, error = %e, "deliver_sm with an unreadable receipt; acknowledged and counted as invalid");
                 reply.answer(CommandStatus::EsmeRok);
             }
@@ -123,9 +131,14 @@ impl ReceiptHandler {
     ) -> Result<(), crate::messaging::store::StoreError> {
         let keys = ids::receipt_keys(&r.message_id, fmt);
         let parked = serde_json::to_string(&Parked::of(r)).expect("parked");
-        match self.store.correlate_or_park(vendor_id, &keys, &parked).await? {
+        match self
+            .store
+            .correlate_or_park(vendor_id, &keys, &parked)
+            .await?
+        {
             Some((id, part)) => {
-                self.apply(&id, part, vendor, r.stat, r.err.as_deref()).await?;
+                self.apply(&id, part, vendor, r.stat, r.err.as_deref())
+                    .await?;
             }
             None => {
                 self.metrics.receipts_parked.inc();
@@ -151,7 +164,11 @@ impl ReceiptHandler {
                 None => format!("stat:{}", stat.as_str()),
             });
         let err = err.filter(|_| status != MessageStatus::Delivered && status.is_final());
-        match self.store.apply_receipt(id, part, status, err, &entry).await? {
+        match self
+            .store
+            .apply_receipt(id, part, status, err, &entry)
+            .await?
+        {
             Some(change) => {
                 self.notify(id, vendor, &change);
                 Ok(())
@@ -209,7 +226,10 @@ pub fn apply_parked(handler: &Arc<ReceiptHandler>, cfg: &VendorConfig, parked: V
 fn decode_mo(data_coding: u8, b: &[u8]) -> String {
     match data_coding {
         0x08 => {
-            let units: Vec<u16> = b.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            let units: Vec<u16> = b
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
             String::from_utf16_lossy(&units)
         }
         0x03 => b.iter().map(|&c| c as char).collect(),

@@ -45,11 +45,7 @@ pub fn order(dest: &str, cands: &[Candidate], mut random: impl FnMut() -> f64) -
             (l, c.priority, key, i)
         })
         .collect();
-    keyed.sort_by(|a, b| {
-        b.0.cmp(&a.0)
-            .then(a.1.cmp(&b.1))
-            .then(b.2.total_cmp(&a.2))
-    });
+    keyed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(b.2.total_cmp(&a.2)));
     keyed.into_iter().map(|k| k.3).collect()
 }
 
@@ -81,8 +77,14 @@ mod tests {
             c("uk", 1, 1, &["44"], true),
         ];
         let mut r = || 0.5;
-        assert_eq!(names(&cands, order("12125550100", &cands, &mut r)), ["us-ny", "us", "any"]);
-        assert_eq!(names(&cands, order("+447700900000", &cands, &mut r)), ["uk", "any"]);
+        assert_eq!(
+            names(&cands, order("12125550100", &cands, &mut r)),
+            ["us-ny", "us", "any"]
+        );
+        assert_eq!(
+            names(&cands, order("+447700900000", &cands, &mut r)),
+            ["uk", "any"]
+        );
         assert_eq!(names(&cands, order("33123", &cands, &mut r)), ["any"]);
     }
 
@@ -99,7 +101,9 @@ mod tests {
         let cands = vec![c("heavy", 1, 3, &[], true), c("light", 1, 1, &[], true)];
         let mut seed = 12345u64;
         let mut rnd = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 11) as f64 / (1u64 << 53) as f64
         };
         let first_heavy = (0..4000)

@@ -269,7 +269,11 @@ impl Store {
         pipe.expire(&hkey, ttl as i64).ignore();
         for (ck, part) in mappings {
             let value = format!("{}:{part}", m.id);
-            pipe.add_command(eval(SET_MAPPING, &[ck, &format!("{ck}:p")], &[&value, &ttl.to_string()]));
+            pipe.add_command(eval(
+                SET_MAPPING,
+                &[ck, &format!("{ck}:p")],
+                &[&value, &ttl.to_string()],
+            ));
         }
         let mut c = self.conn.clone();
         let parked: Vec<Vec<String>> = pipe.query_async(&mut c).await?;

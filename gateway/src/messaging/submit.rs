@@ -50,10 +50,15 @@ pub struct Accepted {
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum SubmitError {
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("no vendor named {0:?} (vendor is an SmppVendor's instanceName)")]
     UnknownVendor(String),
-    #[error("no vendor with a bound session routes {0} (check `kubectl get smppvendors`: BOUND and REASON)")]
+    #[error(
+        "no vendor with a bound session routes {0} (check `kubectl get smppvendors`: BOUND and REASON)"
+    )]
     NoRoute(String),
     #[error("this gateway has {0} submits in flight, its limit; retry with backoff")]
     QueueFull(usize),
@@ -64,7 +69,9 @@ pub enum SubmitError {
         status: String,
         id: Option<String>,
     },
-    #[error("vendor {vendor} sent no submit_sm_resp for part {part} within {secs} s; message {id} is marked failed")]
+    #[error(
+        "vendor {vendor} sent no submit_sm_resp for part {part} within {secs} s; message {id} is marked failed"
+    )]
     Timeout {
         vendor: String,
         part: u32,
@@ -160,7 +167,12 @@ pub fn validate(r: &MessageRequest) -> Result<(), SubmitError> {
     let numeric = !from.is_empty() && from.bytes().all(|b| b.is_ascii_digit());
     if r.from.is_empty()
         || (numeric && from.len() > 20)
-        || (!numeric && (r.from.len() > 11 || !r.from.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')))
+        || (!numeric
+            && (r.from.len() > 11
+                || !r
+                    .from
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b' ')))
     {
         return Err(invalid(
             "from",
@@ -173,7 +185,10 @@ pub fn validate(r: &MessageRequest) -> Result<(), SubmitError> {
     if let Some(u) = &r.callback_url
         && !(u.starts_with("http://") || u.starts_with("https://"))
     {
-        return Err(invalid("callback_url", "must be an http:// or https:// URL"));
+        return Err(invalid(
+            "callback_url",
+            "must be an http:// or https:// URL",
+        ));
     }
     if r.validity_seconds == Some(0) {
         return Err(invalid("validity_seconds", "must be at least 1"));
@@ -327,7 +342,12 @@ impl Messenger {
                     } else {
                         "session closed before submit_sm_resp"
                     };
-                    history.push(HistoryEntry::new("timeout").vendor(&vendor).part(p).detail(what));
+                    history.push(
+                        HistoryEntry::new("timeout")
+                            .vendor(&vendor)
+                            .part(p)
+                            .detail(what),
+                    );
                     vids.push(String::new());
                     failure.get_or_insert((p, other));
                 }
@@ -336,14 +356,19 @@ impl Messenger {
         let accepted_any = vids.iter().any(|v| !v.is_empty());
         let (status, error_code) = match &failure {
             None => (MessageStatus::Submitted, None),
-            Some((_, PartResult::Rejected(s))) => (MessageStatus::Rejected, Some(format!("0x{s:08X}"))),
+            Some((_, PartResult::Rejected(s))) => {
+                (MessageStatus::Rejected, Some(format!("0x{s:08X}")))
+            }
             Some(_) => (MessageStatus::Failed, Some("timeout".to_string())),
         };
         if let Some((part, PartResult::Rejected(s))) = &failure
             && !accepted_any
         {
             // Nothing reached the vendor: another vendor may take it.
-            self.metrics.submits.with_label_values(&[&vendor, "rejected"]).inc();
+            self.metrics
+                .submits
+                .with_label_values(&[&vendor, "rejected"])
+                .inc();
             return Err(Attempt::Permanent(SubmitError::Rejected {
                 vendor,
                 part: *part,
@@ -382,7 +407,10 @@ impl Messenger {
             .submit_latency
             .with_label_values(&[&vendor])
             .observe(started.elapsed().as_secs_f64());
-        self.metrics.submits.with_label_values(&[&vendor, status.as_str()]).inc();
+        self.metrics
+            .submits
+            .with_label_values(&[&vendor, status.as_str()])
+            .inc();
         if !parked.is_empty() {
             crate::messaging::receipts::apply_parked(&self.receipts, cfg, parked);
         }
@@ -423,7 +451,9 @@ impl Messenger {
             let Some(session): Option<SessionHandle> = vs.pick() else {
                 return (PartResult::Closed, tries);
             };
-            let r = session.submit(submit.clone(), self.limits.response_timeout).await;
+            let r = session
+                .submit(submit.clone(), self.limits.response_timeout)
+                .await;
             let result = match r {
                 Ok(o) if o.status == 0 => PartResult::Ok(o.message_id),
                 Ok(o) if is_throttle(o.status) && tries < self.limits.throttle_tries => {
@@ -490,7 +520,10 @@ pub fn route(
         return if *bound {
             Ok(vec![cfg.clone()])
         } else {
-            Err(SubmitError::NoRoute(format!("{} (vendor {name} has no bound session)", req.to)))
+            Err(SubmitError::NoRoute(format!(
+                "{} (vendor {name} has no bound session)",
+                req.to
+            )))
         };
     }
     let cands: Vec<router::Candidate> = vendors
@@ -534,16 +567,55 @@ mod tests {
             Err(SubmitError::Invalid { field, .. }) => field,
             other => panic!("{other:?}"),
         };
-        assert_eq!(field(MessageRequest { to: "12ab".into(), ..req() }), "to");
-        assert_eq!(field(MessageRequest { to: "".into(), ..req() }), "to");
-        assert_eq!(field(MessageRequest { from: "".into(), ..req() }), "from");
-        assert_eq!(field(MessageRequest { from: "TOOLONGSENDERID".into(), ..req() }), "from");
-        assert_eq!(field(MessageRequest { text: "".into(), ..req() }), "text");
         assert_eq!(
-            field(MessageRequest { callback_url: Some("ftp://x".into()), ..req() }),
+            field(MessageRequest {
+                to: "12ab".into(),
+                ..req()
+            }),
+            "to"
+        );
+        assert_eq!(
+            field(MessageRequest {
+                to: "".into(),
+                ..req()
+            }),
+            "to"
+        );
+        assert_eq!(
+            field(MessageRequest {
+                from: "".into(),
+                ..req()
+            }),
+            "from"
+        );
+        assert_eq!(
+            field(MessageRequest {
+                from: "TOOLONGSENDERID".into(),
+                ..req()
+            }),
+            "from"
+        );
+        assert_eq!(
+            field(MessageRequest {
+                text: "".into(),
+                ..req()
+            }),
+            "text"
+        );
+        assert_eq!(
+            field(MessageRequest {
+                callback_url: Some("ftp://x".into()),
+                ..req()
+            }),
             "callback_url"
         );
-        assert_eq!(field(MessageRequest { validity_seconds: Some(0), ..req() }), "validity_seconds");
+        assert_eq!(
+            field(MessageRequest {
+                validity_seconds: Some(0),
+                ..req()
+            }),
+            "validity_seconds"
+        );
     }
 
     #[test]
@@ -552,7 +624,12 @@ mod tests {
         assert_eq!(SubmitError::QueueFull(1).http_status(), 429);
         assert_eq!(SubmitError::NoRoute("1".into()).http_status(), 503);
         assert_eq!(SubmitError::StoreUnavailable("x".into()).http_status(), 503);
-        let t = SubmitError::Timeout { vendor: "v".into(), part: 0, secs: 1, id: "m".into() };
+        let t = SubmitError::Timeout {
+            vendor: "v".into(),
+            part: 0,
+            secs: 1,
+            id: "m".into(),
+        };
         assert_eq!((t.http_status(), t.message_id()), (504, Some("m")));
         assert!(status_name(0x58).contains("0x00000058"));
     }

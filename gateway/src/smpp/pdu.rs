@@ -216,12 +216,14 @@ pub fn submit_sm(s: &Submit, seq: u32) -> Result<Command, PduError> {
     if s.short_message.len() > 254 {
         return Err(too_long(s.short_message.len()));
     }
-    let sm = OctetString::from_slice(&s.short_message).map_err(|_| too_long(s.short_message.len()))?;
+    let sm =
+        OctetString::from_slice(&s.short_message).map_err(|_| too_long(s.short_message.len()))?;
     let validity = match s.validity {
         None => EmptyOrFullCOctetString::empty(),
-        Some(d) => EmptyOrFullCOctetString::from_string(relative_time(d))
-        .map_err(|_| PduError::NotAscii {
-            field: "validity_period",
+        Some(d) => EmptyOrFullCOctetString::from_string(relative_time(d)).map_err(|_| {
+            PduError::NotAscii {
+                field: "validity_period",
+            }
         })?,
     };
     let mut b = SubmitSm::builder()

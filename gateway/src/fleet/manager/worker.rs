@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+use rusmpp::{Command, CommandId};
 use smpp_db::sessions::SlotReport;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -12,12 +12,12 @@ use tokio_util::sync::CancellationToken;
 use super::Ctx;
 use super::supervisor::Phase;
 use crate::fleet::config::VendorConfig;
+use crate::fleet::sessions::Inbound;
 use crate::fleet::state::VendorState;
 use crate::metrics::Metrics;
 use crate::smpp::diagnostics::BindFailure;
 use crate::smpp::dial;
 use crate::smpp::pdu::BindKind;
-use crate::fleet::sessions::Inbound;
 use crate::smpp::session::{self, DeliverReply, Observer, Tunables};
 
 pub(super) struct SlotWorker {

@@ -1,8 +1,9 @@
 //! The control task: owns the read half and the in-flight map; answers the peer, keeps the
 //! enquire_link schedule, expires requests, and unbinds gracefully.
 
-use super::{DeliverReply, 
-    Conn, Observer, Pending, Request, SubmitError, SubmitOutcome, Timeouts, Tunables, Window,
+use super::{
+    Conn, DeliverReply, Observer, Pending, Request, SubmitError, SubmitOutcome, Timeouts, Tunables,
+    Window,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
