@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
-use smpp_db::sessions::SlotReport;
+use smpp_db::sessions::{SlotReport, SlotState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -51,13 +51,13 @@ impl SlotWorker {
     }
 
     /// Records the slot's state in the registry and queues it for vendor_sessions.
-    fn report(&self, state: &'static str, err: Option<&BindFailure>) {
+    fn report(&self, state: SlotState, err: Option<&BindFailure>) {
         let text = err.map(|f| f.to_string());
         self.v.set_slot(self.slot, state, text.clone());
         self.ctx.reporter.state(SlotReport {
             vendor_id: self.v.id,
             slot: self.slot,
-            state: state.to_string(),
+            state,
             last_error: text,
             config_version: self.cfg.borrow().version,
         });
@@ -87,7 +87,7 @@ impl SlotWorker {
         let mut was_bound = false;
         loop {
             let cfg = self.cfg.borrow_and_update().clone();
-            self.report("connecting", None);
+            self.report(SlotState::Connecting, None);
             self.ctx
                 .metrics
                 .bind_attempts
@@ -124,13 +124,13 @@ impl SlotWorker {
                     );
                     tracing::info!(vendor = %name, slot = self.slot, kind = self.kind.as_str(), version = cfg.version, "bound");
                     self.phase.send_replace(Phase::Bound);
-                    self.report("bound", None);
+                    self.report(SlotState::Bound, None);
                     self.bound_gauge();
                     let ended = loop {
                         tokio::select! {
                             r = &mut join => break r,
                             _ = self.stop.cancelled() => {
-                                self.report("unbinding", None);
+                                self.report(SlotState::Unbinding, None);
                                 handle.close();
                                 let _ = join.await;
                                 tracing::info!(vendor = %name, slot = self.slot, "unbound");
@@ -147,7 +147,7 @@ impl SlotWorker {
                             }
                         }
                     };
-                    self.v.set_slot(self.slot, "backoff", None);
+                    self.v.set_slot(self.slot, SlotState::Backoff, None);
                     self.bound_gauge();
                     match ended {
                         Ok(Err(f)) => f,
@@ -161,11 +161,11 @@ impl SlotWorker {
             self.ctx
                 .metrics
                 .bind_failures
-                .with_label_values(&[&name, &failure.reason])
+                .with_label_values(&[name.as_str(), &failure.reason.as_str()])
                 .inc();
             tracing::warn!(vendor = %name, slot = self.slot, stage = failure.stage.as_str(), reason = %failure.reason, error = %failure, "bind failed or session ended");
             self.phase.send_replace(Phase::Failed);
-            self.report("backoff", Some(&failure));
+            self.report(SlotState::Backoff, Some(&failure));
             let delay = cfg.reconnect.next_delay(attempt);
             attempt = attempt.saturating_add(1);
             tokio::select! {
