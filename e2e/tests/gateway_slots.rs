@@ -10,7 +10,7 @@ mod gateway_support;
 use std::time::Duration;
 
 use gateway_support::{Result, TestDb};
-use smpp_db::sessions::{self, SlotReport};
+use smpp_db::sessions::{self, SlotReport, SlotState};
 
 const TTL: Duration = Duration::from_secs(15);
 
@@ -78,14 +78,14 @@ async fn claims_are_exclusive_until_the_holder_goes_stale() -> Result {
             SlotReport {
                 vendor_id: v,
                 slot: 0,
-                state: "bound".into(),
+                state: SlotState::Bound,
                 last_error: None,
                 config_version: 3,
             },
             SlotReport {
                 vendor_id: v,
                 slot: 1,
-                state: "backoff".into(),
+                state: SlotState::Backoff,
                 last_error: Some("tcp_refused: x".into()),
                 config_version: 3,
             },
@@ -93,7 +93,7 @@ async fn claims_are_exclusive_until_the_holder_goes_stale() -> Result {
     )
     .await?;
     assert!(
-        !sessions::report(p, v, 0, "a", "bound", None, 3).await?,
+        !sessions::report(p, v, 0, "a", SlotState::Bound, None, 3).await?,
         "a no longer holds slot 0"
     );
     let slots = sessions::slots(p, v).await?;

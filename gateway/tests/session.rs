@@ -14,7 +14,9 @@ use smpp_e2e::smsc::{Behaviour, Smsc, SmscConfig};
 use smpp_e2e::wait;
 use smpp_gateway::smpp::endpoint::{BindMode, Connection};
 use smpp_gateway::smpp::pdu::{BindKind, Submit, Version};
-use smpp_gateway::smpp::session::{self, Observer, SessionHandle, Timeouts, Tunables};
+use smpp_gateway::smpp::session::{
+    self, DeliverReply, Observer, SessionHandle, Timeouts, Tunables,
+};
 use smpp_gateway::smpp::trace::Tracer;
 
 const SYSTEM_ID: &str = "sessuser";
@@ -30,9 +32,9 @@ impl Observer for Counting {
     fn enquire_link_rtt(&self, _rtt: Duration) {
         self.rtts.fetch_add(1, Ordering::Relaxed);
     }
-    fn deliver_sm(&self, _cmd: &Command) -> CommandStatus {
+    fn deliver_sm(&self, _cmd: Command, reply: DeliverReply) {
         self.dlrs.fetch_add(1, Ordering::Relaxed);
-        CommandStatus::EsmeRok
+        reply.answer(CommandStatus::EsmeRok);
     }
 }
 

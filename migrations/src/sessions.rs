@@ -6,18 +6,83 @@
 //! when its holder's heartbeat is older than the TTL (the holder died or hung). Every
 //! comparison uses the database clock, so pod clocks never matter.
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::DbError;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Slot states written by gateways (the operator counts `bound`).
-pub const STATE_CLAIMED: &str = "claimed";
-pub const STATE_CONNECTING: &str = "connecting";
-pub const STATE_BOUND: &str = "bound";
-pub const STATE_BACKOFF: &str = "backoff";
-pub const STATE_UNBINDING: &str = "unbinding";
+/// The state of one bind slot, as gateways write it to vendor_sessions.state (TEXT, the
+/// `as_str()` spelling) and the operator reads it back (it counts `Bound`). Serializes as the
+/// same lower-case word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotState {
+    /// Claimed by a pod, not yet connecting.
+    Claimed,
+    /// Connecting, handshaking or waiting for bind_resp.
+    Connecting,
+    /// Bound: the slot carries traffic.
+    Bound,
+    /// The last attempt failed (or the session ended); waiting to retry.
+    Backoff,
+    /// Unbinding before the slot is released.
+    Unbinding,
+}
+
+impl SlotState {
+    pub const ALL: &'static [SlotState] = &[
+        SlotState::Claimed,
+        SlotState::Connecting,
+        SlotState::Bound,
+        SlotState::Backoff,
+        SlotState::Unbinding,
+    ];
+
+    /// The column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotState::Claimed => "claimed",
+            SlotState::Connecting => "connecting",
+            SlotState::Bound => "bound",
+            SlotState::Backoff => "backoff",
+            SlotState::Unbinding => "unbinding",
+        }
+    }
+
+    /// Exact column value; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for SlotState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for SlotState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// A vendor_sessions.state this version does not know (written by hand, or by a newer
+/// gateway). Reading such a row fails with this as the column decode error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown slot state {0:?} in vendor_mgmt.vendor_sessions (expected claimed, connecting, bound, backoff or unbinding)"
+)]
+pub struct UnknownSlotState(pub String);
+
+impl TryFrom<String> for SlotState {
+    type Error = UnknownSlotState;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        SlotState::parse(&s).ok_or(UnknownSlotState(s))
+    }
+}
 
 /// A slot whose holder misses heartbeats this long is taken over. The gateways use it for
 /// claims and live pods, and it is the operator's default for ignoring stale sessions.
@@ -74,7 +139,7 @@ pub async fn bound_pods(pool: &PgPool, ttl: Duration) -> Result<Vec<BoundPod>, D
          ORDER BY s.vendor_id, s.pod",
     )
     .bind(interval(ttl))
-    .bind(STATE_BOUND)
+    .bind(SlotState::Bound.as_str())
     .fetch_all(pool)
     .await?)
 }
@@ -168,7 +233,7 @@ pub async fn report(
     vendor_id: Uuid,
     slot: i32,
     pod: &str,
-    state: &str,
+    state: SlotState,
     last_error: Option<&str>,
     config_version: i64,
 ) -> Result<bool, DbError> {
@@ -181,7 +246,7 @@ pub async fn report(
     .bind(vendor_id)
     .bind(slot)
     .bind(pod)
-    .bind(state)
+    .bind(state.as_str())
     .bind(last_error)
     .bind(config_version)
     .execute(pool)
@@ -194,7 +259,7 @@ pub async fn report(
 pub struct SlotReport {
     pub vendor_id: Uuid,
     pub slot: i32,
-    pub state: String,
+    pub state: SlotState,
     pub last_error: Option<String>,
     pub config_version: i64,
 }
@@ -266,7 +331,8 @@ pub async fn remove_pod(pool: &PgPool, pod: &str) -> Result<(), DbError> {
 pub struct Slot {
     pub slot: i32,
     pub pod: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: SlotState,
     pub last_error: Option<String>,
     pub config_version: Option<i64>,
 }
@@ -280,4 +346,39 @@ pub async fn slots(pool: &PgPool, vendor_id: Uuid) -> Result<Vec<Slot>, DbError>
     .bind(vendor_id)
     .fetch_all(pool)
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_state_round_trips_and_serializes_as_the_column_value() {
+        for s in SlotState::ALL {
+            assert_eq!(SlotState::parse(s.as_str()), Some(*s));
+            assert_eq!(SlotState::try_from(s.as_str().to_string()), Ok(*s));
+            assert_eq!(
+                serde_json::to_string(s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+            assert_eq!(s.to_string(), s.as_str());
+        }
+        assert_eq!(
+            SlotState::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>(),
+            ["claimed", "connecting", "bound", "backoff", "unbinding"]
+        );
+    }
+
+    #[test]
+    fn unknown_slot_state_is_an_error_not_a_panic() {
+        assert_eq!(SlotState::parse("Bound"), None);
+        let e = SlotState::try_from("draining".to_string()).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown slot state \"draining\""),
+            "{e}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! alive (heartbeat within a TTL), how many are bound, and the newest error a gateway saw.
 
 use crate::DbError;
+use crate::sessions::SlotState;
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -11,7 +12,9 @@ use uuid::Uuid;
 pub struct SessionRow {
     pub slot: i32,
     pub pod: String,
-    pub state: String,
+    /// An unknown value in the column fails the read ([`crate::sessions::UnknownSlotState`]).
+    #[sqlx(try_from = "String")]
+    pub state: SlotState,
     pub since: DateTime<Utc>,
     pub last_error: Option<String>,
     pub heartbeat: DateTime<Utc>,
@@ -32,9 +35,6 @@ pub struct VendorSessions {
 /// heartbeats). Payload: the vendor_id.
 pub const SESSIONS_CHANNEL: &str = "vendor_mgmt_vendor_sessions";
 
-/// State name gateways write for a bound session.
-pub const STATE_BOUND: &str = "bound";
-
 /// Drops sessions with a heartbeat older than `ttl` (their pod is gone or stuck) and sums
 /// up the rest. `now` is the database clock, so gateway and operator clocks never matter.
 pub fn aggregate(rows: Vec<SessionRow>, now: DateTime<Utc>, ttl: Duration) -> VendorSessions {
@@ -43,7 +43,10 @@ pub fn aggregate(rows: Vec<SessionRow>, now: DateTime<Utc>, ttl: Duration) -> Ve
         .filter(|s| now - s.heartbeat <= ttl)
         .collect();
     sessions.sort_by_key(|s| s.slot);
-    let bound = sessions.iter().filter(|s| s.state == STATE_BOUND).count() as u32;
+    let bound = sessions
+        .iter()
+        .filter(|s| s.state == SlotState::Bound)
+        .count() as u32;
     let last_error = sessions
         .iter()
         .filter(|s| s.last_error.as_deref().is_some_and(|e| !e.is_empty()))
@@ -98,7 +101,7 @@ mod tests {
         SessionRow {
             slot,
             pod: format!("gw-{slot}"),
-            state: state.into(),
+            state: SlotState::parse(state).unwrap(),
             since: t(since),
             last_error: err.map(String::from),
             heartbeat: t(hb),

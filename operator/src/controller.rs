@@ -328,6 +328,8 @@ impl VendorReconciler for SmppVendor {
             (Some(id), false) => {
                 smpp_db::status::vendor_sessions(&ctx.pool, id, ctx.settings.session_ttl)
                     .await
+                    // e.g. a state this version does not know (UnknownSlotState): Bound is Unknown.
+                    .inspect_err(|e| tracing::warn!(vendor = %self.name_any(), error = %e, "cannot read vendor_sessions"))
                     .ok()
             }
             _ => None,

@@ -311,7 +311,7 @@ pub fn build_status(
                 .iter()
                 .map(|r| SessionStatus {
                     pod: r.pod.clone(),
-                    state: r.state.clone(),
+                    state: r.state.to_string(),
                     since: Some(r.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                     last_error: r.last_error.clone().filter(|e| !e.is_empty()),
                 })
@@ -337,6 +337,7 @@ pub fn build_status(
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
+    use smpp_db::sessions::SlotState;
     use smpp_db::status::SessionRow;
 
     fn now() -> Time {
@@ -358,7 +359,7 @@ mod tests {
                 .map(|(i, (s, e))| SessionRow {
                     slot: i as i32,
                     pod: format!("gw-{i}"),
-                    state: s.to_string(),
+                    state: SlotState::parse(s).unwrap(),
                     since: t,
                     last_error: e.map(String::from),
                     heartbeat: t,

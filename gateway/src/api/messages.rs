@@ -72,13 +72,13 @@ fn reply(code: u16, body: &Value) -> Response {
 }
 
 /// Parses a JSON body, naming the field or position that is wrong.
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
     serde_json::from_slice(body).map_err(|e| {
-        error(
+        Box::new(error(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("request body: {e}"),
-        )
+        ))
     })
 }
 
@@ -211,7 +211,7 @@ pub fn routes(
                 };
                 let req: MessageRequest = match parse_body(&body) {
                     Ok(r) => r,
-                    Err(resp) => return resp,
+                    Err(resp) => return *resp,
                 };
                 let forwarded = fwd.is_some();
                 let idem = if forwarded { None } else { idem };
@@ -246,7 +246,7 @@ pub fn routes(
                 }
                 let b: Batch = match parse_body(&body) {
                     Ok(b) => b,
-                    Err(resp) => return resp,
+                    Err(resp) => return *resp,
                 };
                 if b.messages.len() > MAX_BATCH {
                     return error(

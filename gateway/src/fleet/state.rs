@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use smpp_db::sessions::SlotState;
 use uuid::Uuid;
 
 use crate::smpp::trace::Tracer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotState {
-    pub state: &'static str,
+pub struct SlotInfo {
+    pub state: SlotState,
     pub since: DateTime<Utc>,
     pub last_error: Option<String>,
     pub connected_at: Option<DateTime<Utc>>,
@@ -34,7 +35,7 @@ pub struct VendorState {
     pub id: Uuid,
     pub name: String,
     pub info: Mutex<VendorInfo>,
-    pub slots: Mutex<BTreeMap<i32, SlotState>>,
+    pub slots: Mutex<BTreeMap<i32, SlotInfo>>,
     pub tracer: Arc<Tracer>,
     pub messages_sent: AtomicU64,
     pub messages_success: AtomicU64,
@@ -43,10 +44,10 @@ pub struct VendorState {
 }
 
 impl VendorState {
-    pub fn set_slot(&self, slot: i32, state: &'static str, last_error: Option<String>) {
+    pub fn set_slot(&self, slot: i32, state: SlotState, last_error: Option<String>) {
         let now = Utc::now();
         let mut slots = self.slots.lock().expect("slots");
-        let entry = slots.entry(slot).or_insert(SlotState {
+        let entry = slots.entry(slot).or_insert(SlotInfo {
             state,
             since: now,
             last_error: None,
@@ -56,15 +57,15 @@ impl VendorState {
             entry.since = now;
         }
         entry.state = state;
-        if state == "bound" {
+        if state == SlotState::Bound {
             entry.connected_at = Some(now);
-        } else if state != "unbinding" {
+        } else if state != SlotState::Unbinding {
             entry.connected_at = None;
         }
         if let Some(e) = &last_error {
             self.info.lock().expect("info").last_error = Some(e.clone());
         }
-        if last_error.is_some() || state == "bound" {
+        if last_error.is_some() || state == SlotState::Bound {
             entry.last_error = last_error;
         }
     }
@@ -78,14 +79,17 @@ impl VendorState {
             .lock()
             .expect("slots")
             .values()
-            .filter(|s| s.state == "bound")
+            .filter(|s| s.state == SlotState::Bound)
             .count() as u32
     }
 
     pub fn view(&self) -> VendorView {
         let info = self.info.lock().expect("info").clone();
         let slots = self.slots.lock().expect("slots");
-        let bound: Vec<&SlotState> = slots.values().filter(|s| s.state == "bound").collect();
+        let bound: Vec<&SlotInfo> = slots
+            .values()
+            .filter(|s| s.state == SlotState::Bound)
+            .collect();
         let connected_at = bound.iter().filter_map(|s| s.connected_at).min();
         // The error shown is the current one: a config error, else the newest slot error, else
         // (nothing bound) the last one seen.
@@ -161,7 +165,7 @@ pub struct VendorView {
 #[derive(Debug, Clone, Serialize)]
 pub struct SlotView {
     pub slot: i32,
-    pub state: &'static str,
+    pub state: SlotState,
     pub since: DateTime<Utc>,
     pub last_error: Option<String>,
 }
@@ -232,9 +236,9 @@ mod tests {
         let r = Registry::default();
         let v = r.insert(Uuid::new_v4(), "a");
         assert_eq!(v.view().status, "disconnected");
-        v.set_slot(0, "backoff", Some("tcp_refused: x".into()));
+        v.set_slot(0, SlotState::Backoff, Some("tcp_refused: x".into()));
         assert_eq!(v.view().last_error.as_deref(), Some("tcp_refused: x"));
-        v.set_slot(0, "bound", None);
+        v.set_slot(0, SlotState::Bound, None);
         let view = v.view();
         assert_eq!(view.status, "connected");
         assert_eq!(view.sessions_bound, 1);

@@ -201,12 +201,12 @@ fn is_throttle(status: u32) -> bool {
     status == 0x58 || status == 0x14
 }
 
-/// A permanent status that another vendor may not share (fail over); throttling is retried.
+/// "ESME_RTHROTTLED (0x00000058)": the name a person looks up, and the number.
 fn status_name(status: u32) -> String {
-    match rusmpp::CommandStatus::try_from(status) {
-        Ok(s) => format!("{s:?} (0x{status:08X})"),
-        Err(_) => format!("status 0x{status:08X}"),
-    }
+    format!(
+        "{} (0x{status:08X})",
+        crate::smpp::diagnostics::status_name(status)
+    )
 }
 
 /// What one part's send ended with.

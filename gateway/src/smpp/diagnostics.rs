@@ -3,6 +3,7 @@
 //! and the likely causes. Pure: the session layer hands over what it observed, nothing here
 //! touches the network. A bare "EOF" is never an answer.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::smpp::connection::ConnectError;
@@ -42,7 +43,7 @@ impl Stage {
 pub struct BindFailure {
     pub stage: Stage,
     /// Stable, lower-case code: `tls_unknown_ca`, `bind_esme_rinvpaswd`, …
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
     pub likely_causes: Vec<String>,
 }
@@ -59,10 +60,15 @@ impl fmt::Display for BindFailure {
 
 impl std::error::Error for BindFailure {}
 
-fn failure(stage: Stage, reason: &str, message: impl Into<String>, causes: &[&str]) -> BindFailure {
+fn failure(
+    stage: Stage,
+    reason: Reason,
+    message: impl Into<String>,
+    causes: &[&str],
+) -> BindFailure {
     BindFailure {
         stage,
-        reason: reason.to_string(),
+        reason,
         message: message.into(),
         likely_causes: causes.iter().map(|c| c.to_string()).collect(),
     }
@@ -71,7 +77,7 @@ fn failure(stage: Stage, reason: &str, message: impl Into<String>, causes: &[&st
 pub fn config_error(message: impl Into<String>) -> BindFailure {
     failure(
         Stage::Config,
-        "config_invalid",
+        Reason::ConfigInvalid,
         message,
         &[
             "the vendor row has a value the gateway cannot use; fix the row (or the SmppVendor spec)",
@@ -84,7 +90,7 @@ pub fn classify_connect(e: &ConnectError) -> BindFailure {
     match e {
         ConnectError::Dns { .. } | ConnectError::DnsEmpty { .. } => failure(
             Stage::Dns,
-            "dns_failed",
+            Reason::DnsFailed,
             e.to_string(),
             &[
                 "the host name is misspelled",
@@ -93,13 +99,13 @@ pub fn classify_connect(e: &ConnectError) -> BindFailure {
         ),
         ConnectError::DnsTimeout { .. } => failure(
             Stage::Dns,
-            "dns_timeout",
+            Reason::DnsTimeout,
             e.to_string(),
             &["the DNS server does not answer (network policy, resolver down)"],
         ),
         ConnectError::TcpRefused { .. } => failure(
             Stage::Tcp,
-            "tcp_refused",
+            Reason::TcpRefused,
             e.to_string(),
             &[
                 "wrong port",
@@ -109,7 +115,7 @@ pub fn classify_connect(e: &ConnectError) -> BindFailure {
         ),
         ConnectError::TcpTimeout { .. } => failure(
             Stage::Tcp,
-            "tcp_timeout",
+            Reason::TcpTimeout,
             e.to_string(),
             &[
                 "a firewall drops the packets: the vendor has not allow-listed our egress IP, or our egress policy blocks the port",
@@ -118,13 +124,13 @@ pub fn classify_connect(e: &ConnectError) -> BindFailure {
         ),
         ConnectError::Tcp { .. } => failure(
             Stage::Tcp,
-            "tcp_failed",
+            Reason::TcpFailed,
             e.to_string(),
             &["no route to the vendor (network, egress policy)"],
         ),
         ConnectError::TlsTimeout { .. } => failure(
             Stage::Tls,
-            "tls_timeout",
+            Reason::TlsTimeout,
             e.to_string(),
             &[
                 "the port speaks plain SMPP, not TLS: turn TLS off or use the TLS port",
@@ -145,7 +151,7 @@ fn classify_tls(addr: &str, source: &std::io::Error) -> BindFailure {
             | std::io::ErrorKind::ConnectionReset
             | std::io::ErrorKind::BrokenPipe => failure(
                 Stage::Tls,
-                "tls_peer_closed",
+                Reason::TlsPeerClosed,
                 at("the peer closed the connection during the handshake".into()),
                 &[
                     "the port speaks plain SMPP, not TLS",
@@ -155,7 +161,7 @@ fn classify_tls(addr: &str, source: &std::io::Error) -> BindFailure {
             ),
             _ => failure(
                 Stage::Tls,
-                "tls_failed",
+                Reason::TlsFailed,
                 at(source.to_string()),
                 &["network error during the handshake"],
             ),
@@ -164,7 +170,7 @@ fn classify_tls(addr: &str, source: &std::io::Error) -> BindFailure {
     match err {
         E::InvalidCertificate(C::UnknownIssuer) => failure(
             Stage::Tls,
-            "tls_unknown_ca",
+            Reason::TlsUnknownCa,
             at("the server certificate was issued by a CA we do not trust".into()),
             &[
                 "set the vendor's CA bundle (spec.tls.caSecretRef / tls_ca_pem)",
@@ -173,7 +179,7 @@ fn classify_tls(addr: &str, source: &std::io::Error) -> BindFailure {
         ),
         E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => failure(
             Stage::Tls,
-            "tls_name_mismatch",
+            Reason::TlsNameMismatch,
             at(format!(
                 "the server certificate is not valid for the name we verify ({})",
                 describe_cert_error(err)
@@ -185,7 +191,7 @@ fn classify_tls(addr: &str, source: &std::io::Error) -> BindFailure {
         ),
         E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => failure(
             Stage::Tls,
-            "tls_cert_expired",
+            Reason::TlsCertExpired,
             at("the server certificate has expired".into()),
             &[
                 "the vendor must renew its certificate",
@@ -194,7 +200,7 @@ fn classify_tls(addr: &str, source: &std::io::Error) -> BindFailure {
         ),
         E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => failure(
             Stage::Tls,
-            "tls_cert_not_yet_valid",
+            Reason::TlsCertNotYetValid,
             at("the server certificate is not valid yet".into()),
             &[
                 "our clock is behind",
@@ -203,7 +209,7 @@ fn classify_tls(addr: &str, source: &std::io::Error) -> BindFailure {
         ),
         E::InvalidCertificate(_) => failure(
             Stage::Tls,
-            "tls_bad_certificate",
+            Reason::TlsBadCertificate,
             at(describe_cert_error(err)),
             &["the vendor's certificate is malformed or revoked"],
         ),
@@ -224,7 +230,7 @@ fn classify_tls(addr: &str, source: &std::io::Error) -> BindFailure {
             | A::AccessDenied),
         ) => failure(
             Stage::Tls,
-            "tls_client_cert_refused",
+            Reason::TlsClientCertRefused,
             at(format!("the server sent alert {a:?}")),
             &[
                 "the vendor requires a client certificate (spec.tls.clientCertSecretRef)",
@@ -233,7 +239,7 @@ fn classify_tls(addr: &str, source: &std::io::Error) -> BindFailure {
         ),
         E::AlertReceived(a) => failure(
             Stage::Tls,
-            "tls_peer_alert",
+            Reason::TlsPeerAlert,
             at(format!("the server sent alert {a:?}")),
             &[
                 "no cipher suite or TLS version in common",
@@ -242,13 +248,13 @@ fn classify_tls(addr: &str, source: &std::io::Error) -> BindFailure {
         ),
         E::InvalidMessage(_) => failure(
             Stage::Tls,
-            "tls_not_tls",
+            Reason::TlsNotTls,
             at(format!("the server did not answer with TLS ({err})")),
             &["the port speaks plain SMPP: turn TLS off or use the TLS port"],
         ),
         other => failure(
             Stage::Tls,
-            "tls_handshake_failed",
+            Reason::TlsHandshakeFailed,
             at(other.to_string()),
             &["TLS parameters do not match the vendor's"],
         ),
@@ -258,7 +264,7 @@ fn classify_tls(addr: &str, source: &std::io::Error) -> BindFailure {
 fn protocol_version(message: String) -> BindFailure {
     failure(
         Stage::Tls,
-        "tls_protocol_version",
+        Reason::TlsProtocolVersion,
         message,
         &["the vendor and tls_min_version (spec.tls) have no TLS version in common"],
     )
@@ -301,7 +307,7 @@ pub fn closed_before_bind_resp(
     };
     failure(
         Stage::Bind,
-        "closed_before_bind_resp",
+        Reason::ClosedBeforeBindResp,
         format!(
             "the vendor closed the connection {after}, before answering our {kind} bind (interface version {version}, system_type {system_type:?})"
         ),
@@ -317,7 +323,7 @@ pub fn closed_before_bind_resp(
 pub fn bind_timeout(secs: u64) -> BindFailure {
     failure(
         Stage::Bind,
-        "bind_timeout",
+        Reason::BindTimeout,
         format!("no bind_resp within {secs} s"),
         &[
             "the vendor silently drops binds it refuses (IP not allow-listed, bind limit)",
@@ -329,7 +335,7 @@ pub fn bind_timeout(secs: u64) -> BindFailure {
 pub fn bind_generic_nack(status: u32) -> BindFailure {
     failure(
         Stage::BindResp,
-        "bind_generic_nack",
+        Reason::BindGenericNack,
         format!(
             "the vendor answered the bind with generic_nack ({})",
             status_name(status)
@@ -343,7 +349,7 @@ pub fn bind_generic_nack(status: u32) -> BindFailure {
 pub fn bind_unexpected(what: &str) -> BindFailure {
     failure(
         Stage::Bind,
-        "bind_unexpected_pdu",
+        Reason::BindUnexpectedPdu,
         format!("the vendor sent {what} instead of bind_resp"),
         &["the vendor's SMPP implementation is non-standard"],
     )
@@ -352,7 +358,7 @@ pub fn bind_unexpected(what: &str) -> BindFailure {
 pub fn protocol_error(stage: Stage, what: impl Into<String>) -> BindFailure {
     failure(
         stage,
-        "protocol_error",
+        Reason::ProtocolError,
         what,
         &["the peer does not speak SMPP on this port (HTTP? TLS on a plain connection?)"],
     )
@@ -383,14 +389,9 @@ pub fn bind_rejected(status: u32) -> BindFailure {
         0x08 => &["the vendor has an internal error; retry later or contact the vendor"],
         _ => &["see the vendor's documentation for this status"],
     };
-    let code = if name.starts_with("ESME_") {
-        name.to_ascii_lowercase()
-    } else {
-        format!("status_{status:#010x}")
-    };
     failure(
         Stage::BindResp,
-        &format!("bind_{code}"),
+        Reason::BindRejected(status),
         format!("the vendor refused the bind with {name} ({status:#010x})"),
         causes,
     )
@@ -399,7 +400,7 @@ pub fn bind_rejected(status: u32) -> BindFailure {
 pub fn enquire_link_timeout(secs: u64) -> BindFailure {
     failure(
         Stage::Session,
-        "enquire_link_timeout",
+        Reason::EnquireLinkTimeout,
         format!("no enquire_link_resp within {secs} s"),
         &[
             "the vendor or the network path hangs",
@@ -411,7 +412,7 @@ pub fn enquire_link_timeout(secs: u64) -> BindFailure {
 pub fn peer_unbound() -> BindFailure {
     failure(
         Stage::Session,
-        "peer_unbound",
+        Reason::PeerUnbound,
         "the vendor sent unbind",
         &["vendor maintenance or a session limit on the vendor side"],
     )
@@ -420,7 +421,7 @@ pub fn peer_unbound() -> BindFailure {
 pub fn connection_lost(detail: &str) -> BindFailure {
     failure(
         Stage::Session,
-        "connection_lost",
+        Reason::ConnectionLost,
         format!("the connection was lost while bound ({detail})"),
         &[
             "the vendor restarted or closed idle sessions",
@@ -431,7 +432,15 @@ pub fn connection_lost(detail: &str) -> BindFailure {
 
 /// Name of an SMPP command_status, for messages.
 pub fn status_name(status: u32) -> String {
-    let n = match status {
+    match esme_name(status) {
+        Some(n) => n.to_string(),
+        None => format!("status {status:#010x}"),
+    }
+}
+
+/// The ESME_* name of a known command_status.
+fn esme_name(status: u32) -> Option<&'static str> {
+    Some(match status {
         0x00 => "ESME_ROK",
         0x01 => "ESME_RINVMSGLEN",
         0x02 => "ESME_RINVCMDLEN",
@@ -449,42 +458,90 @@ pub fn status_name(status: u32) -> String {
         0x53 => "ESME_RINVSYSTYP",
         0x58 => "ESME_RTHROTTLED",
         0xFF => "ESME_RUNKNOWNERR",
-        _ => return format!("status {status:#010x}"),
-    };
-    n.to_string()
+        _ => return None,
+    })
 }
 
-/// Every fixed reason code (bind_resp statuses add `bind_esme_*` / `bind_status_0x…`).
-/// docs/troubleshooting.md documents each; a test keeps the two in step.
-pub const REASONS: &[&str] = &[
-    "config_invalid",
-    "dns_failed",
-    "dns_timeout",
-    "tcp_refused",
-    "tcp_timeout",
-    "tcp_failed",
-    "tls_timeout",
-    "tls_peer_closed",
-    "tls_failed",
-    "tls_unknown_ca",
-    "tls_name_mismatch",
-    "tls_cert_expired",
-    "tls_cert_not_yet_valid",
-    "tls_bad_certificate",
-    "tls_protocol_version",
-    "tls_client_cert_refused",
-    "tls_peer_alert",
-    "tls_not_tls",
-    "tls_handshake_failed",
-    "closed_before_bind_resp",
-    "bind_timeout",
-    "bind_generic_nack",
-    "bind_unexpected_pdu",
-    "protocol_error",
-    "enquire_link_timeout",
-    "peer_unbound",
-    "connection_lost",
-];
+// The one list of reason codes: the enum, its FIXED slice and as_str come from it, so a new
+// variant is in FIXED and the docs test catches it if docs/troubleshooting.md lacks it.
+macro_rules! reasons {
+    ($($v:ident => $s:literal,)+) => {
+        /// Why a bind failed or a session ended: a stable, lower-case code, the
+        /// `smpp_bind_failures_total{reason}` label and the start of `last_error`.
+        /// docs/troubleshooting.md documents each; a test keeps the two in step.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($v,)+
+            /// bind_resp with this non-zero command_status: `bind_esme_rinvpaswd` for a
+            /// known status, `bind_status_0x00000400` otherwise.
+            BindRejected(u32),
+        }
+
+        impl Reason {
+            /// Every reason but [`Reason::BindRejected`].
+            pub const FIXED: &'static [Reason] = &[$(Reason::$v),+];
+
+            /// The code.
+            pub fn as_str(self) -> Cow<'static, str> {
+                match self {
+                    $(Reason::$v => Cow::Borrowed($s),)+
+                    Reason::BindRejected(status) => Cow::Owned(match esme_name(status) {
+                        Some(n) => format!("bind_{}", n.to_ascii_lowercase()),
+                        None => format!("bind_status_{status:#010x}"),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    ConfigInvalid => "config_invalid",
+    DnsFailed => "dns_failed",
+    DnsTimeout => "dns_timeout",
+    TcpRefused => "tcp_refused",
+    TcpTimeout => "tcp_timeout",
+    TcpFailed => "tcp_failed",
+    TlsTimeout => "tls_timeout",
+    TlsPeerClosed => "tls_peer_closed",
+    TlsFailed => "tls_failed",
+    TlsUnknownCa => "tls_unknown_ca",
+    TlsNameMismatch => "tls_name_mismatch",
+    TlsCertExpired => "tls_cert_expired",
+    TlsCertNotYetValid => "tls_cert_not_yet_valid",
+    TlsBadCertificate => "tls_bad_certificate",
+    TlsProtocolVersion => "tls_protocol_version",
+    TlsClientCertRefused => "tls_client_cert_refused",
+    TlsPeerAlert => "tls_peer_alert",
+    TlsNotTls => "tls_not_tls",
+    TlsHandshakeFailed => "tls_handshake_failed",
+    ClosedBeforeBindResp => "closed_before_bind_resp",
+    BindTimeout => "bind_timeout",
+    BindGenericNack => "bind_generic_nack",
+    BindUnexpectedPdu => "bind_unexpected_pdu",
+    ProtocolError => "protocol_error",
+    EnquireLinkTimeout => "enquire_link_timeout",
+    PeerUnbound => "peer_unbound",
+    ConnectionLost => "connection_lost",
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -494,7 +551,7 @@ mod tests {
     #[test]
     fn every_reason_is_documented() {
         let doc = include_str!("../../../docs/troubleshooting.md");
-        for r in REASONS {
+        for r in Reason::FIXED {
             assert!(
                 doc.contains(&format!("`{r}`")),
                 "docs/troubleshooting.md lacks {r}"
@@ -519,8 +576,53 @@ mod tests {
             closed_before_bind_resp(true, "a", "b", "c").reason,
         ];
         for r in produced {
-            assert!(REASONS.contains(&r.as_str()), "{r} missing from REASONS");
+            assert!(Reason::FIXED.contains(&r), "{r} missing from Reason::FIXED");
         }
+    }
+
+    #[test]
+    fn reason_codes_are_unchanged() {
+        let codes: Vec<String> = Reason::FIXED.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            codes,
+            [
+                "config_invalid",
+                "dns_failed",
+                "dns_timeout",
+                "tcp_refused",
+                "tcp_timeout",
+                "tcp_failed",
+                "tls_timeout",
+                "tls_peer_closed",
+                "tls_failed",
+                "tls_unknown_ca",
+                "tls_name_mismatch",
+                "tls_cert_expired",
+                "tls_cert_not_yet_valid",
+                "tls_bad_certificate",
+                "tls_protocol_version",
+                "tls_client_cert_refused",
+                "tls_peer_alert",
+                "tls_not_tls",
+                "tls_handshake_failed",
+                "closed_before_bind_resp",
+                "bind_timeout",
+                "bind_generic_nack",
+                "bind_unexpected_pdu",
+                "protocol_error",
+                "enquire_link_timeout",
+                "peer_unbound",
+                "connection_lost",
+            ]
+        );
+        assert_eq!(
+            serde_json::to_value(bind_rejected(0x0E)).unwrap()["reason"],
+            "bind_esme_rinvpaswd"
+        );
+        assert_eq!(
+            Reason::BindRejected(0x0400).to_string(),
+            "bind_status_0x00000400"
+        );
     }
 
     fn addr() -> SocketAddr {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rusmpp::{Command, CommandId};
-use smpp_db::sessions::SlotReport;
+use smpp_db::sessions::{SlotReport, SlotState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -52,13 +52,13 @@ impl SlotWorker {
     }
 
     /// Records the slot's state in the registry and queues it for vendor_sessions.
-    fn report(&self, state: &'static str, err: Option<&BindFailure>) {
+    fn report(&self, state: SlotState, err: Option<&BindFailure>) {
         let text = err.map(|f| f.to_string());
         self.v.set_slot(self.slot, state, text.clone());
         self.ctx.reporter.state(SlotReport {
             vendor_id: self.v.id,
             slot: self.slot,
-            state: state.to_string(),
+            state,
             last_error: text,
             config_version: self.cfg.borrow().version,
         });
@@ -88,7 +88,7 @@ impl SlotWorker {
         let mut was_bound = false;
         loop {
             let cfg = self.cfg.borrow_and_update().clone();
-            self.report("connecting", None);
+            self.report(SlotState::Connecting, None);
             self.ctx
                 .metrics
                 .bind_attempts
@@ -127,7 +127,7 @@ impl SlotWorker {
                     );
                     tracing::info!(vendor = %name, slot = self.slot, kind = self.kind.as_str(), version = cfg.version, "bound");
                     self.phase.send_replace(Phase::Bound);
-                    self.report("bound", None);
+                    self.report(SlotState::Bound, None);
                     self.bound_gauge();
                     if self.kind.can_submit() {
                         self.ctx.sessions.add(&cfg, self.slot, handle.clone());
@@ -137,7 +137,7 @@ impl SlotWorker {
                             r = &mut join => break r,
                             _ = self.stop.cancelled() => {
                                 self.ctx.sessions.remove(self.v.id, self.slot);
-                                self.report("unbinding", None);
+                                self.report(SlotState::Unbinding, None);
                                 handle.close();
                                 let _ = join.await;
                                 tracing::info!(vendor = %name, slot = self.slot, "unbound");
@@ -159,7 +159,7 @@ impl SlotWorker {
                         }
                     };
                     self.ctx.sessions.remove(self.v.id, self.slot);
-                    self.v.set_slot(self.slot, "backoff", None);
+                    self.v.set_slot(self.slot, SlotState::Backoff, None);
                     self.bound_gauge();
                     match ended {
                         Ok(Err(f)) => f,
@@ -173,11 +173,11 @@ impl SlotWorker {
             self.ctx
                 .metrics
                 .bind_failures
-                .with_label_values(&[&name, &failure.reason])
+                .with_label_values(&[name.as_str(), &failure.reason.as_str()])
                 .inc();
             tracing::warn!(vendor = %name, slot = self.slot, stage = failure.stage.as_str(), reason = %failure.reason, error = %failure, "bind failed or session ended");
             self.phase.send_replace(Phase::Failed);
-            self.report("backoff", Some(&failure));
+            self.report(SlotState::Backoff, Some(&failure));
             let delay = cfg.reconnect.next_delay(attempt);
             attempt = attempt.saturating_add(1);
             tokio::select! {
