@@ -284,3 +284,284 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// Messaging: API keys, callback secret, JSON requests with a bearer key, message status.
+
+/// What a messaging gateway needs besides the database: Redis (the environment's), an API keys
+/// file and a callback secret file, both written for this test under target/gateway-tests/.
+pub struct Messaging {
+    /// The bearer token of key [`Messaging::key_name`].
+    pub token: String,
+    pub key_name: String,
+    pub keys_file: PathBuf,
+    /// The HMAC key callbacks are signed with (the content of `secret_file`).
+    pub secret: String,
+    pub secret_file: PathBuf,
+    pub redis_url: String,
+}
+
+/// Writes an API keys file (`<key_name>:<random token>`) and a callback secret file, and
+/// returns them with the environment's REDIS_URL. Tokens and secrets are random and
+/// distinctive, so a test can search the logs for them.
+pub fn messaging_env() -> Result<Messaging> {
+    let dir = repo_root().join("target/gateway-tests");
+    std::fs::create_dir_all(&dir)?;
+    let tag = format!("{:016x}", rand::random::<u64>());
+    let key_name = format!("tester{}", &tag[..6]);
+    let token = format!("tok{:032x}", rand::random::<u128>());
+    let secret = format!("cbsecret{:032x}", rand::random::<u128>());
+    let keys_file = dir.join(format!("api-keys-{tag}"));
+    let secret_file = dir.join(format!("callback-secret-{tag}"));
+    std::fs::write(&keys_file, format!("# test keys\n{key_name}:{token}\n"))?;
+    std::fs::write(&secret_file, &secret)?;
+    Ok(Messaging {
+        token,
+        key_name,
+        keys_file,
+        secret,
+        secret_file,
+        redis_url: Env::load()?.redis_url,
+    })
+}
+
+impl Messaging {
+    /// REDIS_URL, API_KEYS_FILE and CALLBACK_SECRET_FILE for [`Gateway::start_with`]; append
+    /// test-specific pairs with [`Messaging::env_with`].
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("REDIS_URL", self.redis_url.as_str()),
+            (
+                "API_KEYS_FILE",
+                self.keys_file.to_str().expect("utf-8 path"),
+            ),
+            (
+                "CALLBACK_SECRET_FILE",
+                self.secret_file.to_str().expect("utf-8 path"),
+            ),
+        ]
+    }
+
+    pub fn env_with<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut v = self.env();
+        v.extend_from_slice(extra);
+        v
+    }
+
+    /// `Authorization` header pair for [`send`].
+    pub fn auth(&self) -> (String, String) {
+        ("Authorization".into(), format!("Bearer {}", self.token))
+    }
+}
+
+/// An HTTP answer: status, raw body, and the body as JSON (`Value::Null` when it is not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub json: Value,
+}
+
+impl Answer {
+    /// `error.code` of an error answer ("" when absent).
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn message(&self) -> &str {
+        self.json["error"]["message"].as_str().unwrap_or("")
+    }
+}
+
+/// HTTP/1.1 request with headers and a body (Content-Length), `Connection: close`. The body is
+/// written while the answer is read, so a server that answers early (413) is still heard.
+pub async fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Answer> {
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let (mut rd, mut wr) = s.into_split();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let body = body.to_vec();
+    let writer = tokio::spawn(async move {
+        // The server may answer and close before reading all of a large body: ignore that.
+        if wr.write_all(head.as_bytes()).await.is_ok() {
+            let _ = wr.write_all(&body).await;
+        }
+        wr
+    });
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match rd.read(&mut chunk).await {
+                Ok(0) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                // A reset after the answer arrived (server closed with unread body): keep it.
+                Err(_) if buf.windows(4).any(|w| w == b"\r\n\r\n") => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+    .await;
+    writer.abort();
+    read??;
+    parse_answer(&buf)
+}
+
+fn parse_answer(buf: &[u8]) -> Result<Answer> {
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP head in {} bytes", buf.len()))?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let raw = &buf[split + 4..];
+    let status: u16 = head.split_whitespace().nth(1).unwrap_or("0").parse()?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk_bytes(raw)
+    } else {
+        raw.to_vec()
+    };
+    let body = String::from_utf8_lossy(&body).to_string();
+    let json = serde_json::from_str(&body).unwrap_or(Value::Null);
+    Ok(Answer { status, body, json })
+}
+
+fn dechunk_bytes(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&body[..eol]);
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        let rest = &body[eol + 2..];
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.extend_from_slice(&rest[..n]);
+        body = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+/// POST a JSON body with an optional bearer token and extra headers.
+pub async fn post_json(
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> Result<Answer> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut h: Vec<(&str, &str)> = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        h.push(("Authorization", a));
+    }
+    h.extend_from_slice(headers);
+    send(port, "POST", path, &h, &serde_json::to_vec(body)?).await
+}
+
+/// GET with an optional bearer token.
+pub async fn get_auth(port: u16, path: &str, token: Option<&str>) -> Result<Answer> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let h: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    send(port, "GET", path, &h, b"").await
+}
+
+/// The body of a submit: `{"to","from","text"}` plus `vendor` when given.
+pub fn message(to: &str, text: &str, vendor: Option<&str>) -> Value {
+    let mut m = serde_json::json!({"to": to, "from": "ACME", "text": text});
+    if let Some(v) = vendor {
+        m["vendor"] = Value::from(v);
+    }
+    m
+}
+
+impl Gateway {
+    /// POST /api/v1/messages with `token`.
+    pub async fn submit(&self, token: &str, body: &Value) -> Result<Answer> {
+        post_json(self.http, "/api/v1/messages", Some(token), &[], body).await
+    }
+
+    /// POST /api/v1/messages with an Idempotency-Key.
+    pub async fn submit_idem(&self, token: &str, key: &str, body: &Value) -> Result<Answer> {
+        post_json(
+            self.http,
+            "/api/v1/messages",
+            Some(token),
+            &[("Idempotency-Key", key)],
+            body,
+        )
+        .await
+    }
+
+    /// POST /api/v1/messages/batch with `{"messages": messages}`.
+    pub async fn batch(&self, token: &str, messages: &[Value]) -> Result<Answer> {
+        post_json(
+            self.http,
+            "/api/v1/messages/batch",
+            Some(token),
+            &[],
+            &serde_json::json!({ "messages": messages }),
+        )
+        .await
+    }
+
+    /// GET /api/v1/messages/{id}.
+    pub async fn message(&self, token: &str, id: &str) -> Result<Answer> {
+        get_auth(self.http, &format!("/api/v1/messages/{id}"), Some(token)).await
+    }
+
+    /// Waits until GET /api/v1/messages/{id} shows `status`, and returns the message.
+    pub async fn wait_status(
+        &self,
+        token: &str,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> Result<Value> {
+        wait::until(&format!("message {id} {status}"), timeout, || async {
+            let a = self.message(token, id).await?;
+            anyhow::ensure!(a.status == 200, "GET {id}: {} {}", a.status, a.body);
+            if a.json["status"] == status {
+                Ok(Some(a.json))
+            } else {
+                Err(anyhow::anyhow!("status {} ({})", a.json["status"], a.body))
+            }
+        })
+        .await
+    }
+
+    /// Waits until the vendor `name` has at least `n` bound sessions on this gateway.
+    pub async fn wait_bound(&self, name: &str, n: u64, timeout: Duration) -> Result<()> {
+        wait::until(&format!("{name}: {n} sessions bound"), timeout, || async {
+            let b = self.bound(name).await?;
+            Ok((b >= n).then_some(()))
+        })
+        .await
+    }
+}
+
+/// The `event` fields of a message's history, in order.
+pub fn history_events(msg: &Value) -> Vec<String> {
+    msg["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter_map(|e| e["event"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
