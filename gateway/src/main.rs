@@ -328,6 +328,7 @@ async fn build_messaging(
         .await
         .context("REDIS_URL is not a valid Redis URL")?;
     let store = Store::new(conn, args.dlr_ttl);
+    store.watch_health(Duration::from_secs(1));
     let secret: Option<Arc<[u8]>> = match &args.callback_secret_file {
         Some(f) => Some(
             std::fs::read_to_string(f)

@@ -213,6 +213,10 @@ impl Registry {
             .collect()
     }
 
+    pub fn by_id(&self, id: Uuid) -> Option<Arc<VendorState>> {
+        self.vendors.read().expect("registry").get(&id).cloned()
+    }
+
     pub fn by_name(&self, name: &str) -> Option<Arc<VendorState>> {
         self.vendors
             .read()

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+
 use chrono::Utc;
 use rusmpp::{Command, CommandStatus, Pdu};
 use serde::{Deserialize, Serialize};
@@ -71,7 +73,7 @@ impl Inbound for Arc<ReceiptHandler> {
         };
         match receipt::classify(d) {
             Ok(Classified::Receipt(r)) => {
-                if let Some(v) = self.registry.all().into_iter().find(|v| v.id == vendor.id) {
+                if let Some(v) = self.registry.by_id(vendor.id) {
                     v.dlrs_received
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -137,7 +139,7 @@ impl ReceiptHandler {
             .await?
         {
             Some((id, part)) => {
-                self.apply(&id, part, vendor, r.stat, r.err.as_deref())
+                self.apply(&id, part, vendor_id, vendor, r.stat, r.err.as_deref())
                     .await?;
             }
             None => {
@@ -151,6 +153,7 @@ impl ReceiptHandler {
         &self,
         id: &str,
         part: u32,
+        vendor_id: Uuid,
         vendor: &str,
         stat: ReceiptStat,
         err: Option<&str>,
@@ -170,7 +173,7 @@ impl ReceiptHandler {
             .await?
         {
             Some(change) => {
-                self.notify(id, vendor, &change);
+                self.notify(id, vendor_id, vendor, &change);
                 Ok(())
             }
             // The message itself is not written yet (cluster write order): let the vendor resend.
@@ -180,9 +183,29 @@ impl ReceiptHandler {
         }
     }
 
-    fn notify(&self, id: &str, vendor: &str, change: &StatusChange) {
+    /// The per-vendor counters of /api/v1/vendors for a message just submitted.
+    pub fn count_sent(&self, vendor: Uuid, status: MessageStatus) {
+        if let Some(v) = self.registry.by_id(vendor) {
+            v.messages_sent.fetch_add(1, Ordering::Relaxed);
+            if status.is_final() {
+                v.messages_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn notify(&self, id: &str, vendor_id: Uuid, vendor: &str, change: &StatusChange) {
         if change.from == change.to {
             return;
+        }
+        if change.to.is_final()
+            && let Some(v) = self.registry.by_id(vendor_id)
+        {
+            let counter = if change.to == MessageStatus::Delivered {
+                &v.messages_success
+            } else {
+                &v.messages_failed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(url) = &change.callback_url {
             let body = serde_json::json!({
@@ -210,7 +233,8 @@ pub fn apply_parked(handler: &Arc<ReceiptHandler>, cfg: &VendorConfig, parked: V
             let r = async {
                 let again = serde_json::to_string(&p).expect("parked");
                 if let Some((id, part)) = h.store.correlate_or_park(vid, &keys, &again).await? {
-                    h.apply(&id, part, &vendor, stat, p.err.as_deref()).await?;
+                    h.apply(&id, part, vid, &vendor, stat, p.err.as_deref())
+                        .await?;
                 }
                 Ok::<(), crate::messaging::store::StoreError>(())
             };

@@ -201,6 +201,9 @@ pub struct Store {
     conn: Conn,
     ttl: Duration,
     apply: std::sync::Arc<Script>,
+    /// False since the last operation failed, until one succeeds (a background ping keeps
+    /// trying): the submit path refuses before sending instead of sending untracked.
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -209,7 +212,34 @@ impl Store {
             conn,
             ttl,
             apply: Script::new(APPLY_RECEIPT).into(),
+            healthy: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn track<T>(&self, r: redis::RedisResult<T>) -> Result<T, StoreError> {
+        self.healthy
+            .store(r.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        Ok(r?)
+    }
+
+    /// Pings every `every` so the health flag recovers without traffic.
+    pub fn watch_health(&self, every: Duration) {
+        let s = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let _ = s.ping().await;
+            }
+        });
     }
 
     fn ttl_secs(&self) -> u64 {
@@ -218,7 +248,7 @@ impl Store {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        let _: String = self.track(redis::cmd("PING").query_async(&mut c).await)?;
         Ok(())
     }
 
@@ -276,7 +306,7 @@ impl Store {
             ));
         }
         let mut c = self.conn.clone();
-        let parked: Vec<Vec<String>> = pipe.query_async(&mut c).await?;
+        let parked: Vec<Vec<String>> = self.track(pipe.query_async(&mut c).await)?;
         Ok(parked.into_iter().flatten().collect())
     }
 
@@ -299,7 +329,7 @@ impl Store {
         for k in &keys {
             pipe.get(k);
         }
-        let found: Vec<Option<String>> = pipe.query_async(&mut c).await?;
+        let found: Vec<Option<String>> = self.track(pipe.query_async(&mut c).await)?;
         if let Some(v) = found.into_iter().flatten().next() {
             return parse_mapping(&v).map(Some);
         }
@@ -311,7 +341,7 @@ impl Store {
                 &[receipt_json, &self.ttl_secs().to_string()],
             ));
         }
-        let raced: Vec<Option<String>> = pipe.query_async(&mut c).await?;
+        let raced: Vec<Option<String>> = self.track(pipe.query_async(&mut c).await)?;
         match raced.into_iter().flatten().next() {
             Some(v) => {
                 // Mapped meanwhile: take the receipt back from the other keys' parking.
@@ -319,7 +349,7 @@ impl Store {
                 for k in &keys {
                     pipe.lrem(format!("{k}:p"), 0, receipt_json).ignore();
                 }
-                let _: () = pipe.query_async(&mut c).await?;
+                let _: () = self.track(pipe.query_async(&mut c).await)?;
                 parse_mapping(&v).map(Some)
             }
             None => Ok(None),
@@ -337,18 +367,19 @@ impl Store {
         entry: &HistoryEntry,
     ) -> Result<Option<StatusChange>, StoreError> {
         let mut c = self.conn.clone();
-        let r: Option<(String, String, String)> = self
-            .apply
-            .key(msg_key(id))
-            .key(history_key(id))
-            .arg(part)
-            .arg(status.as_str())
-            .arg(if status.is_final() { "1" } else { "0" })
-            .arg(error_code.unwrap_or(""))
-            .arg(Utc::now().to_rfc3339())
-            .arg(serde_json::to_string(entry).expect("history"))
-            .invoke_async(&mut c)
-            .await?;
+        let r: Option<(String, String, String)> = self.track(
+            self.apply
+                .key(msg_key(id))
+                .key(history_key(id))
+                .arg(part)
+                .arg(status.as_str())
+                .arg(if status.is_final() { "1" } else { "0" })
+                .arg(error_code.unwrap_or(""))
+                .arg(Utc::now().to_rfc3339())
+                .arg(serde_json::to_string(entry).expect("history"))
+                .invoke_async(&mut c)
+                .await,
+        )?;
         let Some((from, to, cb)) = r else {
             return Ok(None);
         };
@@ -364,12 +395,14 @@ impl Store {
 
     pub async fn get(&self, id: &str) -> Result<Option<MessageView>, StoreError> {
         let mut c = self.conn.clone();
-        let (fields, history): (std::collections::HashMap<String, String>, Vec<String>) =
-            redis::pipe()
-                .hgetall(msg_key(id))
-                .lrange(history_key(id), 0, -1)
-                .query_async(&mut c)
-                .await?;
+        let (fields, history): (std::collections::HashMap<String, String>, Vec<String>) = self
+            .track(
+                redis::pipe()
+                    .hgetall(msg_key(id))
+                    .lrange(history_key(id), 0, -1)
+                    .query_async(&mut c)
+                    .await,
+            )?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -389,18 +422,21 @@ impl Store {
         };
         let mut c = self.conn.clone();
         let k = idem_key(owner, key);
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&k)
-            .arg(serde_json::to_string(&rec).expect("idem"))
-            .arg("NX")
-            .arg("EX")
-            .arg(self.ttl_secs())
-            .query_async(&mut c)
-            .await?;
+        let set: Option<String> = self.track(
+            redis::cmd("SET")
+                .arg(&k)
+                .arg(serde_json::to_string(&rec).expect("idem"))
+                .arg("NX")
+                .arg("EX")
+                .arg(self.ttl_secs())
+                .query_async(&mut c)
+                .await,
+        )?;
         if set.is_some() {
             return Ok(IdemBegin::Fresh);
         }
-        let cur: Option<String> = redis::cmd("GET").arg(&k).query_async(&mut c).await?;
+        let cur: Option<String> =
+            self.track(redis::cmd("GET").arg(&k).query_async(&mut c).await)?;
         let Some(cur) = cur else {
             // Expired between the two commands: try once more.
             return Box::pin(self.idem_begin(owner, key, hash)).await;
@@ -430,23 +466,27 @@ impl Store {
             answer: Some((code, body.clone())),
         };
         let mut c = self.conn.clone();
-        let _: () = redis::cmd("SET")
-            .arg(idem_key(owner, key))
-            .arg(serde_json::to_string(&rec).expect("idem"))
-            .arg("EX")
-            .arg(self.ttl_secs())
-            .query_async(&mut c)
-            .await?;
+        let _: () = self.track(
+            redis::cmd("SET")
+                .arg(idem_key(owner, key))
+                .arg(serde_json::to_string(&rec).expect("idem"))
+                .arg("EX")
+                .arg(self.ttl_secs())
+                .query_async(&mut c)
+                .await,
+        )?;
         Ok(())
     }
 
     /// Gives the key up when nothing was sent, so a retry may send.
     pub async fn idem_abort(&self, owner: &str, key: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let _: () = redis::cmd("DEL")
-            .arg(idem_key(owner, key))
-            .query_async(&mut c)
-            .await?;
+        let _: () = self.track(
+            redis::cmd("DEL")
+                .arg(idem_key(owner, key))
+                .query_async(&mut c)
+                .await,
+        )?;
         Ok(())
     }
 }

@@ -13,11 +13,11 @@ use crate::fleet::config::VendorConfig;
 use crate::fleet::sessions::SessionIndex;
 use crate::messaging::encoding::{self, EncodeError, Encoded};
 use crate::messaging::model::{HistoryEntry, MessageStatus};
-use crate::messaging::store::{NewMessage, Store, StoreError};
+use crate::messaging::store::{NewMessage, Store};
 use crate::messaging::{ids, router};
 use crate::metrics::Metrics;
 use crate::smpp::pdu::Submit;
-use crate::smpp::session::{SessionHandle, SubmitError as SessionError};
+use crate::smpp::session::SubmitError as SessionError;
 
 /// The body of POST /api/v1/messages (and of each batch entry).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -209,14 +209,6 @@ fn status_name(status: u32) -> String {
     )
 }
 
-/// What one part's send ended with.
-enum PartResult {
-    Ok(String),
-    Rejected(u32),
-    Timeout,
-    Closed,
-}
-
 /// The messaging core on this pod.
 pub struct Messenger {
     pub store: Store,
@@ -285,27 +277,30 @@ impl Messenger {
     ) -> Result<Accepted, Attempt> {
         let vendor = cfg.name.clone();
         let m = &cfg.messaging;
-        let reference = rand::random::<u16>();
         let encoded = encoding::encode(
             &req.text,
             m.default_alphabet,
             m.long_messages,
-            reference,
+            rand::random::<u16>(),
             self.limits.max_parts,
         )
         .map_err(|e| Attempt::Final(encode_error(e)))?;
         let Some(vs) = self.sessions.vendor(cfg.id) else {
             return Err(Attempt::Permanent(SubmitError::NoRoute(req.to.clone())));
         };
+        // Without Redis nothing could be tracked: refuse before anything is sent.
+        if !self.store.healthy() {
+            return Err(Attempt::Final(SubmitError::StoreUnavailable(
+                "the last Redis operation failed".into(),
+            )));
+        }
         let parts = encoded.parts.len() as u32;
         let started = std::time::Instant::now();
-        let sends = (0..encoded.parts.len()).map(|p| {
-            let submit = part_submit(req, &encoded, p);
-            self.send_part(&vs, submit, &vendor)
-        });
+        let sends = (0..encoded.parts.len())
+            .map(|p| self.send_part(&vs, part_submit(req, &encoded, p), &vendor));
         let results = futures::future::join_all(sends).await;
         let mut vids = Vec::with_capacity(results.len());
-        let mut failure = None;
+        let mut failure: Option<(u32, PartResult)> = None;
         for (p, (r, tries)) in results.into_iter().enumerate() {
             let p = p as u32;
             if tries > 1 {
@@ -316,66 +311,36 @@ impl Messenger {
                         .detail(format!("retried {} times", tries - 1)),
                 );
             }
-            match r {
-                PartResult::Ok(vid) => {
-                    history.push(
-                        HistoryEntry::new("submit_sm_resp")
-                            .vendor(&vendor)
-                            .part(p)
-                            .detail(format!("message_id {vid}")),
-                    );
-                    vids.push(vid);
-                }
-                PartResult::Rejected(s) => {
-                    history.push(
-                        HistoryEntry::new("rejected")
-                            .vendor(&vendor)
-                            .part(p)
-                            .detail(status_name(s)),
-                    );
-                    vids.push(String::new());
-                    failure.get_or_insert((p, PartResult::Rejected(s)));
-                }
-                other => {
-                    let what = if matches!(other, PartResult::Timeout) {
-                        "no submit_sm_resp in time"
-                    } else {
-                        "session closed before submit_sm_resp"
-                    };
-                    history.push(
-                        HistoryEntry::new("timeout")
-                            .vendor(&vendor)
-                            .part(p)
-                            .detail(what),
-                    );
-                    vids.push(String::new());
-                    failure.get_or_insert((p, other));
-                }
+            history.push(r.history(&vendor, p));
+            vids.push(match &r {
+                PartResult::Ok(vid) => vid.clone(),
+                _ => String::new(),
+            });
+            if !matches!(r, PartResult::Ok(_)) && failure.is_none() {
+                failure = Some((p, r));
             }
         }
         let accepted_any = vids.iter().any(|v| !v.is_empty());
-        let (status, error_code) = match &failure {
-            None => (MessageStatus::Submitted, None),
-            Some((_, PartResult::Rejected(s))) => {
-                (MessageStatus::Rejected, Some(format!("0x{s:08X}")))
-            }
-            Some(_) => (MessageStatus::Failed, Some("timeout".to_string())),
-        };
-        if let Some((part, PartResult::Rejected(s))) = &failure
+        if let Some((part, r)) = &failure
             && !accepted_any
+            && r.nothing_sent()
         {
             // Nothing reached the vendor: another vendor may take it.
             self.metrics
                 .submits
                 .with_label_values(&[&vendor, "rejected"])
                 .inc();
-            return Err(Attempt::Permanent(SubmitError::Rejected {
-                vendor,
-                part: *part,
-                status: status_name(*s),
-                id: None,
-            }));
+            return Err(Attempt::Permanent(r.error(
+                &vendor,
+                *part,
+                None,
+                &self.limits,
+            )));
         }
+        let (status, error_code) = match &failure {
+            None => (MessageStatus::Submitted, None),
+            Some((_, r)) => r.status(),
+        };
         let mappings: Vec<(String, u32)> = vids
             .iter()
             .enumerate()
@@ -398,11 +363,8 @@ impl Messenger {
             client_ref: req.client_ref.clone(),
             callback_url: req.callback_url.clone(),
         };
-        let parked = self
-            .store
-            .create(&msg, history, &mappings)
-            .await
-            .map_err(|e| Attempt::Final(store_error(&e)))?;
+        self.record(cfg, msg, std::mem::take(history), mappings)
+            .await;
         self.metrics
             .submit_latency
             .with_label_values(&[&vendor])
@@ -411,9 +373,7 @@ impl Messenger {
             .submits
             .with_label_values(&[&vendor, status.as_str()])
             .inc();
-        if !parked.is_empty() {
-            crate::messaging::receipts::apply_parked(&self.receipts, cfg, parked);
-        }
+        self.receipts.count_sent(cfg.id, status);
         match failure {
             None => Ok(Accepted {
                 id: id.to_string(),
@@ -422,18 +382,55 @@ impl Messenger {
                 vendor_message_ids: vids,
                 parts,
             }),
-            Some((part, PartResult::Rejected(s))) => Err(Attempt::Final(SubmitError::Rejected {
-                vendor,
+            Some((part, r)) => Err(Attempt::Final(r.error(
+                &vendor,
                 part,
-                status: status_name(s),
-                id: Some(id.to_string()),
-            })),
-            Some((part, _)) => Err(Attempt::Final(SubmitError::Timeout {
-                vendor,
-                part,
-                secs: self.limits.response_timeout.as_secs(),
-                id: id.to_string(),
-            })),
+                Some(id.to_string()),
+                &self.limits,
+            ))),
+        }
+    }
+
+    /// Writes the message and its mappings. The vendor has it already, so when Redis fails
+    /// now the write is retried in the background (receipts meanwhile get a temporary error
+    /// and come again) instead of losing track of a sent message.
+    async fn record(
+        &self,
+        cfg: &Arc<VendorConfig>,
+        msg: NewMessage,
+        history: Vec<HistoryEntry>,
+        mappings: Vec<(String, u32)>,
+    ) {
+        match self.store.create(&msg, &history, &mappings).await {
+            Ok(parked) => {
+                if !parked.is_empty() {
+                    crate::messaging::receipts::apply_parked(&self.receipts, cfg, parked);
+                }
+            }
+            Err(e) => {
+                self.metrics
+                    .redis_errors
+                    .with_label_values(&["create"])
+                    .inc();
+                tracing::warn!(message = %msg.id, error = %e, "cannot store a sent message yet; retrying in the background");
+                let (store, receipts, cfg) =
+                    (self.store.clone(), self.receipts.clone(), cfg.clone());
+                tokio::spawn(async move {
+                    let mut delay = Duration::from_millis(200);
+                    // Bounded by the DLR TTL: after that the receipts are gone anyway.
+                    let give_up = tokio::time::Instant::now() + store.ttl();
+                    while tokio::time::Instant::now() < give_up {
+                        tokio::time::sleep(delay).await;
+                        if let Ok(parked) = store.create(&msg, &history, &mappings).await {
+                            tracing::info!(message = %msg.id, "stored the sent message after Redis came back");
+                            crate::messaging::receipts::apply_parked(&receipts, &cfg, parked);
+                            return;
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                    tracing::error!(message = %msg.id, "gave up storing a sent message: its receipts cannot be correlated");
+                });
+            }
         }
     }
 
@@ -448,13 +445,13 @@ impl Messenger {
         let mut tries = 0;
         loop {
             tries += 1;
-            let Some(session): Option<SessionHandle> = vs.pick() else {
-                return (PartResult::Closed, tries);
+            let Some(session) = vs.pick() else {
+                return (PartResult::NotSent("no bound session".into()), tries);
             };
-            let r = session
+            let result = match session
                 .submit(submit.clone(), self.limits.response_timeout)
-                .await;
-            let result = match r {
+                .await
+            {
                 Ok(o) if o.status == 0 => PartResult::Ok(o.message_id),
                 Ok(o) if is_throttle(o.status) && tries < self.limits.throttle_tries => {
                     self.metrics.throttled.with_label_values(&[vendor]).inc();
@@ -464,10 +461,79 @@ impl Messenger {
                 }
                 Ok(o) => PartResult::Rejected(o.status),
                 Err(SessionError::Timeout(_)) => PartResult::Timeout,
-                Err(SessionError::Closed) => PartResult::Closed,
-                Err(SessionError::Pdu(_)) => PartResult::Rejected(0x0000_0001),
+                Err(SessionError::Closed) => PartResult::Lost,
+                Err(e @ (SessionError::Busy(_) | SessionError::Pdu(_))) => {
+                    PartResult::NotSent(e.to_string())
+                }
             };
             return (result, tries);
+        }
+    }
+}
+
+/// What one part's send ended with.
+enum PartResult {
+    Ok(String),
+    /// The vendor answered with an error status.
+    Rejected(u32),
+    /// Sent, and no answer in time: the vendor may have it.
+    Timeout,
+    /// The session closed while the part was queued or in flight.
+    Lost,
+    /// Never written to the vendor (no session, window full, a field the PDU refuses).
+    NotSent(String),
+}
+
+impl PartResult {
+    fn nothing_sent(&self) -> bool {
+        matches!(self, PartResult::Rejected(_) | PartResult::NotSent(_))
+    }
+
+    fn history(&self, vendor: &str, part: u32) -> HistoryEntry {
+        let (event, detail) = match self {
+            PartResult::Ok(vid) => ("submit_sm_resp", format!("message_id {vid}")),
+            PartResult::Rejected(s) => ("rejected", status_name(*s)),
+            PartResult::Timeout => ("timeout", "no submit_sm_resp in time".to_string()),
+            PartResult::Lost => (
+                "lost",
+                "the session closed before submit_sm_resp".to_string(),
+            ),
+            PartResult::NotSent(why) => ("not_sent", why.clone()),
+        };
+        HistoryEntry::new(event)
+            .vendor(vendor)
+            .part(part)
+            .detail(detail)
+    }
+
+    /// The message's status and error code when this is its first failed part.
+    fn status(&self) -> (MessageStatus, Option<String>) {
+        match self {
+            PartResult::Ok(_) => (MessageStatus::Submitted, None),
+            PartResult::Rejected(s) => (MessageStatus::Rejected, Some(format!("0x{s:08X}"))),
+            PartResult::Timeout => (MessageStatus::Failed, Some("timeout".into())),
+            PartResult::Lost => (MessageStatus::Failed, Some("session_closed".into())),
+            PartResult::NotSent(_) => (MessageStatus::Failed, Some("not_sent".into())),
+        }
+    }
+
+    fn error(&self, vendor: &str, part: u32, id: Option<String>, l: &Limits) -> SubmitError {
+        match self {
+            PartResult::Rejected(s) => SubmitError::Rejected {
+                vendor: vendor.to_string(),
+                part,
+                status: status_name(*s),
+                id,
+            },
+            PartResult::NotSent(why) if id.is_none() => {
+                SubmitError::NoRoute(format!("vendor {vendor} could not take it ({why})"))
+            }
+            _ => SubmitError::Timeout {
+                vendor: vendor.to_string(),
+                part,
+                secs: l.response_timeout.as_secs(),
+                id: id.unwrap_or_default(),
+            },
         }
     }
 }
@@ -484,10 +550,6 @@ fn encode_error(e: EncodeError) -> SubmitError {
         field: "text",
         message: e.to_string(),
     }
-}
-
-fn store_error(e: &StoreError) -> SubmitError {
-    SubmitError::StoreUnavailable(e.to_string())
 }
 
 /// The submit_sm of part `p`. Pure.

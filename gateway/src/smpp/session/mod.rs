@@ -129,6 +129,8 @@ pub enum SubmitError {
     Closed,
     #[error("no submit_sm_resp within {0:?}")]
     Timeout(Duration),
+    #[error("no window slot or TPS token within {0:?}; nothing was sent")]
+    Busy(Duration),
     #[error(transparent)]
     Pdu(#[from] PduError),
 }
@@ -170,15 +172,24 @@ impl SessionHandle {
         self.cancel.cancel();
     }
 
+    /// Waits for the TPS bucket and a window slot, sends, and waits for submit_sm_resp, all
+    /// within `limit`. `Busy` means nothing was sent.
     pub async fn submit(&self, msg: Submit, limit: Duration) -> Result<SubmitOutcome, SubmitError> {
-        self.bucket.acquire().await;
-        let permit = self.window.acquire().await.ok_or(SubmitError::Closed)?;
+        let deadline = tokio::time::Instant::now() + limit;
+        let queued = async {
+            self.bucket.acquire().await;
+            self.window.acquire().await
+        };
+        let permit = match tokio::time::timeout_at(deadline, queued).await {
+            Err(_) => return Err(SubmitError::Busy(limit)),
+            Ok(p) => p.ok_or(SubmitError::Closed)?,
+        };
         let (reply, rx) = oneshot::channel();
         self.requests
             .send(Request::Submit { msg, permit, reply })
             .await
             .map_err(|_| SubmitError::Closed)?;
-        match tokio::time::timeout(limit, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => Err(SubmitError::Timeout(limit)),
             Ok(Err(_)) => Err(SubmitError::Closed),
             Ok(Ok(r)) => r,
