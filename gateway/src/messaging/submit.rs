@@ -461,7 +461,7 @@ impl Messenger {
                 }
                 Ok(o) => PartResult::Rejected(o.status),
                 Err(SessionError::Timeout(_)) => PartResult::Timeout,
-                Err(SessionError::Closed) => PartResult::Lost,
+                Err(SessionError::Closed | SessionError::Malformed(_)) => PartResult::Lost,
                 Err(e @ (SessionError::Busy(_) | SessionError::Pdu(_))) => {
                     PartResult::NotSent(e.to_string())
                 }

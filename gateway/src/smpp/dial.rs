@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusmpp::tokio_codec::CommandCodec;
 use tokio_util::codec::Framed;
 
 use crate::smpp::connection::{self, Target, Transport};
@@ -14,7 +13,7 @@ use crate::smpp::session;
 use crate::smpp::tls;
 use crate::smpp::trace::Tracer;
 
-pub type Bound = Framed<Transport, CommandCodec>;
+pub type Bound = Framed<Transport, crate::smpp::codec::Codec>;
 
 /// Builds the connection target (TLS config included); a bad TLS setting is a config failure.
 pub fn target(conn: &Connection, connect_timeout: Duration) -> Result<Target, BindFailure> {

@@ -1,6 +1,7 @@
 //! SMPP as an ESME: PDUs, the connection (TCP, TLS), the bind and the session, traces,
 //! the probe and the classification of every failure.
 
+pub mod codec;
 pub mod connection;
 pub mod diagnostics;
 pub mod dial;

@@ -1,11 +1,11 @@
 //! The bind exchange: bind, then wait for bind_resp, classifying every failure.
 
 use super::Conn;
+use crate::smpp::codec::CodecError;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use rusmpp::CommandId;
-use rusmpp::tokio_codec::CommandCodec;
 use tokio_util::codec::Framed;
 
 use crate::smpp::connection::Transport;
@@ -21,7 +21,7 @@ pub async fn bind(
     limit: Duration,
     trace: (&str, &Tracer),
 ) -> Result<Conn, BindFailure> {
-    let mut conn = Framed::new(transport, CommandCodec::new());
+    let mut conn = Framed::new(transport, crate::smpp::codec::Codec::new());
     let cmd = pdu::bind(params, 1).map_err(|e| diagnostics::config_error(e.to_string()))?;
     trace.1.pdu(trace.0, Direction::Out, &cmd);
     let closed = || {
@@ -33,23 +33,20 @@ pub async fn bind(
         )
     };
     if let Err(e) = conn.send(&cmd).await {
-        return Err(match e {
-            rusmpp::tokio_codec::EncodeError::Io(e) => diagnostics::io_during_bind(
-                &e,
-                tls,
-                params.kind.as_str(),
-                params.version.as_str(),
-                &params.system_type,
-            ),
-            _ => closed(),
-        });
+        return Err(diagnostics::io_during_bind(
+            &e,
+            tls,
+            params.kind.as_str(),
+            params.version.as_str(),
+            &params.system_type,
+        ));
     }
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let frame = match tokio::time::timeout_at(deadline, conn.next()).await {
             Err(_) => return Err(diagnostics::bind_timeout(limit.as_secs())),
             Ok(None) => return Err(closed()),
-            Ok(Some(Err(rusmpp::tokio_codec::DecodeError::Io(e)))) => {
+            Ok(Some(Err(CodecError::Io(e)))) => {
                 return Err(diagnostics::io_during_bind(
                     &e,
                     tls,
@@ -64,7 +61,16 @@ pub async fn bind(
                     format!("undecodable answer to bind: {e}"),
                 ));
             }
-            Ok(Some(Ok(f))) => f,
+            Ok(Some(Ok(Err(m)))) => {
+                return Err(diagnostics::protocol_error(
+                    Stage::Bind,
+                    format!(
+                        "undecodable answer to bind (command_id 0x{:08X}): {}",
+                        m.command_id, m.error
+                    ),
+                ));
+            }
+            Ok(Some(Ok(Ok(f)))) => f,
         };
         trace.1.pdu(trace.0, Direction::In, &frame);
         let status = u32::from(frame.status());

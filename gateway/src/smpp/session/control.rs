@@ -5,6 +5,7 @@ use super::{
     Conn, DeliverReply, Observer, Pending, Request, SubmitError, SubmitOutcome, Timeouts, Tunables,
     Window,
 };
+use crate::smpp::codec::{CodecError, Frame};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -163,13 +164,10 @@ impl Control {
         }
     }
 
-    fn incoming(
-        &mut self,
-        frame: Option<Result<Command, rusmpp::tokio_codec::DecodeError>>,
-    ) -> Step {
+    fn incoming(&mut self, frame: Option<Result<Frame, CodecError>>) -> Step {
         let cmd = match frame {
             None => return Step::End(Err(diagnostics::connection_lost("closed by the peer"))),
-            Some(Err(rusmpp::tokio_codec::DecodeError::Io(e))) => {
+            Some(Err(CodecError::Io(e))) => {
                 return Step::End(Err(diagnostics::connection_lost(&e.to_string())));
             }
             Some(Err(e)) => {
@@ -178,7 +176,11 @@ impl Control {
                     format!("undecodable PDU: {e}"),
                 )));
             }
-            Some(Ok(c)) => c,
+            Some(Ok(Err(m))) => {
+                self.malformed(m);
+                return Step::Continue;
+            }
+            Some(Ok(Ok(c))) => c,
         };
         self.tracer.pdu(&self.vendor, Direction::In, &cmd);
         self.observer.pdu_in(cmd.id());
@@ -224,6 +226,21 @@ impl Control {
         Step::Continue
     }
 
+    /// A PDU whose body could not be decoded: answer it so the peer does not wait, and keep
+    /// the session. A deliver_sm gets ESME_RINVTLVSTREAM (permanent: resending the same
+    /// bytes cannot help); other requests get generic_nack; a response fails its request.
+    fn malformed(&mut self, m: crate::smpp::codec::Malformed) {
+        tracing::warn!(vendor = %self.vendor, command_id = format_args!("0x{:08X}", m.command_id), seq = m.sequence_number, error = %m.error, "undecodable PDU from the vendor; answered, session kept");
+        let seq = m.sequence_number;
+        if m.command_id == u32::from(CommandId::DeliverSm) {
+            self.send(pdu::deliver_sm_resp(seq, CommandStatus::EsmeRinvtlvstream));
+        } else if m.is_request() {
+            self.send(pdu::generic_nack(seq, CommandStatus::EsmeRinvcmdlen));
+        } else if let Some(p) = self.inflight.remove(&seq) {
+            let _ = p.reply.send(Err(SubmitError::Malformed(m.error)));
+        }
+    }
+
     fn fail_all(&mut self) {
         for (_, p) in self.inflight.drain() {
             let _ = p.reply.send(Err(SubmitError::Closed));
@@ -251,7 +268,8 @@ impl Control {
         let seq = self.next_seq();
         self.send(pdu::unbind(seq));
         let unbind_deadline = tokio::time::Instant::now() + self.timeouts.unbind;
-        while let Ok(Some(Ok(cmd))) = tokio::time::timeout_at(unbind_deadline, stream.next()).await
+        while let Ok(Some(Ok(Ok(cmd)))) =
+            tokio::time::timeout_at(unbind_deadline, stream.next()).await
         {
             self.tracer.pdu(&self.vendor, Direction::In, &cmd);
             if cmd.id() == CommandId::UnbindResp {

@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rusmpp::tokio_codec::CommandCodec;
 use rusmpp::{Command, CommandId, CommandStatus};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 use tokio_util::codec::Framed;
@@ -39,7 +38,7 @@ use crate::smpp::diagnostics::BindFailure;
 use crate::smpp::pdu::{self, PduError, Submit};
 use crate::smpp::trace::Tracer;
 
-type Conn = Framed<Transport, CommandCodec>;
+type Conn = Framed<Transport, crate::smpp::codec::Codec>;
 
 /// What the rest of the gateway learns from a session. Metrics and DLR handling plug in here.
 pub trait Observer: Send + Sync + 'static {
@@ -131,6 +130,8 @@ pub enum SubmitError {
     Timeout(Duration),
     #[error("no window slot or TPS token within {0:?}; nothing was sent")]
     Busy(Duration),
+    #[error("the submit_sm_resp could not be decoded: {0}")]
+    Malformed(String),
     #[error(transparent)]
     Pdu(#[from] PduError),
 }
@@ -249,4 +250,102 @@ pub fn spawn(
         r
     });
     (handle, join)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smpp::codec::Codec;
+    use bytes::BytesMut;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::codec::{Decoder, Encoder};
+
+    /// A session over an in-process pipe; the test plays the vendor on the other end.
+    fn session() -> (SessionHandle, tokio::io::DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let conn = Framed::new(Box::new(ours) as Transport, Codec::new());
+        let tunables = Tunables {
+            window: 10,
+            tps: None,
+            enquire_interval: Duration::from_secs(3600),
+        };
+        let (h, _join) = spawn(
+            conn,
+            tunables,
+            Timeouts::default(),
+            "v".into(),
+            Arc::new(Tracer::default()),
+            Arc::new(NoObserver),
+        );
+        (h, theirs)
+    }
+
+    async fn read_pdu(peer: &mut tokio::io::DuplexStream, buf: &mut BytesMut) -> Command {
+        let mut codec = Codec::new();
+        loop {
+            if let Some(f) = codec.decode(buf).unwrap() {
+                return f.unwrap();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), peer.read(&mut chunk))
+                .await
+                .expect("the session answered nothing")
+                .unwrap();
+            assert!(n > 0, "the session closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_deliver_sm_is_answered_and_the_session_goes_on() {
+        let (h, mut peer) = session();
+        // A deliver_sm (0x00000005, seq 7) whose body is cut short, then an enquire_link.
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&[0, 0, 0, 19, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 7, b'x', 0, 9]);
+        Codec::new()
+            .encode(&pdu::enquire_link(8), &mut out)
+            .unwrap();
+        peer.write_all(&out).await.unwrap();
+        let mut buf = BytesMut::new();
+        let resp = read_pdu(&mut peer, &mut buf).await;
+        assert_eq!(resp.id(), CommandId::DeliverSmResp);
+        assert_eq!(resp.sequence_number(), 7);
+        assert_eq!(resp.status(), CommandStatus::EsmeRinvtlvstream);
+        let el = read_pdu(&mut peer, &mut buf).await;
+        assert_eq!(
+            (el.id(), el.sequence_number()),
+            (CommandId::EnquireLinkResp, 8)
+        );
+        // And a submit still works on the same session.
+        let submit = tokio::spawn({
+            let h = h.clone();
+            async move {
+                h.submit(
+                    Submit {
+                        source_addr: "1".into(),
+                        destination_addr: "2".into(),
+                        short_message: b"x".to_vec(),
+                        ..Submit::default()
+                    },
+                    Duration::from_secs(10),
+                )
+                .await
+            }
+        });
+        let sm = read_pdu(&mut peer, &mut buf).await;
+        assert_eq!(sm.id(), CommandId::SubmitSm);
+        let resp = Command::new(
+            CommandStatus::EsmeRok,
+            sm.sequence_number(),
+            rusmpp::pdus::SubmitSmResp::new(
+                rusmpp::types::COctetString::from_string("abc".into()).unwrap(),
+                Vec::new(),
+            ),
+        );
+        let mut b = BytesMut::new();
+        Codec::new().encode(&resp, &mut b).unwrap();
+        peer.write_all(&b).await.unwrap();
+        let got = submit.await.unwrap().unwrap();
+        assert_eq!((got.status, got.message_id.as_str()), (0, "abc"));
+    }
 }
