@@ -307,7 +307,15 @@ impl Store {
         }
         let mut c = self.conn.clone();
         let parked: Vec<Vec<String>> = self.track(pipe.query_async(&mut c).await)?;
-        Ok(parked.into_iter().flatten().collect())
+        // An early receipt is parked under each of its id keys (Auto: exact and every numeric
+        // reading), so it comes back once per key: hand each back once.
+        let mut out: Vec<String> = Vec::new();
+        for p in parked.into_iter().flatten() {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        Ok(out)
     }
 
     /// The correlation key of a vendor's id key (from `ids::submit_keys`/`receipt_keys`).
