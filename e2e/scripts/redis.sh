@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A private Redis (Debian's redis-server) on a free loopback port, without persistence.
+# A private Redis (Debian's redis-server) on a free loopback port, without persistence
+# (REDIS_APPENDONLY=yes: with an append-only file in DIR, so data survives down/up).
 #
 #   redis.sh up DIR      start; prints `export REDIS_URL=redis://127.0.0.1:PORT/0`
 #   redis.sh down DIR    stop by PID
@@ -53,7 +54,7 @@ up() {
   on_fail stop
   # Not daemonized, so the PID we record is the server's from the first instant.
   spawn_daemon "$dir/redis.pid" "$logf" redis-server --port "$port" --bind 127.0.0.1 \
-    --save '' --appendonly no --daemonize no --dir "$dir" --protected-mode yes
+    --save '' --appendonly "${REDIS_APPENDONLY:-no}" --daemonize no --dir "$dir" --protected-mode yes
   wait_until "redis on 127.0.0.1:$port" "$REDIS_DEADLINE" "$(cat "$dir/redis.pid")" "$logf" ping "$port"
   clear_fail_hooks
   log "ready: $(url)"

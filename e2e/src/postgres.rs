@@ -38,10 +38,14 @@ struct ScriptedServer {
     var: &'static str,
     url: String,
     destroy_verb: &'static str,
+    /// Extra environment of every script run (up, down, start_again).
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl ScriptedServer {
-    fn start<K: ServerKind>() -> Result<Self, PrivateServerError> {
+    fn start<K: ServerKind>(
+        env: Vec<(&'static str, &'static str)>,
+    ) -> Result<Self, PrivateServerError> {
         let dir = env_root().join(format!("private-{}-{:016x}", K::DIR, rand::random::<u64>()));
         let mut server = Self {
             script: repo_root().join(format!("e2e/scripts/{}.sh", K::SCRIPT)),
@@ -49,6 +53,7 @@ impl ScriptedServer {
             var: K::VAR,
             url: String::new(),
             destroy_verb: K::DESTROY_VERB,
+            env,
         };
         server.up()?;
         Ok(server)
@@ -68,6 +73,7 @@ impl ScriptedServer {
         let out = Command::new(&self.script)
             .arg(verb)
             .arg(&self.dir)
+            .envs(self.env.iter().copied())
             .output()
             .map_err(|source| PrivateServerError::Spawn {
                 script: self.script.clone(),
@@ -117,7 +123,8 @@ impl ServerKind for Postgres {
     const DESTROY_VERB: &'static str = "destroy";
 }
 
-/// Redis without persistence (a restart empties it).
+/// Redis without persistence (a restart empties it), unless started with
+/// [`PrivateRedis::start_persistent`].
 #[derive(Debug)]
 pub struct Redis;
 
@@ -137,7 +144,7 @@ pub type PrivateRedis = PrivateServer<Redis>;
 
 impl<K: ServerKind> PrivateServer<K> {
     pub fn start() -> Result<Self, PrivateServerError> {
-        ScriptedServer::start::<K>().map(|s| Self(s, PhantomData))
+        ScriptedServer::start::<K>(Vec::new()).map(|s| Self(s, PhantomData))
     }
 
     /// `postgres://smpp:smpp@127.0.0.1:PORT/smpp` or `redis://127.0.0.1:PORT/0`; stays the
@@ -161,6 +168,15 @@ impl<K: ServerKind> PrivateServer<K> {
 
     pub fn dir(&self) -> &Path {
         &self.0.dir
+    }
+}
+
+impl PrivateRedis {
+    /// Redis with an append-only file (fsynced on stop): what it held before `stop` is there
+    /// again after `start_again`.
+    pub fn start_persistent() -> Result<Self, PrivateServerError> {
+        ScriptedServer::start::<Redis>(vec![("REDIS_APPENDONLY", "yes")])
+            .map(|s| Self(s, PhantomData))
     }
 }
 
