@@ -15,6 +15,8 @@ ensure_pkg psql postgresql-client-15
 ensure_pkg redis-server redis-server
 ensure_pkg redis-cli redis-tools
 ensure_pkg shellcheck shellcheck
+# promtool and a real Prometheus for e2e/tests/observability.rs (alert rules, dashboard queries).
+ensure_pkg promtool prometheus
 command -v go >/dev/null || die "go not found on PATH (the control plane is built from Go modules; install Go 1.26+)"
 command -v node >/dev/null && command -v npm >/dev/null ||
   die "node/npm not found on PATH (the SMSC simulator runs on Node.js; install nodejs and npm)"
