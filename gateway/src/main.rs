@@ -18,7 +18,7 @@ use smpp_gateway::fleet::state::Registry;
 use smpp_gateway::fleet::watcher;
 use smpp_gateway::messaging::callbacks::{Callbacks, RetryPolicy};
 use smpp_gateway::messaging::receipts::ReceiptHandler;
-use smpp_gateway::messaging::store::{self, Store};
+use smpp_gateway::messaging::store::{self, RedisStore, Store};
 use smpp_gateway::messaging::submit::{Limits, Messenger};
 use smpp_gateway::metrics::Metrics;
 use smpp_gateway::smpp::endpoint::{BindMode, Connection};
@@ -327,8 +327,9 @@ async fn build_messaging(
     let conn = store::connect(url)
         .await
         .context("REDIS_URL is not a valid Redis URL")?;
-    let store = Store::new(conn, args.dlr_ttl);
-    store.watch_health(Duration::from_secs(1));
+    let redis = RedisStore::new(conn, args.dlr_ttl);
+    redis.watch_health(Duration::from_secs(1));
+    let store: Store = Arc::new(redis);
     let secret: Option<Arc<[u8]>> = match &args.callback_secret_file {
         Some(f) => Some(
             std::fs::read_to_string(f)

@@ -19,7 +19,7 @@ use crate::messaging::callbacks::{Callbacks, Kind};
 use crate::messaging::ids;
 use crate::messaging::model::{HistoryEntry, MessageStatus};
 use crate::messaging::receipt::{self, Inbound as Classified, Receipt, ReceiptStat};
-use crate::messaging::store::{StatusChange, Store};
+use crate::messaging::store::{self, StatusChange, Store};
 use crate::metrics::Metrics;
 use crate::smpp::session::DeliverReply;
 
@@ -131,11 +131,11 @@ impl ReceiptHandler {
         fmt: smpp_db::messaging::IdFormat,
         r: &Receipt,
     ) -> Result<(), crate::messaging::store::StoreError> {
-        let keys = ids::receipt_keys(&r.message_id, fmt);
+        let keys = receipt_keys(vendor_id, &r.message_id, fmt);
         let parked = serde_json::to_string(&Parked::of(r)).expect("parked");
         match self
             .store
-            .correlate_or_park(vendor_id, &keys, &parked)
+            .correlate_or_park(&keys, &parked)
             .await?
         {
             Some((id, part)) => {
@@ -229,10 +229,10 @@ pub fn apply_parked(handler: &Arc<ReceiptHandler>, cfg: &VendorConfig, parked: V
             let Some(stat) = ReceiptStat::parse(&p.stat) else {
                 continue;
             };
-            let keys = ids::receipt_keys(&p.vendor_message_id, fmt);
+            let keys = receipt_keys(vid, &p.vendor_message_id, fmt);
             let r = async {
                 let again = serde_json::to_string(&p).expect("parked");
-                if let Some((id, part)) = h.store.correlate_or_park(vid, &keys, &again).await? {
+                if let Some((id, part)) = h.store.correlate_or_park(&keys, &again).await? {
                     h.apply(&id, part, vid, &vendor, stat, p.err.as_deref())
                         .await?;
                 }
@@ -244,6 +244,14 @@ pub fn apply_parked(handler: &Arc<ReceiptHandler>, cfg: &VendorConfig, parked: V
             }
         }
     });
+}
+
+/// The correlation keys to look a receipt's vendor message id up under.
+fn receipt_keys(vendor: Uuid, id: &str, fmt: smpp_db::messaging::IdFormat) -> Vec<String> {
+    ids::receipt_keys(id, fmt)
+        .iter()
+        .map(|k| store::correlation_key(vendor, k))
+        .collect()
 }
 
 /// MO text for the webhook: UCS-2 as UTF-16BE, Latin-1, else the GSM/ASCII bytes as text.

@@ -13,7 +13,7 @@ use crate::fleet::config::VendorConfig;
 use crate::fleet::sessions::SessionIndex;
 use crate::messaging::encoding::{self, EncodeError, Encoded};
 use crate::messaging::model::{HistoryEntry, MessageStatus};
-use crate::messaging::store::{NewMessage, Store};
+use crate::messaging::store::{self, NewMessage, Store};
 use crate::messaging::{ids, router};
 use crate::metrics::Metrics;
 use crate::smpp::pdu::Submit;
@@ -348,7 +348,7 @@ impl Messenger {
             .flat_map(|(p, v)| {
                 ids::submit_keys(v, m.submit_ids)
                     .into_iter()
-                    .map(move |k| (Store::correlation(cfg.id, &k), p as u32))
+                    .map(move |k| (store::correlation_key(cfg.id, &k), p as u32))
             })
             .collect();
         let msg = NewMessage {

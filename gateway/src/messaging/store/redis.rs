@@ -1,18 +1,4 @@
-//! Messages, correlations and idempotency keys in Redis.
-//!
-//! Keys are laid out for Redis Cluster: everything of one message shares the hash tag of its
-//! id, every correlation key has its own tag, and no command or script spans two tags. So a
-//! move to a cluster needs no data migration.
-//!
-//! | Key | Type | What |
-//! |---|---|---|
-//! | `msg:{<id>}` | hash | the message: `vendor`, `vendor_id`, `parts`, `vids` (JSON), `submitted_at`, `status`, `done_at`, `error_code`, `client_ref`, `callback_url`, `p:<n>` (each part's status) |
-//! | `msg:{<id>}:h` | list | its history, one JSON entry each |
-//! | `c:{<vendor_id>:<id key>}` | string | `<message id>:<part>` for a vendor message id (see `ids`) |
-//! | `c:{<vendor_id>:<id key>}:p` | list | receipts that arrived before that mapping (parked) |
-//! | `idem:{<api key name>:<Idempotency-Key>}` | string | JSON: body hash, state, the first answer |
-//!
-//! Every key expires after the DLR TTL (`--dlr-ttl`, 72 h by default).
+//! The Redis implementation of `MessageStore` (layout: see the module above).
 
 use std::time::Duration;
 
@@ -20,18 +6,13 @@ use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
+use super::{
+    IdemBegin, IdemRecord, MessageStore, NewMessage, StatusChange, StoreError, history_key,
+    idem_key, msg_key, parse_mapping,
+};
 use crate::messaging::model::{HistoryEntry, MessageStatus, MessageView};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("Redis is unavailable: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("stored data is not valid: {0}")]
-    Corrupt(String),
-}
 
 /// A single Redis server or a cluster, behind one connection type. Both reconnect on their
 /// own, so a Redis restart needs no gateway restart.
@@ -90,48 +71,9 @@ pub async fn connect(url: &str) -> Result<Conn, StoreError> {
     )?))
 }
 
-/// A message as it is first written, once every part has its vendor message id.
-#[derive(Debug, Clone)]
-pub struct NewMessage {
-    pub id: String,
-    pub vendor: String,
-    pub vendor_id: Uuid,
-    pub parts: u32,
-    pub vendor_message_ids: Vec<String>,
-    pub submitted_at: DateTime<Utc>,
-    pub status: MessageStatus,
-    pub error_code: Option<String>,
-    pub client_ref: Option<String>,
-    pub callback_url: Option<String>,
-}
 
-/// A status change a receipt caused; the caller sends the callback.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatusChange {
-    pub from: MessageStatus,
-    pub to: MessageStatus,
-    pub callback_url: Option<String>,
-}
 
-/// An Idempotency-Key's record.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct IdemRecord {
-    /// SHA-256 of the request body.
-    pub hash: String,
-    /// None while the first request is in flight.
-    pub answer: Option<(u16, serde_json::Value)>,
-}
 
-/// What the store knows of an Idempotency-Key when a request arrives.
-#[derive(Debug, Clone, PartialEq)]
-pub enum IdemBegin {
-    /// First use: the caller owns it and must `idem_finish` or `idem_abort`.
-    Fresh,
-    InFlight,
-    Done(u16, serde_json::Value),
-    /// Reused with a different body.
-    Mismatch,
-}
 
 // Sets a vendor id mapping and hands back any receipt parked under it, atomically, so a
 // receipt is never parked after the mapping was written and never missed.
@@ -179,25 +121,10 @@ end
 return {cur, new, cb}
 ";
 
-fn msg_key(id: &str) -> String {
-    format!("msg:{{{id}}}")
-}
-
-fn history_key(id: &str) -> String {
-    format!("msg:{{{id}}}:h")
-}
-
-fn corr_key(vendor: Uuid, id_key: &str) -> String {
-    format!("c:{{{vendor}:{id_key}}}")
-}
-
-fn idem_key(owner: &str, key: &str) -> String {
-    format!("idem:{{{owner}:{key}}}")
-}
 
 /// The Redis store. Cheap to clone; every call pipelines what it can.
 #[derive(Clone)]
-pub struct Store {
+pub struct RedisStore {
     conn: Conn,
     ttl: Duration,
     apply: std::sync::Arc<Script>,
@@ -206,7 +133,7 @@ pub struct Store {
     healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Store {
+impl RedisStore {
     pub fn new(conn: Conn, ttl: Duration) -> Self {
         Self {
             conn,
@@ -214,14 +141,6 @@ impl Store {
             apply: Script::new(APPLY_RECEIPT).into(),
             healthy: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
-    }
-
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
-    pub fn healthy(&self) -> bool {
-        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn track<T>(&self, r: redis::RedisResult<T>) -> Result<T, StoreError> {
@@ -251,10 +170,21 @@ impl Store {
         let _: String = self.track(redis::cmd("PING").query_async(&mut c).await)?;
         Ok(())
     }
+}
+
+#[async_trait::async_trait]
+impl MessageStore for RedisStore {
+    fn healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
 
     /// Writes the message, its history so far and the mappings of its vendor ids (part by
     /// part), in one pipeline. Returns the receipts that were parked under those mappings.
-    pub async fn create(
+    async fn create(
         &self,
         m: &NewMessage,
         history: &[HistoryEntry],
@@ -318,23 +248,16 @@ impl Store {
         Ok(out)
     }
 
-    /// The correlation key of a vendor's id key (from `ids::submit_keys`/`receipt_keys`).
-    pub fn correlation(vendor: Uuid, id_key: &str) -> String {
-        corr_key(vendor, id_key)
-    }
-
     /// Looks a receipt's id keys up; when none is mapped yet, parks the receipt under each.
     /// Returns (message id, part) when found.
-    pub async fn correlate_or_park(
+    async fn correlate_or_park(
         &self,
-        vendor: Uuid,
-        id_keys: &[String],
+        keys: &[String],
         receipt_json: &str,
     ) -> Result<Option<(String, u32)>, StoreError> {
-        let keys: Vec<String> = id_keys.iter().map(|k| corr_key(vendor, k)).collect();
         let mut c = self.conn.clone();
         let mut pipe = redis::pipe();
-        for k in &keys {
+        for k in keys {
             pipe.get(k);
         }
         let found: Vec<Option<String>> = self.track(pipe.query_async(&mut c).await)?;
@@ -342,7 +265,7 @@ impl Store {
             return parse_mapping(&v).map(Some);
         }
         let mut pipe = redis::pipe();
-        for k in &keys {
+        for k in keys {
             pipe.add_command(eval(
                 GET_OR_PARK,
                 &[k, &format!("{k}:p")],
@@ -354,7 +277,7 @@ impl Store {
             Some(v) => {
                 // Mapped meanwhile: take the receipt back from the other keys' parking.
                 let mut pipe = redis::pipe();
-                for k in &keys {
+                for k in keys {
                     pipe.lrem(format!("{k}:p"), 0, receipt_json).ignore();
                 }
                 let _: () = self.track(pipe.query_async(&mut c).await)?;
@@ -366,7 +289,7 @@ impl Store {
 
     /// Applies one part's receipt; returns the status change, if any (None also when the
     /// message is not stored: the caller answers with a temporary error).
-    pub async fn apply_receipt(
+    async fn apply_receipt(
         &self,
         id: &str,
         part: u32,
@@ -401,7 +324,7 @@ impl Store {
         }))
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<MessageView>, StoreError> {
+    async fn get(&self, id: &str) -> Result<Option<MessageView>, StoreError> {
         let mut c = self.conn.clone();
         let (fields, history): (std::collections::HashMap<String, String>, Vec<String>) = self
             .track(
@@ -418,7 +341,7 @@ impl Store {
     }
 
     /// Claims an Idempotency-Key for a request body, or reports what it holds.
-    pub async fn idem_begin(
+    async fn idem_begin(
         &self,
         owner: &str,
         key: &str,
@@ -447,7 +370,7 @@ impl Store {
             self.track(redis::cmd("GET").arg(&k).query_async(&mut c).await)?;
         let Some(cur) = cur else {
             // Expired between the two commands: try once more.
-            return Box::pin(self.idem_begin(owner, key, hash)).await;
+            return self.idem_begin(owner, key, hash).await;
         };
         let cur: IdemRecord =
             serde_json::from_str(&cur).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -461,7 +384,7 @@ impl Store {
         })
     }
 
-    pub async fn idem_finish(
+    async fn idem_finish(
         &self,
         owner: &str,
         key: &str,
@@ -487,7 +410,7 @@ impl Store {
     }
 
     /// Gives the key up when nothing was sent, so a retry may send.
-    pub async fn idem_abort(&self, owner: &str, key: &str) -> Result<(), StoreError> {
+    async fn idem_abort(&self, owner: &str, key: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
         let _: () = self.track(
             redis::cmd("DEL")
@@ -507,15 +430,6 @@ fn eval(script: &str, keys: &[&str], args: &[&str]) -> Cmd {
     c
 }
 
-fn parse_mapping(v: &str) -> Result<(String, u32), StoreError> {
-    let (id, part) = v
-        .rsplit_once(':')
-        .ok_or_else(|| StoreError::Corrupt(format!("mapping {v:?}")))?;
-    let part = part
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("mapping {v:?}")))?;
-    Ok((id.to_string(), part))
-}
 
 fn view(
     id: &str,
