@@ -494,7 +494,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     // reflector updates the index before the event triggers the reconcile, so the reconcile
     // sees the new resourceVersion and re-reads the rotated Secret.
     let (index, writer) = reflector::store::<PartialObjectMeta<Secret>>();
-    ctx.secrets.set_index(index);
+    ctx.secrets.set_index(namespace.as_deref(), index);
     let secret_events = reflector::reflector(writer, watcher(secrets, watcher::Config::default()))
         .touched_objects();
     controller

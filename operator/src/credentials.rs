@@ -277,8 +277,9 @@ pub fn check_client_pair(cert_pem: &str, key_pem: &str) -> Result<(), (&'static 
 /// vendor references are ever fetched, so only those are kept.
 pub struct SecretSource {
     client: Client,
-    /// Metadata of the watched Secrets, updated before the watch event triggers a reconcile.
-    index: RwLock<Option<Store<PartialObjectMeta<KubeSecret>>>>,
+    /// Metadata of the watched Secrets, updated before the watch event triggers a reconcile;
+    /// one store per watched scope (a namespace, or None for all of them).
+    index: RwLock<HashMap<Option<String>, Store<PartialObjectMeta<KubeSecret>>>>,
     cache: Mutex<HashMap<(String, String), (String, KubeSecret)>>,
 }
 
@@ -286,20 +287,27 @@ impl SecretSource {
     pub fn new(client: Client) -> Self {
         SecretSource {
             client,
-            index: RwLock::new(None),
+            index: RwLock::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Installs the metadata store of a (re)started controller.
-    pub fn set_index(&self, store: Store<PartialObjectMeta<KubeSecret>>) {
-        *self.index.write().unwrap_or_else(|p| p.into_inner()) = Some(store);
+    /// Installs the metadata store of a (re)started controller watching `scope` (a
+    /// namespace, or None for all namespaces).
+    pub fn set_index(&self, scope: Option<&str>, store: Store<PartialObjectMeta<KubeSecret>>) {
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(scope.map(str::to_string), store);
     }
 
     fn current_version(&self, namespace: &str, name: &str) -> Option<String> {
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
         let key = ObjectRef::new(name).within(namespace);
-        index.as_ref()?.get(&key)?.resource_version()
+        let store = index
+            .get(&Some(namespace.to_string()))
+            .or_else(|| index.get(&None))?;
+        store.get(&key)?.resource_version()
     }
 
     async fn get(
@@ -580,7 +588,7 @@ mod cache_tests {
     async fn cached_copy_is_used_only_while_the_resource_version_holds() {
         let source = SecretSource::new(dead_client());
         let (index, mut writer) = kube::runtime::reflector::store();
-        source.set_index(index);
+        source.set_index(None, index);
         writer.apply_watcher_event(&watcher::Event::Apply(meta("1")));
         source
             .cache

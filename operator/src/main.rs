@@ -31,9 +31,14 @@ struct Args {
     /// This replica's identity in the leader Lease and in Events.
     #[arg(long, env = "POD_NAME", default_value_t = default_identity())]
     pod_name: String,
-    /// Namespace to watch; all namespaces when absent.
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
+    /// Namespaces to watch, comma-separated (or the flag repeated); all namespaces when
+    /// absent. Each needs the RBAC for SmppVendors and Secrets (the chart's Roles).
+    #[arg(long, env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    watch_namespace: Vec<String>,
+    /// Elect a leader through the Lease before reconciling. `false` for a single replica:
+    /// it reconciles at once and needs no Lease permissions.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "LEASE_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -104,7 +109,8 @@ async fn main() -> anyhow::Result<()> {
             session_ttl: chrono::Duration::seconds(args.session_ttl_seconds),
         },
     ));
-    tokio::spawn(initialise(ctx.clone(), args.watch_namespace.clone()));
+    let scopes = watch_scopes(&args.watch_namespace);
+    tokio::spawn(initialise(ctx.clone(), scopes.clone()));
 
     let lease = leader::LeaseConfig {
         namespace: args.lease_namespace.clone(),
@@ -114,8 +120,15 @@ async fn main() -> anyhow::Result<()> {
         renew_every: Duration::from_secs((args.lease_duration_seconds / 5).max(1)),
     };
     let (tx, mut leading) = tokio::sync::watch::channel(false);
-    tokio::spawn(leader::run(client.clone(), lease.clone(), tx));
-    tracing::info!(identity = %args.pod_name, lease = %format!("{}/{}", lease.namespace, lease.name), "waiting for leadership");
+    // Without election this replica leads for good; the sender stays alive with it.
+    let _always_leading = if args.leader_election {
+        tokio::spawn(leader::run(client.clone(), lease.clone(), tx));
+        tracing::info!(identity = %args.pod_name, lease = %format!("{}/{}", lease.namespace, lease.name), "waiting for leadership");
+        None
+    } else {
+        tx.send_replace(true);
+        Some(tx)
+    };
 
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
@@ -126,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(identity = %args.pod_name, "leading: reconciling SmppVendors");
         metrics.leader.set(1);
         tokio::select! {
-            _ = controller::run(ctx.clone(), args.watch_namespace.clone()) => {
+            _ = futures::future::join_all(scopes.iter().map(|ns| controller::run(ctx.clone(), ns.clone()))) => {
                 tracing::info!("controller stopped");
                 metrics.leader.set(0);
                 break;
@@ -141,22 +154,50 @@ async fn main() -> anyhow::Result<()> {
         }
         metrics.leader.set(0);
     }
-    leader::release(client, &lease).await;
+    if args.leader_election {
+        leader::release(client, &lease).await;
+    }
     http.abort();
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Migrates the schema and checks the SmppVendor API, retrying until both work; /ready
-/// turns 200 then. Reconciles run meanwhile and report what is missing in status.
-async fn initialise(ctx: Arc<controller::Context>, namespace: Option<String>) {
+/// What one controller each watches: the named namespaces (blanks and repeats dropped), or
+/// None (all namespaces) when none is named.
+fn watch_scopes(namespaces: &[String]) -> Vec<Option<String>> {
+    let mut scopes: Vec<Option<String>> = Vec::new();
+    for ns in namespaces
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+    {
+        if !scopes.iter().any(|s| s.as_deref() == Some(ns)) {
+            scopes.push(Some(ns.to_string()));
+        }
+    }
+    if scopes.is_empty() {
+        scopes.push(None);
+    }
+    scopes
+}
+
+/// Migrates the schema and checks the SmppVendor API in every watched scope, retrying until
+/// all work; /ready turns 200 then. Reconciles run meanwhile and report what is missing in
+/// status.
+async fn initialise(ctx: Arc<controller::Context>, scopes: Vec<Option<String>>) {
     let mut delay = Duration::from_millis(500);
     loop {
-        let api: kube::Api<SmppVendor> = match &namespace {
-            Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
-            None => kube::Api::all(ctx.client.clone()),
-        };
-        let crd = api.list(&kube::api::ListParams::default().limit(1)).await;
+        let mut crd = Ok(());
+        for scope in &scopes {
+            let api: kube::Api<SmppVendor> = match scope {
+                Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
+                None => kube::Api::all(ctx.client.clone()),
+            };
+            if let Err(e) = api.list(&kube::api::ListParams::default().limit(1)).await {
+                crd = Err(e);
+                break;
+            }
+        }
         let schema = ctx.ensure_schema().await;
         match (crd, schema) {
             (Ok(_), Ok(())) => {
@@ -182,4 +223,36 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_scopes_from_the_flag() {
+        assert_eq!(watch_scopes(&[]), vec![None]);
+        assert_eq!(watch_scopes(&["".into()]), vec![None]);
+        assert_eq!(
+            watch_scopes(&["a".into(), " b".into(), "a".into(), "".into()]),
+            vec![Some("a".to_string()), Some("b".to_string())]
+        );
+    }
+
+    #[test]
+    fn flags_take_a_namespace_list_and_election_off() {
+        let a = Args::try_parse_from([
+            "smpp-operator",
+            "--database-url",
+            "postgres://x",
+            "--watch-namespace",
+            "a,b",
+            "--leader-election=false",
+        ])
+        .unwrap();
+        assert_eq!(a.watch_namespace, vec!["a", "b"]);
+        assert!(!a.leader_election);
+        let a = Args::try_parse_from(["smpp-operator", "--database-url", "postgres://x"]).unwrap();
+        assert!(a.leader_election && a.watch_namespace.is_empty());
+    }
 }
