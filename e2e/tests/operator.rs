@@ -744,4 +744,26 @@ async fn bound_follows_the_gateways_vendor_sessions_at_once() {
     let row = table_shows("2/2").await;
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&cells[5..8], ["2/2", "True", "Ready"], "{row}");
+
+    // Events follow Ready: Normal when it becomes Ready, a Warning with the reason and message
+    // when it leaves, Normal again when it is back.
+    h.wait_event_with("Ready", "Ready again").await;
+    for s in [0, 1] {
+        slot(
+            s,
+            "backoff",
+            Some("bind_resp: ESME_RBINDFAIL (bind failed)"),
+        )
+        .await
+        .unwrap();
+    }
+    table_shows("BindFailed").await;
+    let note = h.wait_warning("BindFailed").await;
+    assert!(note.contains("ESME_RBINDFAIL"), "{note}");
+    for s in [0, 1] {
+        slot(s, "bound", None).await.unwrap();
+    }
+    let note = h.wait_event_with("Ready", "was BindFailed").await;
+    assert!(note.contains("2/2 binds up"), "{note}");
+    h.assert_no_secret_leaks(&[PASSWORD]);
 }

@@ -406,7 +406,8 @@ async fn owned_row_id(v: &SmppVendor, ctx: &Context) -> Option<Uuid> {
     (row.owner_uid == v.uid()).then_some(row.id)
 }
 
-/// Events for condition changes that need a person: conflict and credential problems.
+/// Events for condition changes: conflict and credential problems (Warning), and Ready
+/// leaving (Warning) or coming back (Normal).
 fn transition_events(
     previous: Option<&smpp_crds::SmppVendorStatus>,
     now: &smpp_crds::SmppVendorStatus,
@@ -425,6 +426,14 @@ fn transition_events(
         if c.status == "False" && !echo && before != Some((c.status.clone(), c.reason.clone())) {
             events.push(warning(&c.reason, "Reconcile", c.message.clone()));
         }
+    }
+    // Ready leaving or coming back; one Event per reason (a missing Secret has its own already).
+    let ready_before = previous.and_then(|s| s.condition(condition::READY));
+    if let Some(ready) = now.condition(condition::READY)
+        && let Some(ev) = crate::events::ready_transition(ready_before, ready)
+        && !events.iter().any(|e| e.reason == ev.reason)
+    {
+        events.push(ev);
     }
 }
 
@@ -589,6 +598,62 @@ mod tests {
         assert_eq!(
             evs.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(),
             vec!["SecretNotFound"]
+        );
+    }
+
+    #[test]
+    fn leaving_ready_warns_once_and_coming_back_is_normal() {
+        use crate::status::*;
+        use smpp_db::status::VendorSessions;
+        let id = Uuid::nil();
+        let mut o = Observation {
+            generation: 1,
+            creds: CredState::Resolved,
+            sync: SyncState::Synced {
+                instance_name: "x".into(),
+                vendor_id: id,
+            },
+            vendor_id: Some(id),
+            sessions: Some(VendorSessions {
+                bound: 1,
+                ..Default::default()
+            }),
+            desired: 1,
+            suspended: false,
+        };
+        let now = Time(Default::default());
+        let ok = build_status(&o, None, now.clone());
+        let kinds = |evs: &[Event]| {
+            evs.iter()
+                .map(|e| (e.type_, e.reason.clone()))
+                .collect::<Vec<_>>()
+        };
+        let mut evs = Vec::new();
+        transition_events(None, &ok, &mut evs);
+        assert_eq!(kinds(&evs), [(EventType::Normal, "Ready".to_string())]);
+
+        // The Secret goes away: one Warning SecretNotFound, not a second one for Ready.
+        o.creds = CredState::Failed {
+            reason: "SecretNotFound",
+            message: "Secret ns/x not found".into(),
+        };
+        o.sync = SyncState::WaitingForCredentials;
+        let missing = build_status(&o, Some(&ok), now.clone());
+        evs.clear();
+        transition_events(Some(&ok), &missing, &mut evs);
+        assert_eq!(
+            kinds(&evs),
+            [(EventType::Warning, "SecretNotFound".to_string())]
+        );
+
+        // Back: Normal Ready, naming what it was.
+        evs.clear();
+        transition_events(Some(&missing), &ok, &mut evs);
+        assert_eq!(kinds(&evs), [(EventType::Normal, "Ready".to_string())]);
+        assert!(
+            evs[0].note.contains("was SecretNotFound"),
+            "{}",
+            evs[0].note
         );
     }
 

@@ -8,10 +8,11 @@
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
+use smpp_crds::reason;
 
 /// Normal or Warning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +97,52 @@ impl Publisher {
     }
 }
 
+/// The Event for a change of the Ready condition, if the change deserves one, so that
+/// `kubectl get events` (and Argo CD's event view) show trouble and recovery:
+/// - Ready turned True: Normal `Ready`, naming what it was before.
+/// - Ready left True: Warning with the Ready condition's reason and message (`BindFailed`,
+///   `SecretNotFound`, ...), except a suspension, which was asked for: Normal `Suspended`.
+/// - A vendor that was not Ready starts failing to bind (`BindFailed` from another reason):
+///   Warning too, so a vendor that never bound is not silent.
+///
+/// Nothing else: an unchanged Ready, or one that moves between not-Ready reasons while it
+/// connects, gives no Event. The note is the condition's message, which never holds a secret.
+pub fn ready_transition(previous: Option<&Condition>, now: &Condition) -> Option<Event> {
+    let was_ready = previous.is_some_and(|p| p.status == "True");
+    let event = |type_, reason: &str, note: String| Event {
+        type_,
+        reason: reason.into(),
+        action: "Reconcile".into(),
+        note,
+    };
+    if now.status == "True" {
+        if was_ready {
+            return None;
+        }
+        let note = match previous {
+            Some(p) => format!("Ready again (was {}): {}", p.reason, now.message),
+            None => format!("Ready: {}", now.message),
+        };
+        return Some(event(EventType::Normal, reason::READY, note));
+    }
+    if was_ready {
+        let type_ = if now.reason == reason::SUSPENDED {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        let note = format!("no longer Ready: {}", now.message);
+        return Some(event(type_, &now.reason, note));
+    }
+    let newly_failing = now.status == "False"
+        && now.reason == reason::BIND_FAILED
+        && previous.is_none_or(|p| p.reason != reason::BIND_FAILED);
+    newly_failing.then(|| {
+        let note = format!("not Ready: {}", now.message);
+        event(EventType::Warning, reason::BIND_FAILED, note)
+    })
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -141,6 +188,90 @@ mod tests {
             note.len() <= 1024 && note.ends_with("..."),
             "{}",
             note.len()
+        );
+    }
+
+    fn ready(status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: "Ready".into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: Some(1),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Default::default(),
+            ),
+        }
+    }
+
+    fn kind(e: &Option<Event>) -> Option<(EventType, &str)> {
+        e.as_ref().map(|e| (e.type_, e.reason.as_str()))
+    }
+
+    #[test]
+    fn ready_transitions_give_warning_then_normal() {
+        use EventType::{Normal, Warning};
+        let ok = ready("True", "Ready", "synced and 2/2 binds up");
+        let failed = ready(
+            "False",
+            "BindFailed",
+            "Bound: 0/2 binds up; last gateway error: bind_resp: ESME_RINVPASWD",
+        );
+        let partial = ready("False", "PartiallyBound", "Bound: 1/2 binds up");
+        let connecting = ready("False", "Connecting", "Bound: 0/2 binds up; connecting");
+
+        // Leaving Ready: a Warning with the condition's reason and message.
+        let left = ready_transition(Some(&ok), &failed);
+        assert_eq!(kind(&left), Some((Warning, "BindFailed")));
+        let note = left.unwrap().note;
+        assert!(
+            note.contains("no longer Ready") && note.contains("ESME_RINVPASWD"),
+            "{note}"
+        );
+        assert_eq!(
+            kind(&ready_transition(Some(&ok), &partial)),
+            Some((Warning, "PartiallyBound"))
+        );
+        let missing = ready(
+            "False",
+            "SecretNotFound",
+            "CredentialsResolved: Secret ns/x not found",
+        );
+        assert_eq!(
+            kind(&ready_transition(Some(&ok), &missing)),
+            Some((Warning, "SecretNotFound"))
+        );
+        let unknown = ready("Unknown", "Pending", "Bound: bind state unknown");
+        assert_eq!(
+            kind(&ready_transition(Some(&ok), &unknown)),
+            Some((Warning, "Pending"))
+        );
+
+        // Back: a Normal Ready that names what it was.
+        let back = ready_transition(Some(&failed), &ok);
+        assert_eq!(kind(&back), Some((Normal, "Ready")));
+        assert!(back.unwrap().note.contains("was BindFailed"));
+        assert_eq!(kind(&ready_transition(None, &ok)), Some((Normal, "Ready")));
+
+        // No repeats while nothing changes.
+        assert_eq!(ready_transition(Some(&ok), &ok), None);
+        assert_eq!(ready_transition(Some(&failed), &failed), None);
+        // Connecting while never Ready is not trouble yet; failing to bind is.
+        assert_eq!(ready_transition(None, &connecting), None);
+        assert_eq!(ready_transition(Some(&connecting), &partial), None);
+        assert_eq!(
+            kind(&ready_transition(Some(&connecting), &failed)),
+            Some((Warning, "BindFailed"))
+        );
+        assert_eq!(
+            kind(&ready_transition(None, &failed)),
+            Some((Warning, "BindFailed"))
+        );
+        // Suspending is asked for: Normal.
+        let suspended = ready("False", "Suspended", "Bound: spec.suspend is true");
+        assert_eq!(
+            kind(&ready_transition(Some(&ok), &suspended)),
+            Some((Normal, "Suspended"))
         );
     }
 }
