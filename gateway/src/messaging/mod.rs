@@ -10,3 +10,6 @@ pub mod receipts;
 pub mod router;
 pub mod store;
 pub mod submit;
+
+#[cfg(test)]
+mod tests;

@@ -133,11 +133,7 @@ impl ReceiptHandler {
     ) -> Result<(), crate::messaging::store::StoreError> {
         let keys = receipt_keys(vendor_id, &r.message_id, fmt);
         let parked = serde_json::to_string(&Parked::of(r)).expect("parked");
-        match self
-            .store
-            .correlate_or_park(&keys, &parked)
-            .await?
-        {
+        match self.store.correlate_or_park(&keys, &parked).await? {
             Some((id, part)) => {
                 self.apply(&id, part, vendor_id, vendor, r.stat, r.err.as_deref())
                     .await?;
@@ -217,7 +213,10 @@ impl ReceiptHandler {
 }
 
 /// Applies receipts that arrived before their mapping (handed back by `Store::create`).
-pub fn apply_parked(handler: &Arc<ReceiptHandler>, cfg: &VendorConfig, parked: Vec<String>) {
+pub fn apply_parked(handler: &Arc<ReceiptHandler>, cfg: &VendorConfig, mut parked: Vec<String>) {
+    // A receipt parked under several keys (Auto ids) comes back once per key.
+    parked.sort_unstable();
+    parked.dedup();
     let h = handler.clone();
     let vendor = cfg.name.clone();
     let (vid, fmt) = (cfg.id, cfg.messaging.receipt_ids);

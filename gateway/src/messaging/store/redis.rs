@@ -13,7 +13,6 @@ use super::{
 };
 use crate::messaging::model::{HistoryEntry, MessageStatus, MessageView};
 
-
 /// A single Redis server or a cluster, behind one connection type. Both reconnect on their
 /// own, so a Redis restart needs no gateway restart.
 #[derive(Clone)]
@@ -71,10 +70,6 @@ pub async fn connect(url: &str) -> Result<Conn, StoreError> {
     )?))
 }
 
-
-
-
-
 // Sets a vendor id mapping and hands back any receipt parked under it, atomically, so a
 // receipt is never parked after the mapping was written and never missed.
 const SET_MAPPING: &str = r"
@@ -120,7 +115,6 @@ if new ~= 'submitted' then
 end
 return {cur, new, cb}
 ";
-
 
 /// The Redis store. Cheap to clone; every call pipelines what it can.
 #[derive(Clone)]
@@ -429,7 +423,6 @@ fn eval(script: &str, keys: &[&str], args: &[&str]) -> Cmd {
     c.arg(script).arg(keys.len()).arg(keys).arg(args);
     c
 }
-
 
 fn view(
     id: &str,
