@@ -39,7 +39,9 @@ pub trait MessageStore: Send + Sync + 'static {
     /// How long messages and correlations are kept.
     fn ttl(&self) -> Duration;
     /// Writes the message, its history and the mappings (correlation key, part); returns the
-    /// receipts (JSON) that were parked under those keys, handing them over atomically.
+    /// receipts (JSON) that were parked under those keys, handing them over atomically. A
+    /// receipt parked under several keys comes back once per key (`receipts::apply_parked`
+    /// applies it once).
     async fn create(
         &self,
         m: &NewMessage,

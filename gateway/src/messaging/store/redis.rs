@@ -231,15 +231,7 @@ impl MessageStore for RedisStore {
         }
         let mut c = self.conn.clone();
         let parked: Vec<Vec<String>> = self.track(pipe.query_async(&mut c).await)?;
-        // An early receipt is parked under each of its id keys (Auto: exact and every numeric
-        // reading), so it comes back once per key: hand each back once.
-        let mut out: Vec<String> = Vec::new();
-        for p in parked.into_iter().flatten() {
-            if !out.contains(&p) {
-                out.push(p);
-            }
-        }
-        Ok(out)
+        Ok(parked.into_iter().flatten().collect())
     }
 
     /// Looks a receipt's id keys up; when none is mapped yet, parks the receipt under each.
