@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the main job on a fresh machine. Brings up the real parts, starts smpp-operator
-# and smpp-gateway against them, applies examples/ and shows `kubectl get smppvendors` bound
-# over TLS to the local SMSC simulator. Each section is a function called from `main`.
+# and smpp-gateway against them, applies examples/, shows `kubectl get smppvendors` bound over
+# TLS to the local SMSC simulator, and sends a message through the gateway that comes back
+# delivered, with its history. Each section is a function called from `main`.
 # The environment stays up afterwards so you can look around; `make env-down` stops it
 # (it calls `demo.sh stop` for the operator and gateway).
 # Re-running is idempotent: the earlier demo operator and gateway are replaced.
@@ -75,6 +76,23 @@ build_and_crd() {
 
 http_ok() { curl -fsS --max-time 2 "$1" >/dev/null; }
 
+# The demo's API key, kept across runs: $demo_dir/api-keys (name:token, what the gateway's
+# --api-keys-file reads) and $demo_dir/auth-header (the header curl sends with -H @file, so the
+# token shows neither on screen nor in `ps`).
+keys_file=$demo_dir/api-keys
+auth_header=$demo_dir/auth-header
+api_keys() {
+  if [ ! -s "$keys_file" ] || [ ! -s "$auth_header" ]; then
+    local token
+    token=demo$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    (
+      umask 077
+      printf '# make demo: name:token per line\ndemo:%s\n' "$token" >"$keys_file"
+      printf 'Authorization: Bearer %s\n' "$token" >"$auth_header"
+    )
+  fi
+}
+
 start_services() {
   section "4. Start smpp-operator and smpp-gateway (logs in $demo_dir)"
   stop_demo operator
@@ -84,7 +102,8 @@ start_services() {
   gw_port=$(free_port)
   # The operator watches only the demo namespace, so tests sharing this environment keep
   # their own vendors to their own operators. DATABASE_URL and REDIS_URL (exported by the env
-  # file) reach them through the environment, so no password shows in `ps`.
+  # file) reach them through the environment, so no password shows in `ps`. The gateway sends
+  # messages with REDIS_URL and the demo's API key (API_KEYS_FILE).
   : >"$demo_dir/operator.log"
   : >"$demo_dir/gateway.log"
   on_fail "stop_demo operator"
@@ -93,8 +112,10 @@ start_services() {
     --http-addr "127.0.0.1:$op_port" --watch-namespace "$NS" \
     --lease-namespace smpp-system --lease-name smpp-operator-demo
   on_fail "stop_demo gateway"
+  api_keys
   spawn_daemon "$demo_dir/gateway.pid" "$demo_dir/gateway.log" \
-    env RUST_LOG=info POD_NAME=demo-gateway "$bin/smpp-gateway" --http-addr "127.0.0.1:$gw_port"
+    env RUST_LOG=info POD_NAME=demo-gateway REDIS_URL="$REDIS_URL" API_KEYS_FILE="$keys_file" \
+    "$bin/smpp-gateway" --http-addr "127.0.0.1:$gw_port"
   OP_URL=http://127.0.0.1:$op_port
   GW_URL=http://127.0.0.1:$gw_port
   wait_until "smpp-operator /ready on $OP_URL" "$DEADLINE" "$(cat "$demo_dir/operator.pid")" \
@@ -103,7 +124,8 @@ start_services() {
   wait_until "smpp-gateway /health on $GW_URL" "$DEADLINE" "$(cat "$demo_dir/gateway.pid")" \
     "$demo_dir/gateway.log" http_ok "$GW_URL/health"
   echo "smpp-operator: pid $(cat "$demo_dir/operator.pid"), $OP_URL (/health /ready /metrics)"
-  echo "smpp-gateway:  pid $(cat "$demo_dir/gateway.pid"), $GW_URL (/health /ready /metrics /api/v1/vendors)"
+  echo "smpp-gateway:  pid $(cat "$demo_dir/gateway.pid"), $GW_URL (/health /ready /metrics /api/v1/vendors /api/v1/messages)"
+  echo "               Redis $REDIS_URL, API keys $keys_file"
 }
 
 # Ready condition's message of one vendor (empty while there is none).
@@ -182,19 +204,69 @@ local_vendor() {
   curl -fsS "$SMSC_STATS_URL" | pretty_json
 }
 
+# json_field FIELD: the top-level FIELD of the JSON on stdin ("" when absent).
+json_field() {
+  python3 -c 'import json, sys; v = json.load(sys.stdin).get(sys.argv[1]); print("" if v is None else v)' "$1"
+}
+
+# api METHOD PATH [BODY [HEADER...]]: calls the gateway with the demo's key; prints the body,
+# then the HTTP status on a line of its own. Fails only when the gateway cannot be reached.
+api() {
+  local method=$1 path=$2 body=${3:-}
+  shift $(($# < 3 ? $# : 3))
+  local args=(-sS --max-time 30 -X "$method" -H "@$auth_header" -w '\n%{http_code}')
+  [ -z "$body" ] || args+=(-H 'Content-Type: application/json' -d "$body")
+  for h in "$@"; do args+=(-H "$h"); done
+  curl "${args[@]}" "$GW_URL$path"
+}
+
 send_message() {
   section "7. A message that comes back delivered"
-  local code
-  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
-    -d '{}' "$GW_URL/api/v1/messages" || true)
-  if [ "$code" = 404 ]; then
-    echo "NOT BUILT YET: the gateway has no POST /api/v1/messages (it answers 404), so this demo"
-    echo "cannot send a message and show its delivery receipt. Binding, re-binding and bind"
-    echo "diagnostics are what works today."
-  else
-    echo "The gateway answers POST /api/v1/messages with HTTP $code, but this demo does not send"
-    echo "through it yet: no delivered message is shown."
-  fi
+  local body out code answer id msg status t0
+  body='{"to":"+15551234567","from":"ACME","text":"Hello from make demo: 10 € off!","client_ref":"demo-1"}'
+  # A fresh Idempotency-Key per run: a retry of this request (on any pod) would get the same answer.
+  local idem
+  idem=demo-$(date +%s%N)
+  echo "\$ curl -X POST $GW_URL/api/v1/messages -H @$auth_header -H 'Idempotency-Key: $idem' \\"
+  echo "    -H 'Content-Type: application/json' -d '$body'"
+  t0=$(date +%s%3N)
+  out=$(api POST /api/v1/messages "$body" "Idempotency-Key: $idem") ||
+    die "step 7, submit: cannot reach the gateway at $GW_URL (gateway log: $demo_dir/gateway.log)"
+  code=${out##*$'\n'}
+  answer=${out%$'\n'*}
+  [ "$code" = 201 ] ||
+    die "step 7, submit: POST /api/v1/messages answered HTTP $code, not 201: $answer (gateway log: $demo_dir/gateway.log)"
+  echo "HTTP $code ($(($(date +%s%3N) - t0)) ms: the vendor acknowledged every part)"
+  pretty_json <<<"$answer"
+  id=$(json_field id <<<"$answer")
+  [ -n "$id" ] || die "step 7, submit: the 201 answer has no id: $answer"
+
+  echo
+  echo "Waiting for the delivery receipt (GET /api/v1/messages/$id, up to ${DEADLINE}s)"
+  local end=$((SECONDS + DEADLINE))
+  while :; do
+    out=$(api GET "/api/v1/messages/$id") ||
+      die "step 7, status: cannot reach the gateway at $GW_URL (gateway log: $demo_dir/gateway.log)"
+    code=${out##*$'\n'}
+    msg=${out%$'\n'*}
+    [ "$code" = 200 ] ||
+      die "step 7, status: GET /api/v1/messages/$id answered HTTP $code: $msg (gateway log: $demo_dir/gateway.log)"
+    status=$(json_field status <<<"$msg")
+    case $status in
+      delivered) break ;;
+      submitted) ;;
+      *) die "step 7, status: message $id ended $status, not delivered: $msg" ;;
+    esac
+    [ $SECONDS -lt $end ] ||
+      die "step 7, status: message $id still $status after ${DEADLINE}s, no delivery receipt (gateway log: $demo_dir/gateway.log, simulator: $SMSC_STATS_URL)"
+    sleep 0.2
+  done
+  echo "(delivered $(($(date +%s%3N) - t0)) ms after the submit)"
+  echo
+  echo "\$ curl $GW_URL/api/v1/messages/$id -H @$auth_header"
+  pretty_json <<<"$msg"
+  echo "-> status delivered: the simulator's receipt (stat:DELIVRD) was correlated in Redis to the"
+  echo "   message by its vendor message id; history shows each step."
 }
 
 look_around() {
@@ -206,6 +278,8 @@ The environment stays up.  source $env_file   then:
   psql "\$DATABASE_URL" -c 'select id, instance_name, host, port from vendor_mgmt.service_providers'
   psql "\$DATABASE_URL" -c 'select * from vendor_mgmt.vendor_sessions'
   curl $GW_URL/api/v1/vendors   curl $GW_URL/ready   curl $GW_URL/metrics
+  curl -H @$auth_header -d '{"to":"+15551234567","from":"ACME","text":"hi"}' $GW_URL/api/v1/messages
+  curl -H @$auth_header $GW_URL/api/v1/messages/<id>
   curl $OP_URL/ready   curl $OP_URL/metrics   curl $SMSC_STATS_URL
   logs: $demo_dir/operator.log  $demo_dir/gateway.log
 Try: kubectl -n $NS patch secret local-smsc-smpp -p '{"stringData":{"password":"wrongpw1"}}'
