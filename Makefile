@@ -48,7 +48,7 @@ lint:
 	shellcheck -x -P SCRIPTDIR -S warning e2e/scripts/*.sh e2e/controlplane/*.sh .ci/run
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# Regenerates the checked-in CRD YAML from the Rust types (a test fails when it is stale).
+# Regenerates the checked-in CRD YAML from the Rust types, its copy in the chart and
+# crds/rbac.yaml from the chart (tests fail when any is stale).
 crds:
-	cargo run -q -p smpp-crds --bin crdgen > crds/smppvendor.yaml.tmp
-	mv crds/smppvendor.yaml.tmp crds/smppvendor.yaml
+	@e2e/scripts/crds.sh
