@@ -13,16 +13,21 @@ mod gateway_support;
 
 use std::time::Duration;
 
-use gateway_support::{Answer, Gateway, Messaging, Result, TestDb, message, messaging_env, metric};
+use gateway_support::{
+    Answer, Gateway, Messaging, Result, TestDb, message, messaging_env, metric, post_json,
+};
 use serde_json::Value;
 use smpp_e2e::postgres::PrivateRedis;
-use smpp_e2e::smsc::{ReceiptSettings, Smsc, SmscConfig, Stats};
+use smpp_e2e::smsc::{Behaviour, ReceiptSettings, Smsc, SmscConfig, Stats};
 use smpp_e2e::wait;
 
 const SYSTEM_ID: &str = "gwfleet";
 const PASSWORD: &str = "Fl33tPw7";
 const VENDOR: &str = "fleet";
 const TO: &str = "+15551234567";
+/// A second vendor, on the simulator's slow listener (Redis test).
+const SLOW: &str = "fleet-slow";
+const SLOW_ID: &str = "gwslow";
 
 const SETTLE: Duration = Duration::from_secs(20);
 const DELIVERED: Duration = Duration::from_secs(20);
@@ -308,10 +313,19 @@ async fn idempotency_key_holds_across_pods() -> Result {
 async fn redis_down_and_back_loses_nothing() -> Result {
     let mut redis = PrivateRedis::start_persistent()?;
     // Receipts come 4 s after the submit (after Redis is stopped), and are re-sent every
-    // 200 ms for as long as the test needs.
+    // 200 ms for as long as the test needs. Listener "slow" answers 2.5 s late: a submit
+    // that is in flight there when Redis stops is sent before and answered after.
     let smsc = Smsc::start(
         SmscConfig::standard()
             .credential(SYSTEM_ID, PASSWORD)
+            .credential(SLOW_ID, PASSWORD)
+            .plain(
+                "slow",
+                Behaviour {
+                    response_delay_ms: Some(2500),
+                    ..Default::default()
+                },
+            )
             .dlr_delay(Duration::from_secs(4))
             .receipts(ReceiptSettings {
                 resp_timeout_ms: 2000,
@@ -326,7 +340,10 @@ async fn redis_down_and_back_loses_nothing() -> Result {
     let gw = start_gateway(&db, "gw-redis", &m).await?;
     db.wait_schema().await?;
     insert_vendor(&db, &smsc, 1).await?;
+    db.insert_legacy(SLOW, smsc.port("slow"), SLOW_ID, PASSWORD, &[])
+        .await?;
     wait_spread(&smsc, &[&gw], &[1]).await?;
+    gw.wait_bound(SLOW, 1, SETTLE).await?;
     let pid = gw.guard.id();
 
     // Accepted before the stop; their receipts are not due yet.
@@ -336,17 +353,68 @@ async fn redis_down_and_back_loses_nothing() -> Result {
         let a = gw
             .submit(
                 &m.token,
-                &message(TO, &format!("before the stop {i}"), None),
+                &message(TO, &format!("before the stop {i}"), Some(VENDOR)),
             )
             .await?;
         before.push(accepted(&a, &format!("message {i} before the stop")));
     }
+    // Sent before the stop, its submit_sm_resp after: the vendor has it, so it is accepted,
+    // and its record is written once Redis is back.
+    let in_flight = tokio::spawn({
+        let (port, token) = (gw.http, m.token.clone());
+        async move {
+            let body = message(TO, "in flight at the stop", Some(SLOW));
+            post_json(port, "/api/v1/messages", Some(&token), &[], &body).await
+        }
+    });
+    wait::until("the in-flight submit at the vendor", SETTLE, || async {
+        Ok((stats(&smsc).await?.submits == N as u64 + 1).then_some(()))
+    })
+    .await?;
+    let t0 = std::time::Instant::now();
     tokio::task::block_in_place(|| redis.stop())?;
+    let stop_took = t0.elapsed();
     let s = stats(&smsc).await?;
-    assert_eq!(s.submits, N as u64);
+    assert_eq!(s.submits, N as u64 + 1);
     assert_eq!(
         s.receipts_sent, 0,
         "Redis stopped before the first receipt was due (dlr delay 4 s): {s:?}"
+    );
+    let in_flight = in_flight.await??;
+    before.push(accepted(&in_flight, "the submit in flight at the stop"));
+    if stop_took < Duration::from_millis(2000) {
+        let errors = metric(
+            &gw.metrics().await?,
+            "smpp_redis_errors_total",
+            &[r#"op="create""#],
+        );
+        assert!(
+            errors >= 1.0,
+            "the in-flight message was answered after the stop ({stop_took:?}): its write failed and is retried"
+        );
+    }
+    let mut sent = N as u64 + 1;
+    // A submit before the gateway has noticed: either refused with nothing sent, or sent and
+    // accepted, its record written once Redis is back. Either way nothing is lost.
+    let window = gw
+        .submit(&m.token, &message(TO, "just after the stop", Some(VENDOR)))
+        .await?;
+    match (window.status, window.code()) {
+        (201, _) => {
+            before.push(accepted(&window, "submit just after the stop"));
+            sent += 1;
+        }
+        (503, "redis_unavailable") => {}
+        _ => panic!(
+            "submit just after the stop: {} {}",
+            window.status, window.body
+        ),
+    }
+    eprintln!("submit just after the stop: {}", window.status);
+    assert_eq!(
+        stats(&smsc).await?.submits,
+        sent,
+        "what the answer says was sent"
     );
 
     // The gateway notices (a GET fails, sends nothing; its background ping also would).
@@ -383,7 +451,7 @@ async fn redis_down_and_back_loses_nothing() -> Result {
     );
     assert_eq!(
         stats(&smsc).await?.submits,
-        N as u64,
+        sent,
         "a submit refused for Redis sent nothing"
     );
 
@@ -391,7 +459,7 @@ async fn redis_down_and_back_loses_nothing() -> Result {
     wait::until("receipts refused and re-sent", SETTLE, || async {
         let s = stats(&smsc).await?;
         anyhow::ensure!(s.receipts_acked == 0, "a receipt was acknowledged: {s:?}");
-        Ok((s.receipts_retried >= 2 * N as u64).then_some(s))
+        Ok((s.receipts_retried >= 2 * sent).then_some(s))
     })
     .await?;
     assert!(
@@ -414,13 +482,9 @@ async fn redis_down_and_back_loses_nothing() -> Result {
     let after = accepted(&after, "submit after Redis came back");
     wait_delivered(&[&gw], &m.token, &after).await?;
     assert_eq!(gw.guard.id(), pid, "no gateway restart");
-    let s = stats(&smsc).await?;
-    assert_eq!(s.submits, N as u64 + 1, "{s:?}");
-    assert_eq!(
-        s.receipts_acked,
-        N as u64 + 1,
-        "every receipt stored once: {s:?}"
-    );
+    // Every receipt stored, each acknowledged once.
+    let s = wait_acked(&smsc, sent + 1).await?;
+    assert_eq!(s.submits, sent + 1, "{s:?}");
     assert_eq!((s.receipts_failed, s.receipts_expired), (0, 0), "{s:?}");
     Ok(())
 }
@@ -439,7 +503,7 @@ async fn no_bind_anywhere_is_no_route() -> Result {
     let b = start_gateway(&db, "gw-noroute-b", &m).await?;
     for g in [&a, &b] {
         wait::until(&format!("{} has the vendor", g.pod), SETTLE, || async {
-            Ok(g.vendor(VENDOR).await?)
+            g.vendor(VENDOR).await
         })
         .await?;
     }
