@@ -71,9 +71,25 @@ fn reply(code: u16, body: &Value) -> Response {
     warp::reply::with_status(warp::reply::json(body), status).into_response()
 }
 
-/// Parses a JSON body, naming the field or position that is wrong.
+/// Deserializes, naming the field that is wrong (`to: invalid type: integer ...`).
+fn named<'de, D, T>(de: D) -> Result<T, String>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })
+}
+
+/// Parses a JSON request body into a 400 that names the field or position that is wrong.
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
-    serde_json::from_slice(body).map_err(|e| {
+    named(&mut serde_json::Deserializer::from_slice(body)).map_err(|e| {
         Box::new(error(
             StatusCode::BAD_REQUEST,
             "invalid_json",
@@ -264,7 +280,7 @@ pub fn routes(
                         let api = api.clone();
                         let auth = auth.clone();
                         async move {
-                            match serde_json::from_value::<MessageRequest>(m) {
+                            match named::<_, MessageRequest>(m) {
                                 Err(e) => {
                                     json!({"success": false, "error": {"code": "invalid_request",
                                 "message": format!("messages[{i}]: {e}")}})
@@ -342,4 +358,22 @@ pub async fn rejection(r: warp::Rejection) -> Result<Response, std::convert::Inf
         "bad_request",
         format!("{r:?}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_type_names_the_field() {
+        let body = br#"{"to": 15551234567, "from": "ACME", "text": "hi"}"#;
+        let e = named::<_, MessageRequest>(&mut serde_json::Deserializer::from_slice(body))
+            .unwrap_err();
+        assert!(e.starts_with("to: invalid type: integer"), "{e}");
+        let v = serde_json::json!({"to": "1", "from": "A", "text": 5});
+        let e = named::<_, MessageRequest>(v).unwrap_err();
+        assert!(e.starts_with("text: invalid type"), "{e}");
+        let e = named::<_, MessageRequest>(serde_json::json!({"to": "1"})).unwrap_err();
+        assert!(e.contains("missing field `from`"), "{e}");
+    }
 }
