@@ -24,10 +24,15 @@ pub fn routes(
     let health = warp::path!("health")
         .and(warp::get())
         .map(|| warp::reply::json(&json!({"status": "ok"})));
-    let ready = warp::path!("ready")
-        .and(warp::get())
-        .and(reg.clone())
-        .map(|r: Arc<Registry>| ready(&r));
+    let fwd = messages.clone();
+    let ready =
+        warp::path!("ready")
+            .and(warp::get())
+            .and(reg.clone())
+            .map(move |r: Arc<Registry>| {
+                let elsewhere = fwd.as_ref().map_or(0, |m| m.peers.forwardable(&m.pod));
+                ready(&r, elsewhere)
+            });
     let m = metrics.clone();
     let metrics_route = warp::path!("metrics").and(warp::get()).map(move || {
         warp::reply::with_header(m.render(), "content-type", "text/plain; version=0.0.4")
@@ -87,11 +92,16 @@ pub fn routes(
         .recover(messages::rejection)
 }
 
-fn ready(r: &Registry) -> warp::reply::WithStatus<warp::reply::Json> {
+/// Ready while this pod can send: a session bound here, or (with messaging on) a vendor
+/// bound on another pod it forwards to. With 3 replicas and a vendor that allows 2 binds,
+/// the third pod must take its share of the Service's traffic.
+fn ready(r: &Registry, forwardable: usize) -> warp::reply::WithStatus<warp::reply::Json> {
     let bound = r.bound_total();
-    if bound > 0 {
+    if bound > 0 || forwardable > 0 {
         return warp::reply::with_status(
-            warp::reply::json(&json!({"ready": true, "sessions_bound": bound})),
+            warp::reply::json(
+                &json!({"ready": true, "sessions_bound": bound, "vendors_via_other_pods": forwardable}),
+            ),
             StatusCode::OK,
         );
     }

@@ -34,6 +34,19 @@ impl Peers {
             .unwrap_or_default()
     }
 
+    /// Vendors bound on some other pod that advertises an address (this pod can forward).
+    pub fn forwardable(&self, me: &str) -> usize {
+        self.by_vendor
+            .read()
+            .expect("peers")
+            .values()
+            .filter(|pods| {
+                pods.iter()
+                    .any(|p| p.pod != me && p.advertise_addr.is_some())
+            })
+            .count()
+    }
+
     pub fn set(&self, rows: Vec<BoundPod>) {
         let mut map: HashMap<Uuid, Vec<BoundPod>> = HashMap::new();
         for r in rows {
