@@ -15,6 +15,9 @@ ensure_pkg psql postgresql-client-15
 ensure_pkg redis-server redis-server
 ensure_pkg redis-cli redis-tools
 ensure_pkg shellcheck shellcheck
+# Lua for e2e/tests/argocd_health.rs (the Argo CD health check): 5.4, and 5.1 = Argo CD's dialect.
+ensure_pkg lua5.4 lua5.4
+ensure_pkg lua5.1 lua5.1
 # promtool and a real Prometheus for e2e/tests/observability.rs (alert rules, dashboard queries).
 ensure_pkg promtool prometheus
 command -v go >/dev/null || die "go not found on PATH (the control plane is built from Go modules; install Go 1.26+)"
