@@ -585,7 +585,7 @@ async fn real_answers_match_docs_openapi_yaml() -> Result {
     let a = gw_k.submit(&token, &body).await?;
     assert_eq!((a.status, a.code()), (503, "no_api_keys"), "{}", a.body);
     spec.check("POST", msgs, &a);
-    let a = gw_k.batch(&token, &[body.clone()]).await?;
+    let a = gw_k.batch(&token, std::slice::from_ref(&body)).await?;
     assert_eq!((a.status, a.code()), (503, "no_api_keys"), "{}", a.body);
     spec.check("POST", batch, &a);
     for method in ["GET", "POST", "DELETE"] {
