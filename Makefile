@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # One cargo target dir outside the clone, so CI on a fresh clone reuses the build cache.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/smpp-gateway/target
 
-.PHONY: help demo test bench env-up env-down build fmt lint crds controlplane prereqs
+.PHONY: help demo test bench env-up env-down build fmt lint crds controlplane prereqs images
 
 help:
 	@echo "make demo      bring up the whole stack locally and show it working"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench     the benchmarks"
 	@echo "make env-up    start control plane, PostgreSQL, Redis, SMSC simulator; writes target/env.sh"
 	@echo "make env-down  stop everything env-up started"
+	@echo "make images    build the smpp-gateway and smpp-operator container images (buildah, FROM scratch)"
 	@echo "make build | fmt | lint | crds | controlplane | prereqs"
 
 demo:
@@ -37,6 +38,9 @@ prereqs:
 controlplane:
 	@e2e/controlplane/build.sh
 
+images:
+	@deploy/images/build.sh
+
 build:
 	cargo build --workspace --bins
 
@@ -45,7 +49,7 @@ fmt:
 
 lint:
 	cargo fmt --all --check
-	shellcheck -x -P SCRIPTDIR -S warning e2e/scripts/*.sh e2e/controlplane/*.sh .ci/run
+	shellcheck -x -P SCRIPTDIR -S warning e2e/scripts/*.sh e2e/controlplane/*.sh deploy/images/*.sh .ci/run
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # Regenerates the checked-in CRD YAML from the Rust types, its copy in the chart and

@@ -85,9 +85,11 @@ trap 'exit 130' INT TERM
 step prerequisites "$E2E_SCRIPTS/prereqs.sh"
 step controlplane "$REPO_ROOT/e2e/controlplane/build.sh"
 step fmt cargo fmt --all --check
-step shellcheck shellcheck -x -P SCRIPTDIR -S warning e2e/scripts/*.sh e2e/controlplane/*.sh .ci/run
+step shellcheck shellcheck -x -P SCRIPTDIR -S warning e2e/scripts/*.sh e2e/controlplane/*.sh deploy/images/*.sh .ci/run
 step clippy cargo clippy --workspace --all-targets --quiet -- -D warnings
 step build cargo build --workspace --bins --quiet
+# The container images e2e/tests/images.rs runs (release build, buildah; installs buildah/podman/runc).
+step images "$REPO_ROOT/deploy/images/build.sh"
 # The simulator's own unit tests (node --test), after `npm ci` when needed.
 smsc_unit() { "$REPO_ROOT/e2e/smsc/ensure-deps.sh" && (cd "$REPO_ROOT/e2e/smsc" && npm test --silent); }
 step smsc-unit smsc_unit
