@@ -1,0 +1,1033 @@
+//! charts/smpp-gateway on the real control plane (needs `make env-up`): `helm lint`,
+//! `helm template | kubectl apply --dry-run=server`, a real install / upgrade / uninstall
+//! (the CRD stays), what the rendered Deployments pass to the binaries, the operator's RBAC
+//! as `kubectl auth can-i` answers it, values.schema.json refusals, and the one-source rules
+//! (the chart's CRD is crds/smppvendor.yaml byte for byte; crds/rbac.yaml is rendered from
+//! the chart).
+//!
+//! No kubelet runs here, so pods never start: these tests check objects, not pods.
+//! Namespaces cannot be deleted (no controller-manager), so each test makes its own.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde::Deserialize as _;
+use serde_yaml::Value;
+use smpp_e2e::env::Env;
+use smpp_e2e::operator::run;
+use smpp_e2e::process::repo_root;
+
+const CRD: &str = "customresourcedefinition/smppvendors.smpp.io";
+
+fn env() -> Env {
+    Env::load().expect("environment from target/env.sh (make env-up)")
+}
+
+fn chart() -> PathBuf {
+    repo_root().join("charts/smpp-gateway")
+}
+
+fn example_values() -> PathBuf {
+    repo_root().join("examples/helm-values.yaml")
+}
+
+/// A namespace of the test's own: `chart-<tag>-<random>`.
+fn fresh_ns(env: &Env, tag: &str) -> String {
+    let ns = format!("chart-{tag}-{:08x}", rand::random::<u32>());
+    run(env.kubectl().args(["create", "namespace", &ns])).unwrap();
+    ns
+}
+
+/// Runs `cmd` (with `stdin` piped in when given): whether it succeeded, and stdout+stderr.
+fn output(cmd: &mut Command, stdin: Option<&str>) -> (bool, String) {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (make env-up builds helm and kubectl)"));
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `helm template smpp <chart> -n <ns> <args>`: the rendered YAML.
+fn render(env: &Env, ns: &str, args: &[&str]) -> String {
+    run(env
+        .helm()
+        .args(["template", "smpp"])
+        .arg(chart())
+        .args(["--namespace", ns])
+        .args(args))
+    .unwrap_or_else(|e| panic!("helm template {args:?}: {e}"))
+}
+
+/// Rendering with only the required value set.
+fn render_defaults(env: &Env, ns: &str, args: &[&str]) -> String {
+    let mut all = vec!["--set", "database.secretName=smpp-db"];
+    all.extend_from_slice(args);
+    render(env, ns, &all)
+}
+
+fn docs(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kinds(objects: &[Value]) -> BTreeSet<String> {
+    objects
+        .iter()
+        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), name(o)))
+        .collect()
+}
+
+fn name(o: &Value) -> &str {
+    o["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name_: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && name(o) == name_)
+        .unwrap_or_else(|| panic!("no {kind}/{name_} in {:?}", kinds(objects)))
+}
+
+fn container(deployment: &Value) -> &Value {
+    &deployment["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn env_var<'a>(c: &'a Value, var: &str) -> &'a Value {
+    c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == var)
+        .unwrap_or_else(|| panic!("container {:?} has no env {var}", c["name"]))
+}
+
+fn env_names(c: &Value) -> Vec<String> {
+    c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn kubectl_json(env: &Env, args: &[&str]) -> serde_json::Value {
+    let text = run(env.kubectl().args(args).args(["-o", "json"])).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// One source
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn chart_crds_and_rbac_manifest_come_from_one_source() {
+    let env = env();
+    // Every CRD in crds/ has its byte-for-byte copy in the chart, and nothing else is there.
+    let mut expected = BTreeSet::new();
+    for entry in std::fs::read_dir(repo_root().join("crds")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if path.extension().is_some_and(|e| e == "yaml")
+            && text.contains("\nkind: CustomResourceDefinition")
+        {
+            let file = path.file_name().unwrap().to_owned();
+            let copy = chart().join("files/crds").join(&file);
+            let copied = std::fs::read_to_string(&copy).unwrap_or_default();
+            assert!(
+                copied == text,
+                "{} differs from {}: run `make crds`",
+                copy.display(),
+                path.display()
+            );
+            expected.insert(file);
+        }
+    }
+    let copies: BTreeSet<_> = std::fs::read_dir(chart().join("files/crds"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        copies, expected,
+        "charts/smpp-gateway/files/crds holds exactly the CRDs of crds/ (run `make crds`)"
+    );
+    assert!(expected.contains(std::ffi::OsStr::new("smppvendor.yaml")));
+
+    // The rendered CRD is the file's, plus the keep policy and the chart's labels.
+    let source = docs(&std::fs::read_to_string(repo_root().join("crds/smppvendor.yaml")).unwrap());
+    let rendered = docs(&render_defaults(&env, "default", &[]));
+    let crd = find(&rendered, "CustomResourceDefinition", "smppvendors.smpp.io");
+    // Helm re-serialises the file (fromYaml | toYaml): same content, numbers as numbers
+    // (3600.0 in the file becomes 3600).
+    assert!(
+        numbers_as_f64(&crd["spec"]) == numbers_as_f64(&source[0]["spec"]),
+        "the rendered CRD's spec differs from crds/smppvendor.yaml"
+    );
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    let not_kept = docs(&render_defaults(
+        &env,
+        "default",
+        &["--set", "crds.keep=false"],
+    ));
+    let crd = find(&not_kept, "CustomResourceDefinition", "smppvendors.smpp.io");
+    assert!(crd["metadata"]["annotations"]["helm.sh/resource-policy"].is_null());
+    let without = docs(&render_defaults(
+        &env,
+        "default",
+        &["--set", "crds.enabled=false"],
+    ));
+    assert!(
+        !without
+            .iter()
+            .any(|o| o["kind"] == "CustomResourceDefinition"),
+        "crds.enabled=false renders no CRD"
+    );
+
+    // crds/rbac.yaml is the chart's RBAC, rendered by `make crds`.
+    let mut cmd = Command::new(repo_root().join("e2e/scripts/crds.sh"));
+    cmd.arg("rbac").env("PATH", prepend_path(&env.bin_dir));
+    let fresh = run(&mut cmd).unwrap();
+    let committed = std::fs::read_to_string(repo_root().join("crds/rbac.yaml")).unwrap();
+    assert!(
+        fresh == committed,
+        "crds/rbac.yaml is stale: run `make crds`"
+    );
+}
+
+/// `v` as JSON with every number an f64, so 3600 and 3600.0 compare equal.
+fn numbers_as_f64(v: &Value) -> serde_json::Value {
+    fn walk(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Number(n) => serde_json::json!(n.as_f64().unwrap()),
+            serde_json::Value::Array(a) => a.into_iter().map(walk).collect(),
+            serde_json::Value::Object(o) => o.into_iter().map(|(k, v)| (k, walk(v))).collect(),
+            other => other,
+        }
+    }
+    walk(serde_json::to_value(v).unwrap())
+}
+
+fn prepend_path(dir: &std::path::Path) -> std::ffi::OsString {
+    let mut paths = vec![dir.to_path_buf()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(paths).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Lint, server dry run, rendered contracts
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn lint_and_server_side_dry_run_of_defaults_example_and_extras() {
+    let env = env();
+    let (ok, text) = output(
+        env.helm()
+            .args(["lint", "--strict"])
+            .arg(chart())
+            .arg("-f")
+            .arg(example_values()),
+        None,
+    );
+    assert!(
+        ok,
+        "helm lint --strict -f examples/helm-values.yaml: {text}"
+    );
+
+    let ns = fresh_ns(&env, "dryrun");
+    let example = example_values();
+    let example = example.to_str().unwrap();
+    for (what, args) in [
+        ("defaults", vec!["--set", "database.secretName=smpp-db"]),
+        ("examples/helm-values.yaml", vec!["-f", example]),
+        (
+            "example + NetworkPolicy, extra namespace, cluster-wide off",
+            vec![
+                "-f",
+                example,
+                "--set",
+                "networkPolicy.enabled=true",
+                "--set",
+                "operator.watch.namespaces={default}",
+            ],
+        ),
+        (
+            "cluster-wide, one replica, no PDB",
+            vec![
+                "--set",
+                "database.secretName=smpp-db",
+                "--set",
+                "operator.watch.clusterWide=true",
+                "--set",
+                "gateway.podDisruptionBudget.enabled=false",
+            ],
+        ),
+    ] {
+        let yaml = render(&env, &ns, &args);
+        let (ok, text) = output(
+            env.kubectl().args(["apply", "--dry-run=server", "-f", "-"]),
+            Some(&yaml),
+        );
+        assert!(
+            ok,
+            "{what}: the apiserver refused the rendered chart:\n{text}"
+        );
+        assert!(
+            text.contains("deployment.apps/smpp-gateway created (server dry run)"),
+            "{what}: {text}"
+        );
+    }
+}
+
+/// The settings each binary reads from the environment, from its source (clap `env = ".."`).
+fn binary_envs(main_rs: &str) -> BTreeSet<String> {
+    let src = std::fs::read_to_string(repo_root().join(main_rs)).unwrap();
+    src.split("env = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn rendered_deployments_pass_what_the_binaries_take_and_are_hardened() {
+    let env = env();
+    let objects = docs(&render(
+        &env,
+        "messaging",
+        &["-f", example_values().to_str().unwrap()],
+    ));
+    let gw = find(&objects, "Deployment", "smpp-gateway");
+    let op = find(&objects, "Deployment", "smpp-operator");
+
+    // Only env names the binaries read (a typo would be silently ignored otherwise).
+    for (deployment, main_rs) in [(gw, "gateway/src/main.rs"), (op, "operator/src/main.rs")] {
+        let known = binary_envs(main_rs);
+        for var in env_names(container(deployment)) {
+            assert!(
+                known.contains(&var),
+                "{} sets {var}, which {main_rs} does not read (it reads {known:?})",
+                name(deployment)
+            );
+        }
+    }
+
+    // Gateway: 3 replicas, pod identity and address, Secrets, files, probes, graceful stop.
+    assert_eq!(gw["spec"]["replicas"], 3);
+    let c = container(gw);
+    assert_eq!(
+        env_var(c, "POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(
+        env_var(c, "POD_IP")["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.podIP"
+    );
+    assert_eq!(env_var(c, "HTTP_ADDR")["value"], "0.0.0.0:8080");
+    let db = &env_var(c, "DATABASE_URL")["valueFrom"]["secretKeyRef"];
+    assert_eq!(
+        (&db["name"], &db["key"]),
+        (&"smpp-db".into(), &"url".into())
+    );
+    let redis = &env_var(c, "REDIS_URL")["valueFrom"]["secretKeyRef"];
+    assert_eq!(redis["name"], "smpp-redis");
+    assert_eq!(env_var(c, "DLR_TTL")["value"], "72h");
+    let keys_file = env_var(c, "API_KEYS_FILE")["value"].as_str().unwrap();
+    let mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| keys_file.starts_with(m["mountPath"].as_str().unwrap()))
+        .expect("API_KEYS_FILE lies under a mount");
+    assert!(
+        mount["subPath"].is_null(),
+        "no subPath, so rotations arrive"
+    );
+    let volume = gw["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(volume["secret"]["secretName"], "smpp-api-keys");
+    assert_eq!(
+        format!(
+            "{}/{}",
+            mount["mountPath"].as_str().unwrap(),
+            volume["secret"]["items"][0]["path"].as_str().unwrap()
+        ),
+        keys_file
+    );
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
+    let sleep = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_u64()
+        .unwrap();
+    let shutdown: u64 = env_var(c, "SHUTDOWN_TIMEOUT_SECONDS")["value"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let grace = gw["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        grace > sleep + shutdown,
+        "grace {grace}s covers preStop {sleep}s + unbind {shutdown}s"
+    );
+    let spread = gw["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        .as_sequence()
+        .unwrap();
+    assert!(
+        spread
+            .iter()
+            .any(|t| t["topologyKey"] == "kubernetes.io/hostname")
+    );
+    let pdb = find(&objects, "PodDisruptionBudget", "smpp-gateway");
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        gw["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        gw["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false
+    );
+
+    // Operator: its port, the release namespace only, election with 2 replicas.
+    let c = container(op);
+    assert_eq!(env_var(c, "HTTP_ADDR")["value"], "0.0.0.0:8081");
+    assert_eq!(env_var(c, "WATCH_NAMESPACE")["value"], "messaging");
+    assert_eq!(env_var(c, "LEASE_NAMESPACE")["value"], "messaging");
+    assert_eq!(env_var(c, "LEADER_ELECTION")["value"], "true");
+    assert_eq!(
+        op["spec"]["template"]["spec"]["serviceAccountName"],
+        "smpp-operator"
+    );
+
+    // Both pods hardened, with requests and limits.
+    for d in [gw, op] {
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        let sc = &container(d)["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{}", name(d));
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+        assert_eq!(sc["runAsUser"], 65532);
+        let res = &container(d)["resources"];
+        for k in ["requests", "limits"] {
+            assert!(
+                !res[k]["cpu"].is_null() && !res[k]["memory"].is_null(),
+                "{k}"
+            );
+        }
+    }
+
+    // Services: the API, and metrics for both.
+    for svc in [
+        "smpp-gateway",
+        "smpp-gateway-metrics",
+        "smpp-operator-metrics",
+    ] {
+        find(&objects, "Service", svc);
+    }
+
+    // Defaults: 3 gateways, one operator without election (no Lease RBAC), no extras.
+    let defaults = docs(&render_defaults(&env, "messaging", &[]));
+    assert_eq!(
+        find(&defaults, "Deployment", "smpp-gateway")["spec"]["replicas"],
+        3
+    );
+    let op = find(&defaults, "Deployment", "smpp-operator");
+    assert_eq!(env_var(container(op), "LEADER_ELECTION")["value"], "false");
+    assert_eq!(op["spec"]["strategy"]["type"], "Recreate");
+    let k = kinds(&defaults);
+    assert!(!k.contains("Role/smpp-operator-leader-election"), "{k:?}");
+    for extra in ["ServiceMonitor", "PrometheusRule", "NetworkPolicy"] {
+        assert!(
+            !defaults.iter().any(|o| o["kind"] == extra),
+            "{extra} is opt-in"
+        );
+    }
+    let gw = find(&defaults, "Deployment", "smpp-gateway");
+    let names = env_names(container(gw));
+    for absent in [
+        "REDIS_URL",
+        "API_KEYS_FILE",
+        "CALLBACK_SECRET_FILE",
+        "MO_URL",
+    ] {
+        assert!(
+            !names.contains(&absent.to_string()),
+            "{absent} only when set"
+        );
+    }
+
+    // The extras, switched on.
+    let extras = docs(&render_defaults(
+        &env,
+        "messaging",
+        &[
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "gateway.callbackSecret.secretName=cb",
+            "--set",
+            "gateway.moUrl=https://mo.example.net/in",
+        ],
+    ));
+    let sm = find(&extras, "ServiceMonitor", "smpp");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    find(&extras, "NetworkPolicy", "smpp-gateway");
+    find(&extras, "NetworkPolicy", "smpp-operator");
+    let alerts = chart().join("files/alerts.yaml");
+    assert_eq!(
+        extras.iter().any(|o| o["kind"] == "PrometheusRule"),
+        alerts.exists(),
+        "PrometheusRule rendered exactly when {} exists",
+        alerts.display()
+    );
+    let c = container(find(&extras, "Deployment", "smpp-gateway"));
+    assert_eq!(env_var(c, "MO_URL")["value"], "https://mo.example.net/in");
+    assert!(
+        env_var(c, "CALLBACK_SECRET_FILE")["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("/etc/smpp-gateway/")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Install, upgrade, uninstall
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn install_upgrade_uninstall_keeps_the_crd() {
+    let env = env();
+    let ns = fresh_ns(&env, "life");
+    // Other tests apply the CRD with kubectl; let this release adopt it (Helm's ownership
+    // metadata), as a user would when moving a cluster to the chart.
+    let exists = output(env.kubectl().args(["get", CRD]), None).0;
+    if exists {
+        run(env.kubectl().args([
+            "label",
+            "--overwrite",
+            CRD,
+            "app.kubernetes.io/managed-by=Helm",
+        ]))
+        .unwrap();
+        run(env.kubectl().args([
+            "annotate",
+            "--overwrite",
+            CRD,
+            "meta.helm.sh/release-name=smpp",
+            &format!("meta.helm.sh/release-namespace={ns}"),
+        ]))
+        .unwrap();
+    }
+
+    run(env
+        .helm()
+        .args(["install", "smpp"])
+        .arg(chart())
+        .args(["--namespace", &ns, "-f"])
+        .arg(example_values()))
+    .unwrap_or_else(|e| panic!("helm install: {e}"));
+    for object in [
+        "deployment/smpp-gateway",
+        "deployment/smpp-operator",
+        "serviceaccount/smpp-operator",
+        "serviceaccount/smpp-gateway",
+        "service/smpp-gateway",
+        "service/smpp-gateway-metrics",
+        "service/smpp-operator-metrics",
+        "poddisruptionbudget/smpp-gateway",
+        "role/smpp-operator",
+        "rolebinding/smpp-operator",
+        "role/smpp-operator-leader-election",
+    ] {
+        run(env.kubectl().args(["-n", &ns, "get", object]))
+            .unwrap_or_else(|e| panic!("{object} after helm install: {e}"));
+    }
+    let crd = kubectl_json(&env, &["get", CRD]);
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert_eq!(
+        crd["metadata"]["annotations"]["meta.helm.sh/release-namespace"],
+        ns.as_str()
+    );
+
+    // Upgrade with a changed value.
+    run(env
+        .helm()
+        .args(["upgrade", "smpp"])
+        .arg(chart())
+        .args(["--namespace", &ns, "-f"])
+        .arg(example_values())
+        .args(["--set", "gateway.replicas=5", "--set", "gateway.dlrTtl=24h"]))
+    .unwrap_or_else(|e| panic!("helm upgrade: {e}"));
+    let gw = kubectl_json(&env, &["-n", &ns, "get", "deployment/smpp-gateway"]);
+    assert_eq!(gw["spec"]["replicas"], 5);
+    let dlr = gw["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "DLR_TTL")
+        .unwrap()["value"]
+        .clone();
+    assert_eq!(dlr, "24h");
+    let history = run(env
+        .helm()
+        .args(["history", "smpp", "-n", &ns, "-o", "json"]))
+    .unwrap();
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 2, "{history}");
+
+    // Uninstall: the release's objects go, the CRD (and so every SmppVendor) stays.
+    let (ok, text) = output(env.helm().args(["uninstall", "smpp", "-n", &ns]), None);
+    assert!(ok, "helm uninstall: {text}");
+    assert!(
+        text.contains("smppvendors.smpp.io") || text.contains("kept"),
+        "helm names the kept CRD: {text}"
+    );
+    let (gone, _) = output(
+        env.kubectl()
+            .args(["-n", &ns, "get", "deployment/smpp-gateway"]),
+        None,
+    );
+    assert!(!gone, "the gateway Deployment is deleted by helm uninstall");
+    assert!(
+        !output(
+            env.kubectl().args(["-n", &ns, "get", "role/smpp-operator"]),
+            None
+        )
+        .0,
+        "the operator Role is deleted"
+    );
+    let crd = kubectl_json(&env, &["get", CRD]);
+    assert_eq!(crd["metadata"]["name"], "smppvendors.smpp.io", "CRD kept");
+    // Leave the shared CRD as kubectl-managed again.
+    run(env.kubectl().args([
+        "annotate",
+        CRD,
+        "meta.helm.sh/release-name-",
+        "meta.helm.sh/release-namespace-",
+    ]))
+    .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// RBAC: kubectl auth can-i as the operator's ServiceAccount
+// ---------------------------------------------------------------------------------------
+
+/// Where a check points: the release namespace, another namespace, or every namespace.
+#[derive(Clone, Copy, Debug)]
+enum Scope {
+    Own,
+    Other,
+    All,
+    Cluster,
+}
+
+/// (verb, resource, subresource, scope), with what a default install answers and what the
+/// cluster-wide opt-in answers.
+const MATRIX: &[(&str, &str, &str, Scope, bool, bool)] = &[
+    ("get", "smppvendors.smpp.io", "", Scope::Own, true, true),
+    ("list", "smppvendors.smpp.io", "", Scope::Own, true, true),
+    ("watch", "smppvendors.smpp.io", "", Scope::Own, true, true),
+    ("patch", "smppvendors.smpp.io", "", Scope::Own, true, true),
+    (
+        "patch",
+        "smppvendors.smpp.io",
+        "status",
+        Scope::Own,
+        true,
+        true,
+    ),
+    (
+        "update",
+        "smppvendors.smpp.io",
+        "finalizers",
+        Scope::Own,
+        true,
+        true,
+    ),
+    ("get", "secrets", "", Scope::Own, true, true),
+    ("list", "secrets", "", Scope::Own, true, true),
+    ("watch", "secrets", "", Scope::Own, true, true),
+    ("create", "events.events.k8s.io", "", Scope::Own, true, true),
+    // Never, in any mode.
+    (
+        "delete",
+        "smppvendors.smpp.io",
+        "",
+        Scope::Own,
+        false,
+        false,
+    ),
+    (
+        "update",
+        "smppvendors.smpp.io",
+        "",
+        Scope::Own,
+        false,
+        false,
+    ),
+    ("create", "secrets", "", Scope::Own, false, false),
+    ("update", "secrets", "", Scope::Own, false, false),
+    ("list", "pods", "", Scope::Own, false, false),
+    (
+        "create",
+        "leases.coordination.k8s.io",
+        "",
+        Scope::Own,
+        false,
+        false,
+    ),
+    (
+        "delete",
+        "customresourcedefinitions.apiextensions.k8s.io",
+        "",
+        Scope::Cluster,
+        false,
+        false,
+    ),
+    (
+        "create",
+        "roles.rbac.authorization.k8s.io",
+        "",
+        Scope::Own,
+        false,
+        false,
+    ),
+    // What only the cluster-wide opt-in grants.
+    ("get", "secrets", "", Scope::Other, false, true),
+    ("list", "secrets", "", Scope::All, false, true),
+    ("get", "secrets", "", Scope::All, false, true),
+    ("list", "smppvendors.smpp.io", "", Scope::Other, false, true),
+    ("list", "smppvendors.smpp.io", "", Scope::All, false, true),
+    (
+        "create",
+        "events.events.k8s.io",
+        "",
+        Scope::Other,
+        false,
+        true,
+    ),
+];
+
+fn can_i(env: &Env, sa_ns: &str, other_ns: &str, check: (&str, &str, &str, Scope)) -> bool {
+    let (verb, resource, sub, scope) = check;
+    let mut cmd = env.kubectl();
+    cmd.args(["auth", "can-i", verb, resource])
+        .arg(format!("--as=system:serviceaccount:{sa_ns}:smpp-operator"));
+    if !sub.is_empty() {
+        cmd.arg(format!("--subresource={sub}"));
+    }
+    match scope {
+        Scope::Own => cmd.args(["-n", sa_ns]),
+        Scope::Other => cmd.args(["-n", other_ns]),
+        Scope::All => cmd.arg("--all-namespaces"),
+        Scope::Cluster => &mut cmd,
+    };
+    let (yes, text) = output(&mut cmd, None);
+    let answer = text.trim();
+    assert!(
+        answer.starts_with("yes") || answer.starts_with("no"),
+        "{cmd:?}: {text}"
+    );
+    yes
+}
+
+fn install_rbac(env: &Env, ns: &str, args: &[&str]) {
+    run(env
+        .helm()
+        .args(["install", "smpp"])
+        .arg(chart())
+        .args(["--namespace", ns])
+        .args([
+            "--set",
+            "database.secretName=smpp-db",
+            "--set",
+            "crds.enabled=false",
+        ])
+        .args(args))
+    .unwrap_or_else(|e| panic!("helm install {args:?}: {e}"));
+}
+
+#[test]
+fn operator_rbac_is_least_privilege_and_cluster_wide_adds_exactly_the_cluster_reads() {
+    let env = env();
+    let other = format!("chart-unrelated-{:08x}", rand::random::<u32>());
+
+    let default_ns = fresh_ns(&env, "rbac");
+    install_rbac(&env, &default_ns, &[]);
+    let wide_ns = fresh_ns(&env, "rbacwide");
+    install_rbac(
+        &env,
+        &wide_ns,
+        &["--set", "operator.watch.clusterWide=true"],
+    );
+
+    let mut changed = BTreeSet::new();
+    let mut wrong = Vec::new();
+    for (i, &(verb, res, sub, scope, default, wide)) in MATRIX.iter().enumerate() {
+        let check = (verb, res, sub, scope);
+        let d = can_i(&env, &default_ns, &other, check);
+        let w = can_i(&env, &wide_ns, &other, check);
+        if d != default {
+            wrong.push(format!("default: {check:?} answered {d}, want {default}"));
+        }
+        if w != wide {
+            wrong.push(format!("cluster-wide: {check:?} answered {w}, want {wide}"));
+        }
+        if d != w {
+            changed.insert(i);
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let expected: BTreeSet<usize> = MATRIX
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.4 != r.5)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        changed, expected,
+        "the opt-in changes exactly the cluster reads"
+    );
+    assert_eq!(expected.len(), 6);
+
+    // More namespaces by value (a Role and RoleBinding in each), and a Lease with 2 replicas.
+    let extra = fresh_ns(&env, "rbacextra-watched");
+    let multi_ns = fresh_ns(&env, "rbacmulti");
+    install_rbac(
+        &env,
+        &multi_ns,
+        &[
+            "--set",
+            &format!("operator.watch.namespaces={{{extra}}}"),
+            "--set",
+            "operator.replicas=2",
+        ],
+    );
+    let ask = |check, target: &str| can_i(&env, &multi_ns, target, check);
+    assert!(ask(("get", "secrets", "", Scope::Other), &extra));
+    assert!(ask(
+        ("list", "smppvendors.smpp.io", "", Scope::Other),
+        &extra
+    ));
+    assert!(ask(
+        ("patch", "smppvendors.smpp.io", "status", Scope::Other),
+        &extra
+    ));
+    assert!(ask(
+        ("create", "events.events.k8s.io", "", Scope::Other),
+        &extra
+    ));
+    assert!(!ask(("get", "secrets", "", Scope::Other), &other));
+    assert!(!ask(("get", "secrets", "", Scope::All), &other));
+    assert!(ask(
+        ("create", "leases.coordination.k8s.io", "", Scope::Own),
+        &other
+    ));
+    assert!(ask(
+        ("update", "leases.coordination.k8s.io", "", Scope::Own),
+        &other
+    ));
+    assert!(!ask(
+        ("create", "leases.coordination.k8s.io", "", Scope::Other),
+        &extra
+    ));
+    let op = kubectl_json(&env, &["-n", &multi_ns, "get", "deployment/smpp-operator"]);
+    let watch = op["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "WATCH_NAMESPACE")
+        .unwrap()["value"]
+        .clone();
+    assert_eq!(watch, format!("{multi_ns},{extra}").as_str());
+
+    for ns in [&default_ns, &wide_ns, &multi_ns] {
+        run(env.helm().args(["uninstall", "smpp", "-n", ns])).unwrap();
+    }
+    // The ClusterRole goes with the release.
+    assert!(
+        !output(
+            env.kubectl()
+                .args(["get", &format!("clusterrole/{wide_ns}-smpp-operator")]),
+            None
+        )
+        .0
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// values.schema.json
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn schema_rejects_bad_values_with_readable_messages() {
+    let env = env();
+    let cases: &[(&[&str], &str)] = &[
+        (&[], "at '/database/secretName': minLength: got 0, want 1"),
+        (
+            &[
+                "--set",
+                "database.secretName=db",
+                "--set",
+                "gateway.replicas=-1",
+            ],
+            "at '/gateway/replicas': minimum: got -1, want 0",
+        ),
+        (
+            &[
+                "--set",
+                "database.secretName=db",
+                "--set",
+                "operator.replicas=-2",
+            ],
+            "at '/operator/replicas': minimum: got -2, want 0",
+        ),
+        (
+            &[
+                "--set",
+                "database.secretName=db",
+                "--set",
+                "operator.image.pullPolicy=Sometimes",
+            ],
+            "at '/operator/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'",
+        ),
+        (
+            &[
+                "--set",
+                "database.secretName=db",
+                "--set",
+                "gateway.image.pullPolicy=always",
+            ],
+            "at '/gateway/image/pullPolicy': value must be one of",
+        ),
+        (
+            &["--set", "databse.secretName=db"],
+            "additional properties 'databse' not allowed",
+        ),
+        (
+            &["--set", "database.secretName=Smpp_DB"],
+            "at '/database/secretName': 'Smpp_DB' does not match pattern",
+        ),
+        (
+            &[
+                "--set",
+                "database.secretName=db",
+                "--set",
+                "gateway.dlrTtl=3 days",
+            ],
+            "at '/gateway/dlrTtl': '3 days' does not match pattern",
+        ),
+        (
+            &[
+                "--set",
+                "database.secretName=db",
+                "--set",
+                "operator.watch.namespaces={Bad_NS}",
+            ],
+            "at '/operator/watch/namespaces/0': 'Bad_NS' does not match pattern",
+        ),
+        (
+            &[
+                "--set",
+                "database.secretName=db",
+                "--set",
+                "podSecurityContext.runAsNonRoot=false",
+            ],
+            "at '/podSecurityContext/runAsNonRoot': value must be true",
+        ),
+        (
+            &[
+                "--set",
+                "database.secretName=db",
+                "--set",
+                "gateway.service.port=70000",
+            ],
+            "at '/gateway/service/port': maximum: got 70,000, want 65,535",
+        ),
+        // Checked by the templates, where a rule spans values.
+        (
+            &[
+                "--set",
+                "database.secretName=db",
+                "--set",
+                "gateway.terminationGracePeriodSeconds=3",
+            ],
+            "gateway.terminationGracePeriodSeconds (3) must be at least preStopSleepSeconds + shutdownTimeoutSeconds (15)",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (args, message) in cases {
+        let (ok, text) = output(
+            env.helm()
+                .args(["template", "smpp"])
+                .arg(chart())
+                .args(*args),
+            None,
+        );
+        if ok || !text.contains(message) {
+            wrong.push(format!(
+                "{args:?}: want a refusal saying {message:?}, got (ok={ok}):\n{text}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+
+    // helm install refuses the same way, before creating anything.
+    let ns = fresh_ns(&env, "schema");
+    let (ok, text) = output(
+        env.helm().args(["install", "smpp"]).arg(chart()).args([
+            "-n",
+            &ns,
+            "--set",
+            "database.secretName=db",
+            "--set",
+            "gateway.replicas=-1",
+        ]),
+        None,
+    );
+    assert!(!ok && text.contains("at '/gateway/replicas'"), "{text}");
+    let (listed, text) = output(env.helm().args(["list", "-n", &ns, "-q"]), None);
+    assert!(listed && text.trim().is_empty(), "no release: {text}");
+}
