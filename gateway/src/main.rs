@@ -184,7 +184,22 @@ fn hostname() -> String {
         .unwrap_or_else(|| "smpp-gateway".into())
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+    // An empty variable (REDIS_URL= in a manifest) means unset, not an invalid value.
+    let unset_empty = |v: &mut Option<String>| {
+        if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            *v = None;
+        }
+    };
+    unset_empty(&mut args.redis_url);
+    unset_empty(&mut args.mo_url);
+    unset_empty(&mut args.advertise_addr);
+    unset_empty(&mut args.pod_ip);
+    for p in [&mut args.api_keys_file, &mut args.callback_secret_file] {
+        if p.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            *p = None;
+        }
+    }
     let url = args
         .database_url
         .clone()

@@ -203,13 +203,36 @@ impl ReceiptHandler {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(url) = &change.callback_url {
-            let body = serde_json::json!({
-                "id": id, "status": change.to, "vendor": vendor, "done_at": Utc::now(),
+        if let Some(url) = change.callback_url.clone() {
+            // The body carries the message as stored (client_ref, parts, error code): read it
+            // once, only for messages that have a callback.
+            let (store, callbacks) = (self.store.clone(), self.callbacks.clone());
+            let (id, vendor, to) = (id.to_string(), vendor.to_string(), change.to);
+            tokio::spawn(async move {
+                let stored = store.get(&id).await.ok().flatten();
+                let body = status_body(&id, &vendor, to, stored.as_ref());
+                callbacks.post(Kind::Status, url, body);
             });
-            self.callbacks.post(Kind::Status, url.clone(), body);
         }
     }
+}
+
+/// The JSON of a status callback (docs/callbacks.md).
+pub fn status_body(
+    id: &str,
+    vendor: &str,
+    status: MessageStatus,
+    m: Option<&crate::messaging::model::MessageView>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "status": status,
+        "vendor": vendor,
+        "client_ref": m.and_then(|m| m.client_ref.clone()),
+        "parts": m.map(|m| m.parts),
+        "done_at": m.and_then(|m| m.done_at).unwrap_or_else(Utc::now),
+        "error_code": m.and_then(|m| m.error_code.clone()),
+    })
 }
 
 /// Applies receipts that arrived before their mapping (handed back by `Store::create`).
@@ -265,5 +288,63 @@ fn decode_mo(data_coding: u8, b: &[u8]) -> String {
         }
         0x03 => b.iter().map(|&c| c as char).collect(),
         _ => String::from_utf8_lossy(b).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messaging::model::MessageView;
+
+    #[test]
+    fn the_status_callback_carries_what_docs_callbacks_md_promises() {
+        let m = MessageView {
+            id: "m1".into(),
+            status: MessageStatus::Undeliverable,
+            vendor: "v".into(),
+            parts: 2,
+            vendor_message_ids: vec!["1".into(), "2".into()],
+            submitted_at: Utc::now(),
+            done_at: Some(Utc::now()),
+            error_code: Some("0x0000000B".into()),
+            client_ref: Some("order-42".into()),
+            history: vec![],
+        };
+        let b = status_body("m1", "v", MessageStatus::Undeliverable, Some(&m));
+        let keys: Vec<&str> = b.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "client_ref",
+                "done_at",
+                "error_code",
+                "id",
+                "parts",
+                "status",
+                "vendor"
+            ]
+        );
+        assert_eq!(b["status"], "undeliverable");
+        assert_eq!(b["client_ref"], "order-42");
+        assert_eq!(b["parts"], 2);
+        // Without the stored message (Redis hiccup) the callback still goes, with nulls.
+        let b = status_body("m1", "v", MessageStatus::Delivered, None);
+        assert!(b["client_ref"].is_null() && b["done_at"].is_string());
+    }
+
+    #[test]
+    fn receipt_states_map_to_final_part_statuses() {
+        assert_eq!(
+            part_status(ReceiptStat::Delivered),
+            MessageStatus::Delivered
+        );
+        assert_eq!(part_status(ReceiptStat::Expired), MessageStatus::Expired);
+        assert_eq!(
+            part_status(ReceiptStat::Undeliverable),
+            MessageStatus::Undeliverable
+        );
+        assert_eq!(part_status(ReceiptStat::Rejected), MessageStatus::Rejected);
+        assert!(!part_status(ReceiptStat::Enroute).is_final());
+        assert!(!part_status(ReceiptStat::Accepted).is_final());
     }
 }
