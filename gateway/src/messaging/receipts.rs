@@ -23,7 +23,7 @@ use crate::messaging::store::{self, StatusChange, Store};
 use crate::metrics::Metrics;
 use crate::smpp::session::DeliverReply;
 
-/// The part status a receipt state means; None while it is not final (ENROUTE, ACCEPTD).
+/// The part status a receipt state means; `Submitted` (not final) for ENROUTE and ACCEPTD.
 pub fn part_status(stat: ReceiptStat) -> MessageStatus {
     match stat {
         ReceiptStat::Delivered => MessageStatus::Delivered,
