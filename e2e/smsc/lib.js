@@ -205,6 +205,56 @@ function bindDecision(behaviour, credentials, bind, openBindsForSystemId) {
   return { accept: true };
 }
 
+/**
+ * High- and low-water marks of concurrently open binds since the last reset, per system_id and
+ * over all system_ids together. Fed with the open count right after each bind and each close,
+ * so a dip or an overlap of a millisecond is recorded, not sampled.
+ *
+ * Low is the minimum observed after the first bind since the reset: a system_id that has binds
+ * open at the reset starts with high = low = that number; one with none has no marks until its
+ * first bind, which starts it at high = low = 1. So `low` 0 means "all its binds were closed at
+ * some point", never "it had not bound yet".
+ */
+class BindMarks {
+  /** `openNow`: Map system_id -> binds open at the reset (entries with 0 are ignored). */
+  constructor(openNow = new Map()) {
+    this.perSystemId = new Map();
+    this.all = null;
+    let total = 0;
+    for (const [id, n] of openNow) {
+      if (n > 0) this.perSystemId.set(id, { high: n, low: n });
+      total += n;
+    }
+    if (total > 0) this.all = { high: total, low: total };
+  }
+
+  static bump(m, n) {
+    if (!m) return n > 0 ? { high: n, low: n } : null;
+    m.high = Math.max(m.high, n);
+    m.low = Math.min(m.low, n);
+    return m;
+  }
+
+  /** After a bind or a close of `systemId`: `open` binds of it are open now, `openAll` in all. */
+  observe(systemId, open, openAll) {
+    const m = BindMarks.bump(this.perSystemId.get(systemId), open);
+    if (m) this.perSystemId.set(systemId, m);
+    this.all = BindMarks.bump(this.all, openAll);
+  }
+
+  /** {system_id: {high, low}} for GET /stats. */
+  perSystemIdJson() {
+    const out = {};
+    for (const [id, m] of this.perSystemId) out[id] = { high: m.high, low: m.low };
+    return out;
+  }
+
+  /** {high, low} over all system_ids, or null before any bind since the reset. */
+  allJson() {
+    return this.all ? { high: this.all.high, low: this.all.low } : null;
+  }
+}
+
 /** What to do with the n-th (1-based) submit_sm of a session: 'answer' | 'throttle' | 'ignore'. */
 function submitDecision(behaviour, n) {
   if (behaviour.never_answer_submits) return 'ignore';
@@ -256,6 +306,7 @@ module.exports = {
   normaliseBehaviour,
   normaliseConfig,
   bindDecision,
+  BindMarks,
   submitDecision,
   messageIds,
   receiptDate,

@@ -63,6 +63,7 @@ class Simulator {
     // Seeded from the clock so ids stay unique across a kill/restart of the simulator.
     this.nextMessageId = cfg.message_id_start || Date.now() * 100;
     this.pendingReceipts = 0;
+    this.marks = new lib.BindMarks();
     this.servers = [];
     this.ports = {};
   }
@@ -73,6 +74,28 @@ class Simulator {
     let n = 0;
     for (const c of this.conns) if (c.bound && c.bound.system_id === systemId) n++;
     return n;
+  }
+
+  /** Map system_id -> binds open now. */
+  openBindsBySystemId() {
+    const m = new Map();
+    for (const c of this.conns) if (c.bound) m.set(c.bound.system_id, (m.get(c.bound.system_id) || 0) + 1);
+    return m;
+  }
+
+  /** Updates the bind marks right after a bind of `systemId` opened or closed. */
+  noteBindChange(systemId) {
+    let all = 0;
+    for (const c of this.conns) if (c.bound) all++;
+    this.marks.observe(systemId, this.openBinds(systemId), all);
+  }
+
+  /** `conn` is no longer bound (unbind answered, or closed while bound). */
+  unbindConn(conn) {
+    if (!conn.bound) return;
+    const systemId = conn.bound.system_id;
+    conn.bound = null;
+    this.noteBindChange(systemId);
   }
 
   stats() {
@@ -90,6 +113,8 @@ class Simulator {
     for (const c of this.conns) listeners[c.listener.name].connections_open++;
     return {
       binds,
+      bind_marks: this.marks.perSystemIdJson(),
+      bind_marks_all: this.marks.allJson(),
       connections_open: this.conns.size,
       receipts_pending: this.pendingReceipts,
       ...this.counters,
@@ -136,6 +161,7 @@ class Simulator {
     conn.closed = true;
     this.conns.delete(conn);
     const who = conn.bound ? ` ${conn.bound.type} ${conn.bound.system_id}` : '';
+    this.unbindConn(conn);
     log(`conn ${conn.id} (${conn.listener.name})${who} closed`);
     // Receipts waiting for a deliver_sm_resp on this connection go out again elsewhere.
     for (const h of conn.inflightReceipts) h.settle('connection closed');
@@ -181,7 +207,7 @@ class Simulator {
       case 'unbind':
         return this.respond(conn, pdu, pdu.response(), () => {
           log(`conn ${conn.id} unbind${conn.bound ? ` ${conn.bound.type} ${conn.bound.system_id}` : ''}`);
-          conn.bound = null;
+          this.unbindConn(conn);
           this.hangUp(conn);
         });
       case 'submit_sm':
@@ -220,6 +246,7 @@ class Simulator {
     // Counted as bound from now on, so a racing bind on another connection sees the limit.
     conn.bound = { type: bind.type, system_id: bind.system_id, interface_version: bind.interface_version };
     this.counters.binds_total++;
+    this.noteBindChange(bind.system_id);
     log(`conn ${conn.id} bind ${desc} accepted (${this.openBinds(bind.system_id)} open for this system_id)`);
     const opts = { system_id: 'SMSCSIM' };
     if (bind.interface_version >= 0x34) opts.sc_interface_version = 0x34;
@@ -415,6 +442,7 @@ class Simulator {
     if (req.method === 'GET' && url === '/health') return reply(200, { ok: true });
     if (req.method === 'POST' && url === '/reset') {
       this.counters = zeroCounters();
+      this.marks = new lib.BindMarks(this.openBindsBySystemId());
       return reply(200, this.stats());
     }
     return reply(404, { error: `no route ${req.method} ${url} (try GET /stats, POST /reset)` });

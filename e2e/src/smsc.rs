@@ -297,6 +297,15 @@ pub struct BindCounts {
     pub total: u64,
 }
 
+/// High- and low-water marks of concurrently open binds since the last reset, recorded by the
+/// simulator at each bind and close (not sampled). `low` counts from the first bind since the
+/// reset, or from the binds open at the reset (see e2e/smsc/README.md).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub struct BindMarks {
+    pub high: u64,
+    pub low: u64,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct ListenerStats {
     pub port: u16,
@@ -308,6 +317,10 @@ pub struct ListenerStats {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Stats {
     pub binds: HashMap<String, BindCounts>,
+    /// Per system_id, since the last reset; absent for a system_id that has not bound since.
+    pub bind_marks: HashMap<String, BindMarks>,
+    /// Over all system_ids together; `None` before any bind since the last reset.
+    pub bind_marks_all: Option<BindMarks>,
     pub connections_open: u64,
     pub connections_total: u64,
     pub binds_total: u64,
@@ -331,6 +344,11 @@ impl Stats {
     /// Binds currently open for `system_id` (0 when it has none).
     pub fn open_binds(&self, system_id: &str) -> BindCounts {
         self.binds.get(system_id).cloned().unwrap_or_default()
+    }
+
+    /// Marks of `system_id` since the last reset; `None` when it has not bound since.
+    pub fn marks(&self, system_id: &str) -> Option<BindMarks> {
+        self.bind_marks.get(system_id).copied()
     }
 }
 
@@ -472,7 +490,8 @@ impl Smsc {
         })
     }
 
-    /// Zeroes the counters (open binds are state and stay).
+    /// Zeroes the counters and restarts the bind marks from the binds open now (open binds are
+    /// state and stay).
     pub async fn reset_stats(&self) -> Result<(), SmscError> {
         http(self.stats_port, "POST", "/reset")
             .await

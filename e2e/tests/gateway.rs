@@ -5,12 +5,10 @@
 
 mod gateway_support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gateway_support::{Gateway, Result, TestDb, metric, request};
-use smpp_e2e::smsc::{Behaviour, BindType, ServerCert, Smsc, SmscConfig};
+use smpp_e2e::smsc::{Behaviour, BindMarks, BindType, ServerCert, Smsc, SmscConfig};
 
 /// A credential of our own: distinctive enough to search the logs for.
 const SYSTEM_ID: &str = "gwtester";
@@ -22,9 +20,48 @@ fn sim() -> SmscConfig {
 use smpp_e2e::wait;
 
 const SETTLE: Duration = Duration::from_secs(15);
+/// For steps that wait on the slot TTL or on several pods: bounds a hang, not a speed target.
+const HANG: Duration = Duration::from_secs(60);
 
 async fn open_binds(smsc: &Smsc, system_id: &str) -> Result<u64> {
     Ok(smsc.stats().await?.open_binds(system_id).total)
+}
+
+/// Waits until the simulator has exactly one bind of `system_id` and the vendor's only slot
+/// row says bound.
+async fn wait_bound_slot(smsc: &Smsc, db: &TestDb, id: &str, system_id: &str) -> Result<()> {
+    wait::until(
+        &format!("one bind of {system_id}, slot bound"),
+        SETTLE,
+        || async {
+            let n = open_binds(smsc, system_id).await?;
+            let slots = db.slots(id).await?;
+            Ok((n == 1 && slots.len() == 1 && slots[0].2 == "bound").then_some(()))
+        },
+    )
+    .await
+}
+
+/// Fails unless the simulator's bind marks of `system_id` since the last reset stayed within
+/// `low..=high` (the marks are kept at each bind and close, so nothing is missed).
+async fn assert_marks_within(
+    smsc: &Smsc,
+    system_id: &str,
+    low: u64,
+    high: u64,
+    what: &str,
+) -> Result<()> {
+    let stats = smsc.stats().await?;
+    let m = stats.marks(system_id).ok_or_else(|| {
+        anyhow::anyhow!("{what}: no bind of {system_id} since the reset: {stats:?}")
+    })?;
+    assert!(
+        m.low >= low && m.high <= high,
+        "{what}: binds of {system_id} went from {} to {} (want {low}..={high})",
+        m.low,
+        m.high
+    );
+    Ok(())
 }
 
 fn pem(path: &std::path::Path) -> String {
@@ -74,11 +111,11 @@ async fn insert_change_password_and_delete() -> Result {
     assert_eq!(status, 200);
     let pid = gw.guard.id();
 
-    // New credentials in the row: re-bound with them within 1 s, same process.
-    let t0 = Instant::now();
+    // New credentials in the row: re-bound with them, same process. (How fast is a figure for
+    // `make bench`; here the deadline only bounds a hang.)
     db.update(&id, "username='gwuser2', password='newpw22'")
         .await?;
-    wait::until("a bind as gwuser2", Duration::from_secs(1), || async {
+    wait::until("a bind as gwuser2", SETTLE, || async {
         let s = smsc.stats().await?;
         Ok(
             (s.open_binds("gwuser2").total == 1 && s.open_binds(SYSTEM_ID).total == 0)
@@ -86,8 +123,6 @@ async fn insert_change_password_and_delete() -> Result {
         )
     })
     .await?;
-    let elapsed = t0.elapsed();
-    assert!(elapsed < Duration::from_secs(1), "re-bind took {elapsed:?}");
     assert_eq!(gw.guard.id(), pid, "no restart");
     let version: i64 = sqlx::query_scalar(
         "SELECT config_version FROM vendor_mgmt.service_providers WHERE id::text=$1",
@@ -139,29 +174,51 @@ async fn insert_change_password_and_delete() -> Result {
         Ok((open_binds(&smsc, "gwuser2").await? == 1).then_some(()))
     })
     .await?;
-    // is_active off and on again at once: the old bind is gone before the new one binds.
+    // is_active off, then on, each step observed before the next: two UPDATEs in a row can
+    // reach the watcher in one batch and diff to nothing, which would prove nothing. The
+    // simulator's bind marks (kept at each bind and close, not sampled) show the bind really
+    // went away and that there was never more than max_binds 1.
+    smsc.reset_stats().await?;
+    db.update(&id, "is_active=false").await?;
+    wait::until("unbound while inactive", SETTLE, || async {
+        Ok(
+            (open_binds(&smsc, "gwuser2").await? == 0 && db.slots(&id).await?.is_empty())
+                .then_some(()),
+        )
+    })
+    .await?;
+    db.update(&id, "is_active=true").await?;
+    wait_bound_slot(&smsc, &db, &id, "gwuser2").await?;
+    let marks = smsc.stats().await?.marks("gwuser2");
+    assert_eq!(
+        marks,
+        Some(BindMarks { high: 1, low: 0 }),
+        "binds of gwuser2 across the is_active toggle (want: down to 0, never above 1)"
+    );
+    // Off and on at once: merged or not, never more than max_binds 1. Done once the gateway
+    // runs the row's last config_version, bound.
+    smsc.reset_stats().await?;
     db.update(&id, "is_active=false").await?;
     db.update(&id, "is_active=true").await?;
-    let t0 = Instant::now();
-    let mut max = 0;
-    loop {
-        let n = open_binds(&smsc, "gwuser2").await?;
-        max = max.max(n);
-        let slots = db.slots(&id).await?;
-        if t0.elapsed() > Duration::from_secs(2)
-            && n == 1
-            && slots.len() == 1
-            && slots[0].2 == "bound"
-        {
-            break;
-        }
-        assert!(
-            t0.elapsed() < SETTLE,
-            "not bound again after the toggle: {n} binds, {slots:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await; // sampling interval of the ≥ 2 s observation window
-    }
-    assert_eq!(max, 1, "more than max_binds during the toggle");
+    let version: i64 = sqlx::query_scalar(
+        "SELECT config_version FROM vendor_mgmt.service_providers WHERE id::text=$1",
+    )
+    .bind(&id)
+    .fetch_one(&db.pool)
+    .await?;
+    wait::until("the last config_version bound", SETTLE, || async {
+        Ok(gw
+            .vendor("basic")
+            .await?
+            .filter(|v| v["config_version"] == version && v["sessions_bound"] == 1))
+    })
+    .await?;
+    wait_bound_slot(&smsc, &db, &id, "gwuser2").await?;
+    let marks = smsc.stats().await?.marks("gwuser2");
+    assert!(
+        marks.is_none_or(|m| m.high <= 1),
+        "more than max_binds 1 during a quick toggle: {marks:?}"
+    );
 
     db.exec(&format!(
         "DELETE FROM vendor_mgmt.service_providers WHERE id='{id}'"
@@ -482,7 +539,7 @@ async fn simulator_restart_reconnects_with_backoff() -> Result {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_never_exceed_max_binds() -> Result {
-    let smsc = Arc::new(Smsc::start(sim()).await?);
+    let smsc = Smsc::start(sim()).await?;
     let db = TestDb::new().await?;
     let mut a = Gateway::start(&db, "gw-fleet-a").await?;
     db.wait_schema().await?;
@@ -495,43 +552,34 @@ async fn two_gateways_never_exceed_max_binds() -> Result {
             &[("max_binds", "2")],
         )
         .await?;
-
-    // Sample the simulator's open binds continuously for the whole test.
-    let max_seen = Arc::new(AtomicU64::new(0));
-    let samples = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (smsc, max_seen, samples) = (smsc.clone(), max_seen.clone(), samples.clone());
-        tokio::spawn(async move {
-            loop {
-                if let Ok(n) = open_binds(&smsc, SYSTEM_ID).await {
-                    max_seen.fetch_max(n, Ordering::SeqCst);
-                    samples.fetch_add(1, Ordering::SeqCst);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await; // sampling interval: observes the whole test
-            }
-        })
-    };
     wait::until("gateway A holds both binds", SETTLE, || async {
-        Ok((a.bound("fleet").await? == 2).then_some(()))
+        Ok(
+            (a.bound("fleet").await? == 2 && open_binds(&smsc, SYSTEM_ID).await? == 2)
+                .then_some(()),
+        )
     })
     .await?;
 
     let b = Gateway::start(&db, "gw-fleet-b").await?;
-    wait::until(
-        "one bind each (fair share)",
-        Duration::from_secs(20),
-        || async {
-            Ok((a.bound("fleet").await? == 1 && b.bound("fleet").await? == 1).then_some(()))
-        },
-    )
+    wait::until("one bind each (fair share)", HANG, || async {
+        Ok((a.bound("fleet").await? == 1
+            && b.bound("fleet").await? == 1
+            && open_binds(&smsc, SYSTEM_ID).await? == 2)
+            .then_some(()))
+    })
     .await?;
     let pods: Vec<String> = db.slots(&id).await?.into_iter().map(|s| s.1).collect();
     assert!(pods.contains(&a.pod) && pods.contains(&b.pod), "{pods:?}");
+    // Since the simulator started, every bind and close: never more than 2; and once bound,
+    // never fewer than 1 (A gives one bind back and keeps the other while B binds).
+    assert_marks_within(&smsc, SYSTEM_ID, 1, 2, "A alone, then B joining").await?;
 
-    // Kill A without a chance to clean up: B takes its slot over after the TTL.
+    // Kill A without a chance to clean up: its connection closes with the process, and B
+    // takes its slot over after the TTL, keeping its own bind meanwhile.
+    smsc.reset_stats().await?;
     a.guard.kill();
     let t0 = Instant::now();
-    wait::until("B holds both binds", Duration::from_secs(40), || async {
+    wait::until("B holds both binds", HANG, || async {
         Ok((b.bound("fleet").await? == 2).then_some(()))
     })
     .await?;
@@ -556,13 +604,77 @@ async fn two_gateways_never_exceed_max_binds() -> Result {
         Ok((open_binds(&smsc, SYSTEM_ID).await? == 2).then_some(()))
     })
     .await?;
-    sampler.abort();
-    let (max, n) = (
-        max_seen.load(Ordering::SeqCst),
-        samples.load(Ordering::SeqCst),
+    let m = smsc.stats().await?.marks(SYSTEM_ID);
+    assert_eq!(
+        m,
+        Some(BindMarks { high: 2, low: 1 }),
+        "binds while B took the killed pod's slot over (want: A's closed, B's kept, never above 2)"
     );
-    assert!(n > 100, "only {n} samples");
-    assert!(max <= 2, "the simulator saw {max} binds for max_binds 2");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_third_pod_stays_within_max_binds() -> Result {
+    let smsc = Smsc::start(sim()).await?;
+    let db = TestDb::new().await?;
+    let a = Gateway::start(&db, "gw-roll-a").await?;
+    db.wait_schema().await?;
+    db.insert_legacy(
+        "roll",
+        smsc.port("plain"),
+        SYSTEM_ID,
+        PASSWORD,
+        &[("max_binds", "2")],
+    )
+    .await?;
+    wait::until("A holds both binds", SETTLE, || async {
+        Ok((a.bound("roll").await? == 2).then_some(()))
+    })
+    .await?;
+    let b = Gateway::start(&db, "gw-roll-b").await?;
+    wait::until("one bind each", HANG, || async {
+        Ok((a.bound("roll").await? == 1
+            && b.bound("roll").await? == 1
+            && open_binds(&smsc, SYSTEM_ID).await? == 2)
+            .then_some(()))
+    })
+    .await?;
+
+    // The new pod of a rolling update starts while the two old ones run: it sees a fleet of
+    // 3 (fair share 1 of 2) and gets no slot, both being held.
+    smsc.reset_stats().await?;
+    let mut a = a;
+    let c = Gateway::start(&db, "gw-roll-c").await?;
+    wait::until("C sees 3 live pods and holds nothing", HANG, || async {
+        let live: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM vendor_mgmt.gateway_pods WHERE heartbeat > now() - interval '10 seconds'",
+        )
+        .fetch_one(&db.pool)
+        .await?;
+        let v = c.vendor("roll").await?;
+        Ok((live == 3
+            && v.as_ref().is_some_and(|v| v["sessions_desired"] == 1 && v["sessions_bound"] == 0))
+        .then_some(()))
+    })
+    .await?;
+    assert_marks_within(&smsc, SYSTEM_ID, 2, 2, "three pods, two slots").await?;
+
+    // The old pod A is stopped (SIGTERM, as Kubernetes does): C takes the slot A released.
+    a.guard.signal(15);
+    wait::until("A exits", HANG, || {
+        let exited = a.guard.has_exited();
+        async move { Ok(exited.then_some(())) }
+    })
+    .await?;
+    wait::until("B and C hold one bind each", HANG, || async {
+        Ok((b.bound("roll").await? == 1
+            && c.bound("roll").await? == 1
+            && open_binds(&smsc, SYSTEM_ID).await? == 2)
+            .then_some(()))
+    })
+    .await?;
+    // From the reset on: never more than 2, and B's bind stayed up throughout.
+    assert_marks_within(&smsc, SYSTEM_ID, 1, 2, "rolling update").await?;
     Ok(())
 }
 
@@ -778,31 +890,33 @@ async fn rebind_replaces_one_bind_at_a_time() -> Result {
         Ok((open_binds(&smsc, SYSTEM_ID).await? == 2).then_some(()))
     })
     .await?;
+    // The budget is full (2 of 2), so each bind is replaced break-before-make, one at a time:
+    // the vendor never has fewer than 1 nor more than 2 binds of ours. The simulator's marks
+    // over all system_ids (old and new credentials are both ours) record every bind and close.
+    smsc.reset_stats().await?;
     db.update(&id, "username='gwuser3', password='newpw33'")
         .await?;
-    // The budget is full (2 of 2), so each bind is replaced break-before-make, one at a time:
-    // the vendor never has fewer than 1 nor more than 2 binds of ours.
-    let t0 = Instant::now();
-    let (mut min, mut max) = (u64::MAX, 0);
-    loop {
+    wait::until("both binds replaced", SETTLE, || async {
         let s = smsc.stats().await?;
-        let (old, new) = (s.open_binds(SYSTEM_ID).total, s.open_binds("gwuser3").total);
-        min = min.min(old + new);
-        max = max.max(old + new);
-        if old == 0 && new == 2 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < SETTLE,
-            "rebind not done: {old} old, {new} new"
-        );
-    }
-    // The one-bind dip lasts milliseconds and /stats sampling may miss it, so assert the
-    // bounds, not that the dip was seen.
-    assert!(
-        (1..=2).contains(&min) && max == 2,
-        "binds open during the rebind: min {min}, max {max} (want 1 ≤ n ≤ 2)"
+        Ok(
+            (s.open_binds(SYSTEM_ID).total == 0 && s.open_binds("gwuser3").total == 2)
+                .then_some(()),
+        )
+    })
+    .await?;
+    let s = smsc.stats().await?;
+    let all = s.bind_marks_all;
+    assert_eq!(
+        all,
+        Some(BindMarks { high: 2, low: 1 }),
+        "binds open during the rebind, old and new together (want: never below 1, never above 2)"
     );
+    assert_eq!(
+        s.marks(SYSTEM_ID),
+        Some(BindMarks { high: 2, low: 0 }),
+        "{s:?}"
+    );
+    assert_eq!(s.marks("gwuser3").map(|m| m.high), Some(2), "{s:?}");
     // The simulator counts a bind when it sends bind_resp; the gateway, once it has read it.
     wait::until("the gateway reports both new binds", SETTLE, || async {
         Ok((gw.bound("rolling").await? == 2).then_some(()))

@@ -512,6 +512,67 @@ async fn all_bind_types_are_accepted_and_counted_per_system_id() -> Result {
 }
 
 #[tokio::test]
+async fn bind_marks_record_every_overlap_and_dip_since_the_reset() -> Result {
+    let smsc = Smsc::start(SmscConfig::standard().credential("other", "secret")).await?;
+    let stats = smsc.stats().await?;
+    assert!(
+        stats.bind_marks.is_empty() && stats.bind_marks_all.is_none(),
+        "{stats:?}"
+    );
+    let mut a = Esme::plain(smsc.port("plain")).await?;
+    a.bind(BindType::Transceiver).await?;
+    let mut b = Esme::tls(&smsc, "tls").await?;
+    b.bind(BindType::Transmitter).await?;
+    // Up to 2, then a dip to 1 (unbind) and back to 2: the marks keep both extremes.
+    a.unbind().await?;
+    wait_open_binds(&smsc, 1).await?;
+    let mut c = Esme::plain(smsc.port("plain")).await?;
+    c.bind(BindType::Receiver).await?;
+    let stats = smsc.stats().await?;
+    let mine = stats.marks(SYSTEM_ID).expect("marks for the system_id");
+    assert_eq!((mine.high, mine.low), (2, 1), "{stats:?}");
+    assert!(
+        stats.marks("other").is_none(),
+        "no bind of other yet: {stats:?}"
+    );
+
+    // A reset starts the marks again from the binds open now (2).
+    smsc.reset_stats().await?;
+    let stats = smsc.stats().await?;
+    assert_eq!(
+        stats.marks(SYSTEM_ID).map(|m| (m.high, m.low)),
+        Some((2, 2))
+    );
+    assert_eq!(stats.bind_marks_all.map(|m| (m.high, m.low)), Some((2, 2)));
+    // A close without unbind counts too; so does another system_id, in the total only.
+    let mut o = Esme::plain(smsc.port("plain")).await?;
+    let got = o
+        .bind_raw(
+            BindType::Transmitter,
+            "other",
+            "secret",
+            InterfaceVersion::Smpp3_4,
+        )
+        .await?;
+    assert_eq!(bind_status(got)?, CommandStatus::EsmeRok);
+    drop(b);
+    drop(c);
+    wait_open_binds(&smsc, 0).await?;
+    let stats = smsc.stats().await?;
+    assert_eq!(
+        stats.marks(SYSTEM_ID).map(|m| (m.high, m.low)),
+        Some((2, 0))
+    );
+    assert_eq!(stats.marks("other").map(|m| (m.high, m.low)), Some((1, 1)));
+    assert_eq!(
+        stats.bind_marks_all.map(|m| (m.high, m.low)),
+        Some((3, 1)),
+        "{stats:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn enquire_link_is_answered_before_and_after_bind() -> Result {
     let smsc = Smsc::start(SmscConfig::standard()).await?;
     let mut esme = Esme::tls(&smsc, "tls").await?;

@@ -73,3 +73,34 @@ test('config errors name the field', () => {
   assert.equal(lib.parseInterfaceVersion('3.4'), 0x34);
   assert.equal(lib.parseInterfaceVersion('5.0'), 0x50);
 });
+
+test('bind marks: high and low water per system_id and over all, from the events themselves', () => {
+  const m = new lib.BindMarks();
+  assert.deepEqual(m.perSystemIdJson(), {});
+  assert.equal(m.allJson(), null);
+  // a: 1, 2, 1 (dip), 2; b: 1, 0.
+  m.observe('a', 1, 1);
+  m.observe('a', 2, 2);
+  m.observe('b', 1, 3);
+  m.observe('a', 1, 2);
+  m.observe('a', 2, 3);
+  m.observe('b', 0, 2);
+  assert.deepEqual(m.perSystemIdJson(), { a: { high: 2, low: 1 }, b: { high: 1, low: 0 } });
+  assert.deepEqual(m.allJson(), { high: 3, low: 1 });
+});
+
+test('bind marks: low counts from the first bind since the reset; binds open at the reset count', () => {
+  const m = new lib.BindMarks(new Map([['a', 2], ['gone', 0]]));
+  assert.deepEqual(m.perSystemIdJson(), { a: { high: 2, low: 2 } });
+  assert.deepEqual(m.allJson(), { high: 2, low: 2 });
+  // A close of a system_id that had no marks and now has none open records nothing.
+  m.observe('c', 0, 2);
+  assert.equal(m.perSystemIdJson().c, undefined);
+  // A rebind that breaks before it makes: a goes 2 -> 1 -> 0 while b goes 0 -> 1 -> 2.
+  m.observe('a', 1, 1);
+  m.observe('b', 1, 2);
+  m.observe('a', 0, 1);
+  m.observe('b', 2, 2);
+  assert.deepEqual(m.perSystemIdJson(), { a: { high: 2, low: 0 }, b: { high: 2, low: 1 } });
+  assert.deepEqual(m.allJson(), { high: 2, low: 1 });
+});
