@@ -3,7 +3,7 @@
 //! (the CRD stays), what the rendered Deployments pass to the binaries, the operator's RBAC
 //! as `kubectl auth can-i` answers it, values.schema.json refusals, and the one-source rules
 //! (the chart's CRD is crds/smppvendor.yaml byte for byte; crds/rbac.yaml is rendered from
-//! the chart).
+//! the chart), and the real operator binary run with the rendered env under the chart's RBAC.
 //!
 //! No kubelet runs here, so pods never start: these tests check objects, not pods.
 //! Namespaces cannot be deleted (no controller-manager), so each test makes its own.
@@ -1030,4 +1030,183 @@ fn schema_rejects_bad_values_with_readable_messages() {
     assert!(!ok && text.contains("at '/gateway/replicas'"), "{text}");
     let (listed, text) = output(env.helm().args(["list", "-n", &ns, "-q"]), None);
     assert!(listed && text.trim().is_empty(), "no release: {text}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The real operator under the chart's RBAC
+// ---------------------------------------------------------------------------------------
+
+/// A kubeconfig whose user is the admin impersonating `system:serviceaccount:<ns>:<sa>`.
+fn impersonating_kubeconfig(env: &Env, ns: &str, sa: &str) -> PathBuf {
+    let raw = run(env
+        .kubectl()
+        .args(["config", "view", "--raw", "--minify", "-o", "json"]))
+    .unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    config["users"][0]["user"]["as"] = format!("system:serviceaccount:{ns}:{sa}").into();
+    let path = repo_root().join(format!("target/e2e-logs/kubeconfig-chart-{ns}"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+fn vendor(name: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Secret
+metadata: {{name: {name}-smpp}}
+stringData: {{password: pw{name}}}
+---
+apiVersion: smpp.io/v1alpha1
+kind: SmppVendor
+metadata: {{name: {name}}}
+spec:
+  host: {name}.example.net
+  port: 2775
+  bind:
+    systemId: sys-{name}
+    passwordSecretRef: {{name: {name}-smpp}}
+"
+    )
+}
+
+/// The installed chart's operator Deployment, run as a local process with exactly its env
+/// (DATABASE_URL from a database of the test's own, HTTP on a free loopback port) and its
+/// ServiceAccount: it syncs vendors in the release namespace and in an extra watched one,
+/// records Events, and removes its finalizer on delete - so the chart's Roles are enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_runs_with_the_charts_namespaced_rbac_and_env() {
+    let env = env();
+    smpp_e2e::operator::install_crd(&env).await.unwrap();
+    let ns = fresh_ns(&env, "live");
+    let extra = fresh_ns(&env, "live-extra");
+    install_rbac(
+        &env,
+        &ns,
+        &["--set", &format!("operator.watch.namespaces={{{extra}}}")],
+    );
+    let db = env.fresh_db("chart_live").await.unwrap();
+
+    let deployment = kubectl_json(&env, &["-n", &ns, "get", "deployment/smpp-operator"]);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap();
+    let http_port = smpp_e2e::sink::free_port().unwrap();
+    let log = repo_root().join(format!("target/e2e-logs/operator-chart-{ns}.log"));
+    let mut cmd = Command::new(smpp_e2e::process::workspace_bin("smpp-operator"));
+    cmd.env_clear()
+        .env("KUBECONFIG", impersonating_kubeconfig(&env, &ns, sa))
+        .env("RUST_LOG", "info");
+    for e in container["env"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        let value = match name {
+            "DATABASE_URL" => db.url.clone(),
+            "HTTP_ADDR" => format!("127.0.0.1:{http_port}"),
+            "POD_NAME" => format!("chart-live-{http_port}"),
+            _ => e["value"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} is neither a Secret nor a field: {e}"))
+                .to_string(),
+        };
+        cmd.env(name, value);
+    }
+    cmd.args(
+        container["args"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s.as_str().unwrap().to_string())
+                    .collect::<Vec<String>>()
+            })
+            .unwrap_or_default(),
+    );
+    let file = std::fs::File::create(&log).unwrap();
+    cmd.stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file));
+    let _operator = smpp_e2e::process::ChildGuard::spawn("smpp-operator", cmd).unwrap();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let ready = format!("http://127.0.0.1:{http_port}/ready");
+    smpp_e2e::wait::until(
+        "operator /ready",
+        std::time::Duration::from_secs(60),
+        || {
+            let ready = ready.clone();
+            async move {
+                let (ok, _) = output(
+                    Command::new("curl").args(["-fsS", "--max-time", "2", &ready]),
+                    None,
+                );
+                Ok(ok.then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_text()));
+
+    for (namespace, name) in [(ns.as_str(), "a"), (extra.as_str(), "b")] {
+        let (ok, text) = output(
+            env.kubectl().args(["-n", namespace, "apply", "-f", "-"]),
+            Some(&vendor(name)),
+        );
+        assert!(ok, "{text}");
+        let (ok, text) = output(
+            env.kubectl().args([
+                "-n",
+                namespace,
+                "wait",
+                "--for=condition=Synced",
+                &format!("smppvendor/{name}"),
+                "--timeout=60s",
+            ]),
+            None,
+        );
+        assert!(ok, "{namespace}/{name} Synced: {text}\n{}", log_text());
+        let events = run(env.kubectl().args([
+            "-n",
+            namespace,
+            "get",
+            "events.events.k8s.io",
+            "--field-selector",
+            &format!("regarding.name={name}"),
+            "-o",
+            "name",
+        ]))
+        .unwrap();
+        assert!(
+            !events.trim().is_empty(),
+            "an Event about {namespace}/{name}"
+        );
+    }
+    let row: (String,) = sqlx::query_as(
+        "SELECT username FROM vendor_mgmt.service_providers WHERE instance_name = $1",
+    )
+    .bind(format!("{extra}.b"))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(row.0, "sys-b");
+
+    // Delete: the finalizer (patched away by the operator) lets it go, and the row with it.
+    let (ok, text) = output(
+        env.kubectl()
+            .args(["-n", &extra, "delete", "smppvendor/b", "--timeout=60s"]),
+        None,
+    );
+    assert!(ok, "delete: {text}\n{}", log_text());
+    let left: (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM vendor_mgmt.service_providers WHERE instance_name = $1",
+    )
+    .bind(format!("{extra}.b"))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(left.0, 0, "row deleted with the resource");
+    let log = log_text();
+    assert!(
+        !log.contains("Forbidden") && !log.contains("forbidden"),
+        "the operator was refused something under the chart's RBAC:\n{log}"
+    );
+    run(env.helm().args(["uninstall", "smpp", "-n", &ns])).unwrap();
 }
