@@ -6,7 +6,7 @@ fn committed_crd_yaml_is_up_to_date() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == smpp_crds::crd_yaml(),
-        "{} is stale: regenerate it with `cargo run -p smpp-crds --bin crdgen > crds/smppvendor.yaml`",
+        "{} is stale: regenerate it (and the chart's copy) with `make crds`",
         path.display()
     );
 }
