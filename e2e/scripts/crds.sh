@@ -3,7 +3,10 @@
 #   crds/smppvendor.yaml                      from the Rust types (crdgen)
 #   charts/smpp-gateway/files/crds/*.yaml     byte-for-byte copies of crds/*.yaml CRDs (the chart templates them)
 #   crds/rbac.yaml                            the chart's operator RBAC, rendered (cluster-wide, 2 replicas)
-# e2e/tests/chart.rs and crds/tests/crd_yaml.rs fail when any of them is stale.
+#   charts/smpp-gateway/files/alerts.yaml     a copy of deploy/prometheus/alerts.yaml (a symlink
+#                                             out of the chart breaks helm package and Argo CD)
+# e2e/tests/chart.rs, e2e/tests/observability.rs and crds/tests/crd_yaml.rs fail when any of
+# them is stale.
 # With "rbac" as the only argument, renders crds/rbac.yaml to stdout (the test compares it).
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -43,6 +46,8 @@ for f in crds/*.yaml; do
   fi
 done
 
+cp deploy/prometheus/alerts.yaml "$chart/files/alerts.yaml"
+
 render_rbac >crds/rbac.yaml.tmp
 mv crds/rbac.yaml.tmp crds/rbac.yaml
-echo "regenerated crds/smppvendor.yaml, $chart/files/crds/ and crds/rbac.yaml"
+echo "regenerated crds/smppvendor.yaml, $chart/files/crds/, $chart/files/alerts.yaml and crds/rbac.yaml"
