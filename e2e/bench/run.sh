@@ -4,17 +4,18 @@
 # smpp-bench, which prints the figures and writes docs/benchmarks.md.
 #
 # Bounded: smpp-bench gives every wait a deadline and the whole run a hard limit
-# (BENCH_TIMEOUT, default 840 s). Leaves nothing behind: smpp-bench kills what it started,
+# (BENCH_TIMEOUT, default 1500 s). Leaves nothing behind: smpp-bench kills what it started,
 # and an environment this script started is stopped again.
 #
 #   BENCH_ARGS="--quick"            fewer runs, smaller loads (smoke test of the benchmarks)
-#   BENCH_ARGS="--only gateway"     one suite: gateway, kannel, operator
+#   BENCH_ARGS="--only gateway"     one suite: gateway, kannel, operator, messages
 #   BENCH_OUT=/tmp/b.md             write the report elsewhere (default docs/benchmarks.md)
 STAGE=bench
 source "$(cd "$(dirname "$0")/../scripts" && pwd)/lib.sh"
 cd "$REPO_ROOT"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/smpp-gateway/target}
 
+# Kannel's bearerbox and smsbox (the message suite runs both) come in one package.
 ensure_pkg /usr/sbin/bearerbox kannel
 
 log "building release binaries (smpp-gateway, smpp-operator, smpp-bench)"
@@ -32,13 +33,15 @@ if [ ! -f "$env_file" ]; then
 fi
 
 # shellcheck disable=SC2086
-timeout --kill-after=20 "${BENCH_TIMEOUT:-840}" \
+timeout --kill-after=20 "${BENCH_TIMEOUT:-1500}" \
   "$CARGO_TARGET_DIR/release/smpp-bench" run --out "${BENCH_OUT:-docs/benchmarks.md}" ${BENCH_ARGS:-} ||
   die "smpp-bench failed or ran out of time (exit $?); the report above says which benchmark and why"
 
-if pgrep -x bearerbox >/dev/null; then
-  die "a bearerbox is still running after the benchmarks (pid $(pgrep -x bearerbox | tr '\n' ' '))"
-fi
+for box in bearerbox smsbox; do
+  if pgrep -x $box >/dev/null; then
+    die "a $box is still running after the benchmarks (pid $(pgrep -x $box | tr '\n' ' '))"
+  fi
+done
 
 if [ $started_env = 1 ]; then
   "$E2E_SCRIPTS/env-down.sh"

@@ -111,6 +111,16 @@ impl Section {
     }
 }
 
+/// Which way a compared figure is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Better {
+    /// Times, memory, CPU.
+    #[default]
+    Lower,
+    /// Rates.
+    Higher,
+}
+
 /// Ours against the peer, both medians of the same run of `make bench`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Comparison {
@@ -118,13 +128,16 @@ pub struct Comparison {
     pub unit: &'static str,
     pub ours: Option<f64>,
     pub kannel: Option<f64>,
+    pub better: Better,
 }
 
 impl Comparison {
-    /// Kannel's time over ours: above 1 means we are faster.
+    /// How many times better ours is: Kannel's over ours for a time, ours over Kannel's for
+    /// a rate. Above 1 means ours is ahead.
     pub fn ratio(&self) -> Option<f64> {
-        match (self.ours, self.kannel) {
-            (Some(o), Some(k)) if o > 0.0 => Some(k / o),
+        match (self.ours, self.kannel, self.better) {
+            (Some(o), Some(k), Better::Lower) if o > 0.0 => Some(k / o),
+            (Some(o), Some(k), Better::Higher) if k > 0.0 => Some(o / k),
             _ => None,
         }
     }
@@ -182,12 +195,12 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(out, "\n## Against Kannel (same run, same sink)\n");
     let _ = writeln!(
         out,
-        "| Comparison | Ours (median) | Kannel (median) | Kannel / ours |\n|---|---|---|---|"
+        "| Comparison | Ours (median) | Kannel (median) | Ours ahead by (above 1×: ours is better) |\n|---|---|---|---|"
     );
     for c in &r.comparisons {
         let ratio = match (c.ours, c.kannel, c.ratio()) {
             (_, _, Some(x)) => format!("{x:.1}×"),
-            (Some(_), Some(_), None) => "no ratio: ours measured 0 at this resolution".into(),
+            (Some(_), Some(_), None) => "no ratio: a figure measured 0 at this resolution".into(),
             _ => "not measured".into(),
         };
         let _ = writeln!(
@@ -283,8 +296,14 @@ mod tests {
             unit: "ms",
             ours: Some(50.0),
             kannel: Some(500.0),
+            better: Better::Lower,
         };
         assert_eq!(c.ratio(), Some(10.0));
+        let rate = Comparison {
+            better: Better::Higher,
+            ..c.clone()
+        };
+        assert_eq!(rate.ratio(), Some(0.1));
         assert_eq!(Comparison { ours: None, ..c }.ratio(), None);
     }
 
@@ -302,6 +321,7 @@ mod tests {
                 unit: "ms",
                 ours: Some(100.0),
                 kannel: None,
+                better: Better::Lower,
             }],
             sections: vec![
                 s,

@@ -348,6 +348,582 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+// ---------------------------------------------------------------------------------------------
+// The messaging sink: pipelined submit_sm → submit_sm_resp, then a delivery receipt.
+// ---------------------------------------------------------------------------------------------
+
+/// How the messaging sink answers.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiptConfig {
+    /// A DELIVRD receipt (deliver_sm) is sent this long after each submit_sm_resp when the
+    /// submit asked for one (registered_delivery); None: never.
+    pub receipt_delay: Option<std::time::Duration>,
+}
+
+/// A minimal SMPP 3.4 SMSC for the message benchmarks, written for throughput rather than on
+/// smpp34 (whose session writes one PDU per syscall with Nagle on and spawns a task per
+/// submit): any bind is accepted; every submit_sm is answered with a decimal message id; a
+/// receipt follows after the configured delay, carrying the id in its text and in
+/// receipted_message_id; enquire_link and unbind are answered. Each connection has one
+/// reader and one writer; the writer sends everything queued since its last write in one
+/// syscall (TCP_NODELAY on), so a window of answers costs one write, not one per PDU.
+///
+/// It counts what the benchmarks need: submits, receipts sent, deliver_sm_resp OK and not
+/// OK (a gateway answers a receipt only once it has stored it, so "receipts acknowledged" is
+/// "receipts stored"), and the time of the last of each.
+pub struct ReceiptSink {
+    port: u16,
+    state: Arc<RState>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct RState {
+    binds: AtomicU64,
+    open: AtomicU64,
+    submits: AtomicU64,
+    receipts_sent: AtomicU64,
+    receipts_ok: AtomicU64,
+    receipts_failed: AtomicU64,
+    next_id: AtomicU64,
+    /// ns since `epoch` of the last submit / OK deliver_sm_resp, +1 (0: none yet).
+    last_submit: AtomicU64,
+    last_receipt_ok: AtomicU64,
+    epoch: Mutex<Option<Instant>>,
+    conns: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// The messaging sink's counters at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReceiptCounts {
+    pub binds: u64,
+    pub open_binds: u64,
+    pub submits: u64,
+    pub receipts_sent: u64,
+    /// deliver_sm_resp with status 0.
+    pub receipts_ok: u64,
+    /// deliver_sm_resp with an error status (not resent: the benchmark reports them).
+    pub receipts_failed: u64,
+    pub last_submit: Option<Instant>,
+    pub last_receipt_ok: Option<Instant>,
+}
+
+impl RState {
+    fn epoch(&self) -> Instant {
+        *lock(&self.epoch).get_or_insert_with(Instant::now)
+    }
+    fn stamp(&self, at: &AtomicU64, epoch: Instant) {
+        let ns = epoch.elapsed().as_nanos() as u64 + 1;
+        at.fetch_max(ns, Ordering::Relaxed);
+    }
+    fn when(&self, at: &AtomicU64, epoch: Instant) -> Option<Instant> {
+        match at.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(epoch + std::time::Duration::from_nanos(ns - 1)),
+        }
+    }
+}
+
+impl ReceiptSink {
+    /// Listens on a free loopback port (the OS picks it: no probe race).
+    pub async fn start(cfg: ReceiptConfig) -> Result<Self, SinkError> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(SinkError::NoPort)?;
+        let port = listener.local_addr().map_err(SinkError::NoPort)?.port();
+        let state = Arc::new(RState::default());
+        state.epoch();
+        let st = state.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let h = tokio::spawn(serve_conn(stream, st.clone(), cfg));
+                let mut conns = lock(&st.conns);
+                conns.retain(|c| !c.is_finished());
+                conns.push(h);
+            }
+        });
+        Ok(ReceiptSink {
+            port,
+            state,
+            accept,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn counts(&self) -> ReceiptCounts {
+        let s = &self.state;
+        let e = s.epoch();
+        ReceiptCounts {
+            binds: s.binds.load(Ordering::Relaxed),
+            open_binds: s.open.load(Ordering::Relaxed),
+            submits: s.submits.load(Ordering::Relaxed),
+            receipts_sent: s.receipts_sent.load(Ordering::Relaxed),
+            receipts_ok: s.receipts_ok.load(Ordering::Relaxed),
+            receipts_failed: s.receipts_failed.load(Ordering::Relaxed),
+            last_submit: s.when(&s.last_submit, e),
+            last_receipt_ok: s.when(&s.last_receipt_ok, e),
+        }
+    }
+
+    /// Polls (every 5 ms) until `pred` holds on the counters, up to `timeout`.
+    pub async fn wait_for(
+        &self,
+        timeout: std::time::Duration,
+        pred: impl Fn(&ReceiptCounts) -> bool,
+    ) -> Option<ReceiptCounts> {
+        let end = Instant::now() + timeout;
+        loop {
+            let c = self.counts();
+            if pred(&c) {
+                return Some(c);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn stop(self) {
+        self.accept.abort();
+        for c in lock(&self.state.conns).drain(..) {
+            c.abort();
+        }
+    }
+}
+
+impl Drop for RState {
+    fn drop(&mut self) {
+        for c in lock(&self.conns).drain(..) {
+            c.abort();
+        }
+    }
+}
+
+/// Raw SMPP 3.4 PDUs: just what the messaging sink and its benchmark client use.
+pub mod raw {
+    pub const BIND_RECEIVER: u32 = 0x0000_0001;
+    pub const BIND_TRANSMITTER: u32 = 0x0000_0002;
+    pub const SUBMIT_SM: u32 = 0x0000_0004;
+    pub const DELIVER_SM: u32 = 0x0000_0005;
+    pub const UNBIND: u32 = 0x0000_0006;
+    pub const BIND_TRANSCEIVER: u32 = 0x0000_0009;
+    pub const ENQUIRE_LINK: u32 = 0x0000_0015;
+    pub const GENERIC_NACK: u32 = 0x8000_0000;
+    pub const RESP: u32 = 0x8000_0000;
+    pub const ESME_RINVCMDID: u32 = 0x0000_0003;
+
+    /// Appends one PDU: header, then whatever `body` writes; patches command_length.
+    pub fn pdu(out: &mut Vec<u8>, id: u32, status: u32, seq: u32, body: impl FnOnce(&mut Vec<u8>)) {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&status.to_be_bytes());
+        out.extend_from_slice(&seq.to_be_bytes());
+        body(out);
+        let len = (out.len() - start) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// A C-Octet String.
+    pub fn cstr(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(s);
+        out.push(0);
+    }
+
+    /// One PDU framed off the front of a buffer.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Frame<'a> {
+        pub id: u32,
+        pub status: u32,
+        pub seq: u32,
+        pub body: &'a [u8],
+        /// command_length: how much of the buffer it takes.
+        pub len: usize,
+    }
+
+    /// The first whole PDU in `buf`; None while incomplete; Err(length) on a nonsense length.
+    pub fn frame(buf: &[u8]) -> Result<Option<Frame<'_>>, u32> {
+        if buf.len() < 16 {
+            return Ok(None);
+        }
+        let word = |i: usize| u32::from_be_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+        let len = word(0);
+        if !(16..=65_536).contains(&len) {
+            return Err(len);
+        }
+        let len = len as usize;
+        if buf.len() < len {
+            return Ok(None);
+        }
+        Ok(Some(Frame {
+            id: word(4),
+            status: word(8),
+            seq: word(12),
+            body: &buf[16..len],
+            len,
+        }))
+    }
+
+    /// Splits a C-Octet String off the front of `b`.
+    pub fn take_cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
+        let nul = b.iter().position(|&c| c == 0)?;
+        Some((&b[..nul], &b[nul + 1..]))
+    }
+
+    /// source_addr, destination_addr and registered_delivery of a submit_sm body.
+    pub fn submit_fields(b: &[u8]) -> Option<(&[u8], &[u8], u8)> {
+        let (_service_type, b) = take_cstr(b)?;
+        let (src, b) = take_cstr(b.get(2..)?)?;
+        let (dst, b) = take_cstr(b.get(2..)?)?;
+        // esm_class, protocol_id, priority_flag, then two times.
+        let (_sched, b) = take_cstr(b.get(3..)?)?;
+        let (_validity, b) = take_cstr(b)?;
+        Some((src, dst, *b.first()?))
+    }
+
+    /// A bind_transceiver (TRX, SMPP 3.4).
+    pub fn bind_transceiver(out: &mut Vec<u8>, seq: u32, system_id: &str, password: &str) {
+        pdu(out, BIND_TRANSCEIVER, 0, seq, |o| {
+            cstr(o, system_id.as_bytes());
+            cstr(o, password.as_bytes());
+            cstr(o, b"");
+            o.extend_from_slice(&[0x34, 0, 0]);
+            cstr(o, b"");
+        });
+    }
+
+    /// A submit_sm asking for a receipt.
+    pub fn submit_sm(out: &mut Vec<u8>, seq: u32, src: &[u8], dst: &[u8], text: &[u8]) {
+        pdu(out, SUBMIT_SM, 0, seq, |o| {
+            cstr(o, b"");
+            o.extend_from_slice(&[1, 1]);
+            cstr(o, src);
+            o.extend_from_slice(&[1, 1]);
+            cstr(o, dst);
+            o.extend_from_slice(&[0, 0, 0]);
+            cstr(o, b"");
+            cstr(o, b"");
+            o.extend_from_slice(&[1, 0, 0, 0, text.len() as u8]);
+            o.extend_from_slice(text);
+        });
+    }
+
+    /// A DELIVRD receipt for `id`, from the handset `src` to the sender `dst`.
+    pub fn receipt(out: &mut Vec<u8>, seq: u32, id: &str, src: &[u8], dst: &[u8]) {
+        pdu(out, DELIVER_SM, 0, seq, |o| {
+            cstr(o, b"");
+            o.extend_from_slice(&[1, 1]);
+            cstr(o, src);
+            o.extend_from_slice(&[1, 1]);
+            cstr(o, dst);
+            // esm_class: SMSC delivery receipt; protocol_id, priority_flag.
+            o.extend_from_slice(&[0x04, 0, 0]);
+            cstr(o, b"");
+            cstr(o, b"");
+            let text = format!(
+                "id:{id} sub:001 dlvrd:001 submit date:2501011200 done date:2501011200 stat:DELIVRD err:000 text:"
+            );
+            // registered_delivery, replace_if_present, data_coding, sm_default_msg_id, length.
+            o.extend_from_slice(&[0, 0, 0, 0, text.len() as u8]);
+            o.extend_from_slice(text.as_bytes());
+            // receipted_message_id and message_state (DELIVERED).
+            o.extend_from_slice(&0x001Eu16.to_be_bytes());
+            o.extend_from_slice(&((id.len() + 1) as u16).to_be_bytes());
+            cstr(o, id.as_bytes());
+            o.extend_from_slice(&0x0427u16.to_be_bytes());
+            o.extend_from_slice(&1u16.to_be_bytes());
+            o.push(2);
+        });
+    }
+}
+
+/// What a connection's writer sends next, shared with its reader and receipt timer.
+struct Outbox {
+    buf: Mutex<Vec<u8>>,
+    ready: tokio::sync::Notify,
+    closing: std::sync::atomic::AtomicBool,
+}
+
+struct Due {
+    at: tokio::time::Instant,
+    id: u64,
+    /// The submit's destination and source: the receipt comes from the handset.
+    from: Vec<u8>,
+    to: Vec<u8>,
+}
+
+async fn serve_conn(stream: tokio::net::TcpStream, st: Arc<RState>, cfg: ReceiptConfig) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let out = Arc::new(Outbox {
+        buf: Mutex::new(Vec::with_capacity(64 * 1024)),
+        ready: tokio::sync::Notify::new(),
+        closing: std::sync::atomic::AtomicBool::new(false),
+    });
+    let seq = Arc::new(std::sync::atomic::AtomicU32::new(1));
+    let writer = {
+        let out = out.clone();
+        tokio::spawn(async move {
+            let mut spare = Vec::with_capacity(64 * 1024);
+            loop {
+                std::mem::swap(&mut *lock(&out.buf), &mut spare);
+                if spare.is_empty() {
+                    if out.closing.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    out.ready.notified().await;
+                    continue;
+                }
+                if wr.write_all(&spare).await.is_err() {
+                    break;
+                }
+                spare.clear();
+            }
+            let _ = wr.shutdown().await;
+        })
+    };
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<Due>();
+    let timer = {
+        let (out, st, seq) = (out.clone(), st.clone(), seq.clone());
+        tokio::spawn(async move {
+            let mut next = due_rx.recv().await;
+            while let Some(d) = next.take() {
+                tokio::time::sleep_until(d.at).await;
+                let now = tokio::time::Instant::now();
+                let mut sent = 0;
+                {
+                    let mut buf = lock(&out.buf);
+                    let mut d = Some(d);
+                    while let Some(r) = d.take() {
+                        let s = seq.fetch_add(1, Ordering::Relaxed);
+                        raw::receipt(&mut buf, s, &r.id.to_string(), &r.from, &r.to);
+                        sent += 1;
+                        match due_rx.try_recv() {
+                            Ok(n) if n.at <= now => d = Some(n),
+                            Ok(n) => next = Some(n),
+                            Err(_) => {}
+                        }
+                    }
+                }
+                st.receipts_sent.fetch_add(sent, Ordering::Relaxed);
+                out.ready.notify_one();
+                if next.is_none() {
+                    next = due_rx.recv().await;
+                }
+            }
+        })
+    };
+    let epoch = st.epoch();
+    let mut bound = false;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    'read: loop {
+        let n = match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        let mut submits = 0u64;
+        let (mut ok, mut failed) = (0u64, 0u64);
+        {
+            let mut o = lock(&out.buf);
+            loop {
+                let raw::Frame {
+                    id,
+                    status,
+                    seq: s,
+                    body,
+                    len,
+                } = match raw::frame(&buf[at..]) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(_) => break 'read,
+                };
+                at += len;
+                match id {
+                    raw::BIND_TRANSCEIVER | raw::BIND_TRANSMITTER | raw::BIND_RECEIVER => {
+                        raw::pdu(&mut o, id | raw::RESP, 0, s, |b| {
+                            raw::cstr(b, b"smppsink");
+                            b.extend_from_slice(&[0x02, 0x10, 0, 1, 0x34]);
+                        });
+                        if !bound {
+                            bound = true;
+                            st.binds.fetch_add(1, Ordering::Relaxed);
+                            st.open.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    raw::SUBMIT_SM => {
+                        let msg_id = st.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+                        let id_text = msg_id.to_string();
+                        raw::pdu(&mut o, raw::SUBMIT_SM | raw::RESP, 0, s, |b| {
+                            raw::cstr(b, id_text.as_bytes())
+                        });
+                        submits += 1;
+                        if let (Some(delay), Some((src, dst, rd))) =
+                            (cfg.receipt_delay, raw::submit_fields(body))
+                            && rd & 0x03 != 0
+                        {
+                            let _ = due_tx.send(Due {
+                                at: tokio::time::Instant::now() + delay,
+                                id: msg_id,
+                                from: dst.to_vec(),
+                                to: src.to_vec(),
+                            });
+                        }
+                    }
+                    x if x == raw::DELIVER_SM | raw::RESP => {
+                        if status == 0 {
+                            ok += 1;
+                        } else {
+                            failed += 1;
+                        }
+                    }
+                    raw::ENQUIRE_LINK => raw::pdu(&mut o, id | raw::RESP, 0, s, |_| {}),
+                    raw::UNBIND => {
+                        raw::pdu(&mut o, id | raw::RESP, 0, s, |_| {});
+                        out.closing.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    x if x & raw::RESP != 0 => {}
+                    _ => raw::pdu(&mut o, raw::GENERIC_NACK, raw::ESME_RINVCMDID, s, |_| {}),
+                }
+            }
+        }
+        out.ready.notify_one();
+        buf.drain(..at);
+        if submits > 0 {
+            st.submits.fetch_add(submits, Ordering::Relaxed);
+            st.stamp(&st.last_submit, epoch);
+        }
+        if ok > 0 {
+            st.receipts_ok.fetch_add(ok, Ordering::Relaxed);
+            st.stamp(&st.last_receipt_ok, epoch);
+        }
+        if failed > 0 {
+            st.receipts_failed.fetch_add(failed, Ordering::Relaxed);
+        }
+        if out.closing.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    if bound {
+        st.open.fetch_sub(1, Ordering::Relaxed);
+    }
+    timer.abort();
+    out.closing.store(true, Ordering::Relaxed);
+    out.ready.notify_one();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+}
+
+/// What one pipelined client run against the messaging sink saw.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelinedRun {
+    pub submits: u64,
+    pub receipts: u64,
+    /// From the first submit_sm written to the last submit_sm_resp read.
+    pub submit_secs: f64,
+    /// From the first submit_sm written to the last receipt read.
+    pub receipt_secs: f64,
+}
+
+/// A pipelined ESME: binds to 127.0.0.1:`port`, keeps `window` submit_sm in flight until `n`
+/// are answered, answers every receipt, and waits for `n` receipts when `receipts` is set.
+/// Gives up at `deadline`.
+pub async fn pipelined_client(
+    port: u16,
+    window: usize,
+    n: u64,
+    receipts: bool,
+    deadline: Instant,
+) -> anyhow::Result<PipelinedRun> {
+    use anyhow::{Context as _, bail};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
+    s.set_nodelay(true)?;
+    let mut w = Vec::with_capacity(64 * 1024);
+    raw::bind_transceiver(&mut w, 1, "bench", "pw");
+    s.write_all(&w).await?;
+    w.clear();
+    let mut r: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let until = tokio::time::Instant::from_std(deadline);
+    let (mut sent, mut acked, mut got, mut seq) = (0u64, 0u64, 0u64, 2u32);
+    let mut bound = false;
+    let mut t0 = None;
+    let (mut t_sub, mut t_rec) = (Instant::now(), Instant::now());
+    loop {
+        if bound {
+            while sent < n && sent - acked < window as u64 {
+                raw::submit_sm(&mut w, seq, b"4912345", b"4915112345678", b"bench");
+                seq = seq.wrapping_add(1).max(2);
+                sent += 1;
+            }
+            t0.get_or_insert_with(Instant::now);
+        }
+        if !w.is_empty() {
+            s.write_all(&w).await?;
+            w.clear();
+        }
+        if acked >= n && (!receipts || got >= n) {
+            break;
+        }
+        let k = tokio::time::timeout_at(until, s.read(&mut chunk))
+            .await
+            .with_context(|| format!("deadline: {acked} of {n} answered, {got} receipts"))??;
+        if k == 0 {
+            bail!("the sink closed the connection ({acked} of {n} answered)");
+        }
+        r.extend_from_slice(&chunk[..k]);
+        let mut at = 0;
+        while let Some(raw::Frame {
+            id,
+            status,
+            seq: sq,
+            len,
+            ..
+        }) = raw::frame(&r[at..]).map_err(|l| anyhow::anyhow!("bad PDU length {l}"))?
+        {
+            at += len;
+            match id {
+                x if x == raw::BIND_TRANSCEIVER | raw::RESP => {
+                    if status != 0 {
+                        bail!("bind refused: status {status:#x}");
+                    }
+                    bound = true;
+                }
+                x if x == raw::SUBMIT_SM | raw::RESP => {
+                    acked += 1;
+                    t_sub = Instant::now();
+                }
+                raw::DELIVER_SM => {
+                    got += 1;
+                    t_rec = Instant::now();
+                    raw::pdu(&mut w, raw::DELIVER_SM | raw::RESP, 0, sq, |b| {
+                        raw::cstr(b, b"")
+                    });
+                }
+                raw::ENQUIRE_LINK => raw::pdu(&mut w, id | raw::RESP, 0, sq, |_| {}),
+                _ => {}
+            }
+        }
+        r.drain(..at);
+    }
+    let start = t0.unwrap_or_else(Instant::now);
+    Ok(PipelinedRun {
+        submits: acked,
+        receipts: got,
+        submit_secs: t_sub.saturating_duration_since(start).as_secs_f64(),
+        receipt_secs: t_rec.saturating_duration_since(start).as_secs_f64(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,5 +945,38 @@ mod tests {
             c.check("other", "pw"),
             Err(SmppError::ESME_RINVSYSID)
         ));
+    }
+
+    #[tokio::test]
+    async fn receipt_sink_answers_pipelined_submits_with_receipts() {
+        let sink = ReceiptSink::start(ReceiptConfig {
+            receipt_delay: Some(std::time::Duration::from_millis(2)),
+        })
+        .await
+        .unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let run = pipelined_client(sink.port(), 10, 500, true, deadline)
+            .await
+            .unwrap();
+        assert_eq!((run.submits, run.receipts), (500, 500));
+        let c = sink
+            .wait_for(std::time::Duration::from_secs(5), |c| c.receipts_ok == 500)
+            .await
+            .expect("every receipt acknowledged");
+        assert_eq!((c.submits, c.receipts_sent, c.binds), (500, 500, 1));
+        assert!(c.last_receipt_ok.is_some() && c.last_submit.is_some());
+        sink.stop();
+    }
+
+    #[test]
+    fn submit_fields_are_read_back() {
+        let mut b = Vec::new();
+        raw::submit_sm(&mut b, 7, b"4912345", b"4915112345678", b"hi");
+        let f = raw::frame(&b).unwrap().unwrap();
+        assert_eq!((f.id, f.seq, f.len), (raw::SUBMIT_SM, 7, b.len()));
+        assert_eq!(
+            raw::submit_fields(f.body),
+            Some((&b"4912345"[..], &b"4915112345678"[..], 1))
+        );
     }
 }

@@ -2,12 +2,14 @@
 //! benchmarks against the real parts of `make env-up` and the compiled sink, prints the
 //! figures and writes docs/benchmarks.md. Every load is on 127.0.0.1, bounded in count and time.
 //!
-//!   smpp-bench run [--out docs/benchmarks.md] [--only gateway,kannel,operator] [--quick]
+//!   smpp-bench run [--out docs/benchmarks.md] [--only gateway,kannel,operator,messages] [--quick]
 //!   smpp-bench sink [--listeners 1] [--seconds 60]   (a standalone sink, prints its ports)
 
 mod common;
 mod gateway;
 mod kannel;
+mod load;
+mod messages;
 mod operator;
 
 use std::path::PathBuf;
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use smpp_e2e::bench::{Comparison, Report, Section, render};
+use smpp_e2e::bench::{Better, Comparison, Report, Section, render};
 use smpp_e2e::env::Env;
 use smpp_e2e::process::repo_root;
 use smpp_e2e::sink::{Credentials, Sink};
@@ -35,8 +37,8 @@ enum Cmd {
         /// Report file (markdown).
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
-        /// Comma-separated suites: gateway, kannel, operator.
-        #[arg(long, default_value = "gateway,kannel,operator")]
+        /// Comma-separated suites: gateway, kannel, operator, messages.
+        #[arg(long, default_value = "gateway,kannel,operator,messages")]
         only: String,
         /// Fewer runs and smaller loads (a smoke test of the benchmarks themselves).
         #[arg(long)]
@@ -181,7 +183,7 @@ fn log(msg: &str) {
     eprintln!("bench: {msg}");
 }
 
-const SUITES: [&str; 3] = ["gateway", "kannel", "operator"];
+const SUITES: [&str; 4] = ["gateway", "kannel", "operator", "messages"];
 
 /// What the suites produce; the Kannel suite compares with the gateway suite's medians.
 #[derive(Default)]
@@ -228,6 +230,7 @@ async fn kannel_suite(plan: &Plan, c: &mut Collected) {
         unit: "ms",
         ours: c.ours_change,
         kannel: s.median_of("restart → bound"),
+        better: Better::Lower,
     });
     c.sections.push(s);
     for (i, (n, idle)) in plan.cold_starts().into_iter().enumerate() {
@@ -244,6 +247,7 @@ async fn kannel_suite(plan: &Plan, c: &mut Collected) {
                 unit,
                 ours: o,
                 kannel: k,
+                better: Better::Lower,
             })
         };
         cmp(
@@ -291,6 +295,37 @@ async fn operator_suite(env: &Env, plan: &Plan, c: &mut Collected) {
         .push(operator::many(env, plan.heavy_runs, plan.operator_fleet).await);
 }
 
+/// The message path: the sink alone, ours at each shape, Kannel at each setting, the ratios.
+async fn messages_suite(env: &Env, quick: bool, c: &mut Collected) {
+    let plan = messages::MsgPlan::new(quick);
+    log(&format!(
+        "messages: the sink alone, {} runs × {} messages",
+        plan.fast_runs, plan.ceiling_n
+    ));
+    c.sections.push(messages::ceiling(&plan).await);
+    let mut ours = Vec::new();
+    for (b, w) in messages::SHAPES {
+        log(&format!(
+            "messages: ours at {b} bind(s) × window {w}, {} runs",
+            plan.fast_runs
+        ));
+        let (s, f) = messages::ours(env, &plan, b, w).await;
+        c.sections.push(s);
+        ours.push(((b, w), f));
+    }
+    log(&format!(
+        "messages: Kannel at {:?} (binds, max-pending-submits), {} runs each",
+        plan.kannel_settings, plan.slow_runs
+    ));
+    let (sections, best) = messages::kannel(&plan).await;
+    log(&format!(
+        "messages: Kannel receipts/s by setting: {}",
+        messages::summary(&best)
+    ));
+    c.sections.extend(sections);
+    c.comparisons.extend(messages::comparisons(&ours, &best));
+}
+
 async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<()> {
     let wanted: Vec<&str> = only
         .split(',')
@@ -313,6 +348,7 @@ async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<(
         match suite {
             "gateway" => gateway_suite(&env, &plan, &mut c).await,
             "kannel" => kannel_suite(&plan, &mut c).await,
+            "messages" => messages_suite(&env, quick, &mut c).await,
             _ => operator_suite(&env, &plan, &mut c).await,
         }
         suite_command(&mut c.sections[first..], suite);
@@ -376,6 +412,9 @@ fn notes() -> Vec<String> {
          records every established bind (credentials, port, time of bind_resp). It works around a bug in \
          smpp34 1.5.1, which drops the unbind_resp it owes (Kannel then waits 30 s to stop); e2e/tests/sink.rs \
          checks the workaround.",
+        "The message suite uses the messaging sink instead (e2e/src/sink.rs `ReceiptSink`: raw SMPP 3.4, \
+         pipelined, a receipt after a fixed delay; its own ceiling is measured first) and this process's HTTP \
+         load generator (e2e/src/bin/smpp-bench/load.rs) for both the gateway and Kannel.",
         "CPU figures come from the scheduler's per-thread accounting (/proc/<pid>/task/*/schedstat, ns), not \
          the 100 Hz tick-sampled utime/stime, which reads 0 for a process whose work is short wake-ups.",
         "Latencies are wall-clock times in this one process (the driver holds the sink), so no clock skew is \

@@ -1,0 +1,1067 @@
+//! The message path, measured in one run: the sink alone (the ceiling), ours (HTTP → SMPP →
+//! receipt stored in Redis, single and batch endpoints) and Kannel (HTTP sendsms → SMPP →
+//! receipt → dlr-url), all against the same messaging sink (`smpp_e2e::sink::ReceiptSink`)
+//! and driven by the same HTTP load generator (`load`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use smpp_e2e::bench::{Below, Better, Comparison, Section, percentile};
+use smpp_e2e::env::Env;
+use smpp_e2e::process::ChildGuard;
+use smpp_e2e::sink::{ReceiptConfig, ReceiptCounts, ReceiptSink, pipelined_client};
+
+use crate::common::{Db, Proc, log_dir, peak_rss_mib, rss_mib, sibling_bin};
+use crate::load::{self, Counter, Load};
+
+/// (binds, window): the vendor-realistic case and a wide one.
+pub const SHAPES: [(u32, u32); 2] = [(1, 10), (4, 100)];
+
+/// How long the sink waits before each receipt.
+pub const RECEIPT_DELAY: Duration = Duration::from_millis(5);
+
+/// The bench's own Redis database index on the environment's Redis, flushed before each run.
+const REDIS_DB: u32 = 12;
+
+/// The RSS figure is taken at this rate (or the gateway's maximum when lower).
+const RSS_RATE: f64 = 10_000.0;
+
+pub struct MsgPlan {
+    pub fast_runs: usize,
+    pub slow_runs: usize,
+    pub ceiling_n: u64,
+    pub single_n: u64,
+    pub batch_n: u64,
+    /// Length of the paced phases (latency at half of saturation, RSS at 10k/s).
+    pub paced: Duration,
+    pub kannel_n: u64,
+    /// (binds, max-pending-submits) tried for Kannel.
+    pub kannel_settings: Vec<(u32, u32)>,
+}
+
+impl MsgPlan {
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            MsgPlan {
+                fast_runs: 1,
+                slow_runs: 1,
+                ceiling_n: 20_000,
+                single_n: 3_000,
+                batch_n: 3_000,
+                paced: Duration::from_secs(1),
+                kannel_n: 2_000,
+                kannel_settings: vec![(1, 10), (1, 500)],
+            }
+        } else {
+            MsgPlan {
+                fast_runs: 5,
+                slow_runs: 3,
+                ceiling_n: 300_000,
+                single_n: 40_000,
+                batch_n: 40_000,
+                paced: Duration::from_secs(3),
+                kannel_n: 15_000,
+                kannel_settings: vec![(1, 10), (1, 100), (1, 500), (4, 100)],
+            }
+        }
+    }
+}
+
+fn shape(b: u32, w: u32) -> String {
+    format!("{b} bind{} × window {w}", if b == 1 { "" } else { "s" })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ceiling: the sink alone, driven by a pipelined in-process client.
+// ---------------------------------------------------------------------------------------------
+
+pub async fn ceiling(plan: &MsgPlan) -> Section {
+    let mut s = Section::new(
+        "Messages: the sink alone (the ceiling)",
+        format!(
+            "The messaging sink (e2e/src/sink.rs `ReceiptSink`: raw SMPP 3.4, one reader and one writer per \
+             connection, every write carries all that is queued, TCP_NODELAY) driven by a pipelined in-process \
+             ESME (`pipelined_client`) that keeps `window` submit_sm in flight per bind and answers every \
+             receipt. {} messages per run, split over the binds; each receipt {} ms after its submit_sm_resp. \
+             Rates are messages over the time from the first submit_sm to the last submit_sm_resp / receipt. \
+             No HTTP, no Redis: what the sink can take, so the figures below are not the sink's.",
+            plan.ceiling_n,
+            RECEIPT_DELAY.as_millis()
+        ),
+    );
+    for run in 0..plan.fast_runs {
+        for (b, w) in SHAPES {
+            match ceiling_run(b, w, plan.ceiling_n).await {
+                Ok((sub, rec)) => {
+                    s.row(&format!("{}: submits/s", shape(b, w)), "msg/s", None)
+                        .per_run
+                        .push(sub);
+                    s.row(&format!("{}: receipts/s", shape(b, w)), "msg/s", None)
+                        .per_run
+                        .push(rec);
+                }
+                Err(e) => {
+                    s.not_measured = Some(format!("run {}, {}: {e:#}", run + 1, shape(b, w)));
+                    return s;
+                }
+            }
+        }
+    }
+    s
+}
+
+async fn ceiling_run(binds: u32, window: u32, n: u64) -> Result<(f64, f64)> {
+    let sink = ReceiptSink::start(ReceiptConfig {
+        receipt_delay: Some(RECEIPT_DELAY),
+    })
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let per = n / u64::from(binds);
+    let mut tasks = Vec::new();
+    for _ in 0..binds {
+        let port = sink.port();
+        tasks.push(tokio::spawn(pipelined_client(
+            port,
+            window as usize,
+            per,
+            true,
+            deadline,
+        )));
+    }
+    let mut runs = Vec::new();
+    for t in tasks {
+        runs.push(t.await??);
+    }
+    sink.stop();
+    let total = (per * u64::from(binds)) as f64;
+    let sub = runs.iter().map(|r| r.submit_secs).fold(0.0, f64::max);
+    let rec = runs.iter().map(|r| r.receipt_secs).fold(0.0, f64::max);
+    Ok((total / sub.max(1e-9), total / rec.max(1e-9)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// One phase of load and what the sink saw of it.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Clone)]
+struct Phase {
+    http_per_s: f64,
+    submits_per_s: f64,
+    receipts_per_s: f64,
+    refused: u64,
+    receipts_failed: u64,
+    first_refusal: Option<String>,
+    latencies_ms: Vec<f64>,
+    last_accepted: Option<Vec<u8>>,
+    /// Peak VmRSS (MiB) of the sampled pids during the load.
+    rss_mib: f64,
+}
+
+impl Phase {
+    /// The slowest of the three stages: what the pipeline sustains end to end.
+    fn end_to_end(&self) -> f64 {
+        self.http_per_s
+            .min(self.submits_per_s)
+            .min(self.receipts_per_s)
+    }
+}
+
+/// Where a phase's receipts are counted: at the sink (deliver_sm_resp OK, i.e. stored, for
+/// ours) or at the dlr-url counter (Kannel).
+enum Receipts<'a> {
+    Acked,
+    Counter(&'a Counter),
+}
+
+fn receipts_now(sink: &ReceiptCounts, r: &Receipts) -> (u64, Option<Instant>) {
+    match r {
+        Receipts::Acked => (sink.receipts_ok, sink.last_receipt_ok),
+        Receipts::Counter(c) => c.hits(),
+    }
+}
+
+/// Runs `load`, then waits (up to `settle`) until the sink has every accepted message and its
+/// receipt; rates are over the time from the load's start to the last of each.
+async fn phase(
+    sink: &ReceiptSink,
+    receipts: Receipts<'_>,
+    load: Load,
+    rss_of: &[u32],
+    settle: Duration,
+) -> Result<Phase> {
+    let before = sink.counts();
+    let (r0, _) = receipts_now(&before, &receipts);
+    let sampler = {
+        let pids = rss_of.to_vec();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = stop.clone();
+        let h = tokio::spawn(async move {
+            let mut peak = 0.0f64;
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                let now: f64 = pids.iter().filter_map(|p| rss_mib(*p).ok()).sum();
+                peak = peak.max(now);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            peak
+        });
+        (stop, h)
+    };
+    let out = load::run(load).await;
+    sampler.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rss = sampler.1.await.unwrap_or(0.0);
+    let out = out?;
+    let start = out.started.context("load never started")?;
+    let want = out.accepted;
+    let end = Instant::now() + settle;
+    let after = loop {
+        let c = sink.counts();
+        let (r, _) = receipts_now(&c, &receipts);
+        let done = c.submits - before.submits >= want
+            && r - r0 + (c.receipts_failed - before.receipts_failed) >= want;
+        if done {
+            break c;
+        }
+        if Instant::now() > end {
+            bail!(
+                "after {settle:?}: {} of {want} accepted messages at the sink, {} receipts counted \
+                 ({} refused by the receiver)",
+                c.submits - before.submits,
+                r - r0,
+                c.receipts_failed - before.receipts_failed
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let (r1, last_r) = receipts_now(&after, &receipts);
+    let secs = |t: Option<Instant>| {
+        t.map(|t| t.saturating_duration_since(start).as_secs_f64())
+            .unwrap_or(f64::NAN)
+            .max(1e-9)
+    };
+    Ok(Phase {
+        http_per_s: out.accepted_per_sec(),
+        submits_per_s: (after.submits - before.submits) as f64 / secs(after.last_submit),
+        receipts_per_s: (r1 - r0) as f64 / secs(last_r),
+        refused: out.refused,
+        receipts_failed: after.receipts_failed - before.receipts_failed,
+        first_refusal: out.first_refusal,
+        latencies_ms: out.latencies_ms,
+        last_accepted: out.last_accepted,
+        rss_mib: rss,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ours.
+// ---------------------------------------------------------------------------------------------
+
+const TOKEN: &str = "bench-token-not-a-secret";
+const MESSAGE: &str = r#"{"to":"+4915112345678","from":"4912345","text":"bench message"}"#;
+
+fn single_request() -> load::MakeRequest {
+    let req = load::post("/api/v1/messages", TOKEN, MESSAGE.as_bytes());
+    Arc::new(move |_| req.clone())
+}
+
+fn batch_request(size: usize) -> load::MakeRequest {
+    let body = format!(r#"{{"messages":[{}]}}"#, vec![MESSAGE; size].join(","));
+    let req = load::post("/api/v1/messages/batch", TOKEN, body.as_bytes());
+    Arc::new(move |_| req.clone())
+}
+
+fn judge_single() -> load::Judge {
+    Arc::new(|status, _| if status == 201 { (1, 0) } else { (0, 1) })
+}
+
+fn judge_batch(size: u64) -> load::Judge {
+    Arc::new(move |status, body| {
+        if status != 200 {
+            return (0, size);
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return (0, size);
+        };
+        let results = v["results"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let ok = results.iter().filter(|r| r.get("error").is_none()).count() as u64;
+        (ok, size - ok)
+    })
+}
+
+fn closed(
+    port: u16,
+    conns: usize,
+    total: u64,
+    make: load::MakeRequest,
+    judge: load::Judge,
+) -> Load {
+    Load {
+        port,
+        conns,
+        total,
+        rate: None,
+        limit: Duration::from_secs(120),
+        make,
+        judge,
+        latencies: false,
+    }
+}
+
+/// The gateway on `db` with messaging on: Redis (the bench's own database index), an API key.
+async fn start_messaging_gateway(db: &Db, env: &Env, pod: &str) -> Result<Proc> {
+    let dir = log_dir();
+    let keys = dir.join("bench-api-keys");
+    std::fs::write(&keys, format!("bench:{TOKEN}\n"))?;
+    let http = smpp_e2e::sink::free_port()?;
+    let mut cmd = Command::new(sibling_bin("smpp-gateway")?);
+    cmd.env("DATABASE_URL", &db.url)
+        .env("POD_NAME", pod)
+        .env("HTTP_ADDR", format!("127.0.0.1:{http}"))
+        .env("REDIS_URL", bench_redis_url(env))
+        .env("API_KEYS_FILE", &keys)
+        .env("DLR_TTL", "600s")
+        .env("RUST_LOG", "warn");
+    let mut p = Proc::spawn(pod, cmd, http)?;
+    p.wait_http("/health", Duration::from_secs(20)).await?;
+    Ok(p)
+}
+
+/// The environment's Redis URL with the bench's own database index.
+fn bench_redis_url(env: &Env) -> String {
+    let u = env.redis_url.trim_end_matches('/');
+    match u.rsplit_once('/') {
+        Some((base, db)) if !base.ends_with('/') && db.chars().all(|c| c.is_ascii_digit()) => {
+            format!("{base}/{REDIS_DB}")
+        }
+        _ => format!("{u}/{REDIS_DB}"),
+    }
+}
+
+async fn flush_bench_redis(env: &Env) -> Result<()> {
+    let client = redis::Client::open(bench_redis_url(env))?;
+    let mut c = client.get_multiplexed_async_connection().await?;
+    redis::cmd("FLUSHDB")
+        .query_async::<()>(&mut c)
+        .await
+        .context("FLUSHDB on the bench's Redis database")?;
+    Ok(())
+}
+
+/// What one run of ours measured at one shape.
+struct OursRun {
+    single: Phase,
+    batch100: Phase,
+    batch1000: Phase,
+    half_rate: f64,
+    p50: f64,
+    p99: f64,
+    rss: f64,
+    rss_rate: f64,
+    peak_rss: f64,
+    last_status: String,
+}
+
+async fn ours_run(
+    env: &Env,
+    plan: &MsgPlan,
+    run: usize,
+    binds: u32,
+    window: u32,
+) -> Result<OursRun> {
+    flush_bench_redis(env).await?;
+    let sink = ReceiptSink::start(ReceiptConfig {
+        receipt_delay: Some(RECEIPT_DELAY),
+    })
+    .await?;
+    let db = Db::fresh(env, "msgs").await?;
+    let result = async {
+        let gw = start_messaging_gateway(&db, env, &format!("bench-msgs-{binds}x{window}-{run}")).await?;
+        db.exec(&format!(
+            "INSERT INTO vendor_mgmt.service_providers (instance_name, host, port, username, password, system_type, \
+             is_active, max_binds, window_size) VALUES ('bench-msgs', '127.0.0.1', {}, 'bench', 'pw', '', true, {binds}, {window})",
+            sink.port()
+        ))
+        .await?;
+        sink.wait_for(Duration::from_secs(20), |c| c.open_binds >= u64::from(binds))
+            .await
+            .with_context(|| format!("{binds} binds did not reach the sink within 20 s"))?;
+        let mut gw = gw;
+        gw.wait_http("/ready", Duration::from_secs(20)).await?;
+        let port = gw.http;
+        let pid = gw.pid();
+        let conns = (2 * binds * window).clamp(32, 256) as usize;
+        let settle = Duration::from_secs(60);
+        // Warm-up: connections, Redis scripts, allocator.
+        phase(&sink, Receipts::Acked, closed(port, conns, 2_000.min(plan.single_n), single_request(), judge_single()), &[], settle).await?;
+        // RSS while sending at ~10k/s (paced), before any saturating load grows the heap.
+        let n = (RSS_RATE * plan.paced.as_secs_f64()) as u64;
+        let rss_phase = phase(
+            &sink,
+            Receipts::Acked,
+            Load { rate: Some(RSS_RATE), ..closed(port, conns, n, single_request(), judge_single()) },
+            &[pid],
+            settle,
+        )
+        .await?;
+        // Single messages at saturation.
+        let single = phase(&sink, Receipts::Acked, closed(port, conns, plan.single_n, single_request(), judge_single()), &[], settle).await?;
+        let last_status = match single.last_accepted.as_deref().and_then(message_id) {
+            Some(id) => get_status(port, &id).await.unwrap_or_else(|e| format!("GET failed: {e:#}")),
+            None => "no accepted message".into(),
+        };
+        // Latency at half of saturation (paced: latency from each request's scheduled time).
+        let half_rate = single.end_to_end() / 2.0;
+        let n = (half_rate * plan.paced.as_secs_f64()).max(200.0) as u64;
+        let lat = phase(
+            &sink,
+            Receipts::Acked,
+            Load { rate: Some(half_rate), latencies: true, ..closed(port, conns, n, single_request(), judge_single()) },
+            &[],
+            settle,
+        )
+        .await?;
+        // Batches.
+        let bconns = (2 * binds * window).div_ceil(64).max(2) as usize;
+        let b100 = phase(&sink, Receipts::Acked, closed(port, bconns, plan.batch_n / 100, batch_request(100), judge_batch(100)), &[], settle).await?;
+        let b1000 = phase(&sink, Receipts::Acked, closed(port, bconns, (plan.batch_n / 1000).max(2), batch_request(1000), judge_batch(1000)), &[], settle).await?;
+        let peak_rss = peak_rss_mib(pid)?;
+        gw.stop(Duration::from_secs(10)).await;
+        Ok(OursRun {
+            half_rate,
+            p50: percentile(&lat.latencies_ms, 50.0).unwrap_or(f64::NAN),
+            p99: percentile(&lat.latencies_ms, 99.0).unwrap_or(f64::NAN),
+            rss: rss_phase.rss_mib,
+            rss_rate: rss_phase.http_per_s,
+            peak_rss,
+            last_status,
+            single: merge_refusals(single, &[&rss_phase, &lat]),
+            batch100: b100,
+            batch1000: b1000,
+        })
+    }
+    .await;
+    sink.stop();
+    db.drop_db().await;
+    result
+}
+
+/// Folds the refusals of the paced phases into the single-message phase (they are reported
+/// together).
+fn merge_refusals(mut p: Phase, others: &[&Phase]) -> Phase {
+    for o in others {
+        p.refused += o.refused;
+        p.receipts_failed += o.receipts_failed;
+        if p.first_refusal.is_none() {
+            p.first_refusal = o.first_refusal.clone();
+        }
+    }
+    p
+}
+
+fn message_id(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v["id"].as_str().map(String::from)
+}
+
+async fn get_status(port: u16, id: &str) -> Result<String> {
+    let req = format!(
+        "GET /api/v1/messages/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .into_bytes();
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let s2 = seen.clone();
+    load::run(Load {
+        port,
+        conns: 1,
+        total: 1,
+        rate: None,
+        limit: Duration::from_secs(5),
+        make: Arc::new(move |_| req.clone()),
+        judge: Arc::new(move |status, body| {
+            let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            *s2.lock().unwrap_or_else(|p| p.into_inner()) =
+                format!("HTTP {status}, status {}", v["status"]);
+            (1, 0)
+        }),
+        latencies: false,
+    })
+    .await?;
+    let s = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(s)
+}
+
+/// Medians of ours at one shape, for the comparisons.
+#[derive(Default, Clone)]
+pub struct OursFigures {
+    pub single: Option<f64>,
+    pub batch100: Option<f64>,
+    pub batch1000: Option<f64>,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub rss: Option<f64>,
+}
+
+pub async fn ours(env: &Env, plan: &MsgPlan, binds: u32, window: u32) -> (Section, OursFigures) {
+    let mut s = Section::new(
+        format!("Messages: ours, {}", shape(binds, window)),
+        format!(
+            "One gateway process (release build, default settings; Redis of `make env-up`, database index \
+             {REDIS_DB}, flushed before each run) with one vendor row (max_binds {binds}, window_size {window}) on \
+             the messaging sink, which sends each receipt {} ms after its submit_sm_resp. Load: this process's \
+             HTTP/1.1 keep-alive generator (see e2e/src/bin/smpp-bench/load.rs for why not wrk), one request in \
+             flight per connection. Per run, in order: a warm-up; RSS (peak VmRSS, sampled every 100 ms) while \
+             single messages are paced at {RSS_RATE} msgs/s for {}s (or the gateway's maximum, shown as the rate \
+             reached); {} single messages at saturation ({} connections); latency of single messages paced at half \
+             of that saturation rate, from each request's scheduled send to its 201 (which the gateway sends once \
+             submit_sm_resp is in and the message is written to Redis); {} messages in batches of 100 and of 1000 \
+             ({} connections). Rates: messages over the time from the load's start to the last HTTP answer \
+             (accepted), the last submit_sm at the sink (submits), the last deliver_sm_resp OK at the sink \
+             (receipts stored: the gateway answers a receipt only once Redis has it). Each phase waits for all its \
+             receipts before the next starts.",
+            RECEIPT_DELAY.as_millis(),
+            plan.paced.as_secs(),
+            plan.single_n,
+            (2 * binds * window).clamp(32, 256),
+            plan.batch_n,
+            (2 * binds * window).div_ceil(64).max(2),
+        ),
+    );
+    let mut notes = Vec::new();
+    for run in 0..plan.fast_runs {
+        match ours_run(env, plan, run, binds, window).await {
+            Ok(r) => {
+                for (name, p) in [
+                    ("single", &r.single),
+                    ("batch of 100", &r.batch100),
+                    ("batch of 1000", &r.batch1000),
+                ] {
+                    s.row(&format!("{name}: HTTP accepted"), "msg/s", None)
+                        .per_run
+                        .push(p.http_per_s);
+                    s.row(&format!("{name}: submits at the sink"), "msg/s", None)
+                        .per_run
+                        .push(p.submits_per_s);
+                    s.row(&format!("{name}: receipts stored"), "msg/s", None)
+                        .per_run
+                        .push(p.receipts_per_s);
+                    if p.refused > 0 || p.receipts_failed > 0 {
+                        notes.push(format!(
+                            "Run {}, {name}: {} refused answers, {} receipts answered with an error; first: {}",
+                            run + 1,
+                            p.refused,
+                            p.receipts_failed,
+                            p.first_refusal.as_deref().unwrap_or("—")
+                        ));
+                    }
+                }
+                s.row("latency p50 at half of saturation", "ms", None)
+                    .per_run
+                    .push(r.p50);
+                s.row("latency p99 at half of saturation", "ms", Some(Below(2.0)))
+                    .per_run
+                    .push(r.p99);
+                s.row("half of saturation (the paced rate)", "msg/s", None)
+                    .per_run
+                    .push(r.half_rate);
+                s.row("RSS while paced at ~10k msgs/s", "MiB", Some(Below(128.0)))
+                    .per_run
+                    .push(r.rss);
+                s.row("rate reached while paced at 10k msgs/s", "msg/s", None)
+                    .per_run
+                    .push(r.rss_rate);
+                s.row("peak RSS over the run (VmHWM)", "MiB", None)
+                    .per_run
+                    .push(r.peak_rss);
+                if !r.last_status.contains("\"delivered\"") {
+                    notes.push(format!(
+                        "Run {}: GET of the last accepted single message: {} (expected delivered)",
+                        run + 1,
+                        r.last_status
+                    ));
+                }
+            }
+            Err(e) => {
+                s.not_measured = Some(format!("run {} failed: {e:#}", run + 1));
+                break;
+            }
+        }
+    }
+    if notes.is_empty() && !s.rows.is_empty() {
+        s.notes.push("Every answer was accepted, every receipt stored, and the last single message of each run read back as delivered (GET /api/v1/messages/{id}).".into());
+    }
+    s.notes.extend(notes);
+    let f = OursFigures {
+        single: s.median_of("single: receipts stored"),
+        batch100: s.median_of("batch of 100: receipts stored"),
+        batch1000: s.median_of("batch of 1000: receipts stored"),
+        p50: s.median_of("latency p50 at half of saturation"),
+        p99: s.median_of("latency p99 at half of saturation"),
+        rss: s.median_of("RSS while paced at ~10k msgs/s"),
+    };
+    (s, f)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kannel.
+// ---------------------------------------------------------------------------------------------
+
+const BEARERBOX: &str = "/usr/sbin/bearerbox";
+const SMSBOX: &str = "/usr/sbin/smsbox";
+
+/// kannel.conf of the message benchmark: bearerbox with `binds` SMPP transceivers (one
+/// smsc-id, so Kannel spreads the load over them and finds a receipt whichever bind it comes
+/// on), each with `window` max-pending-submits and no throughput limit; smsbox with a
+/// sendsms user. Logs at warning level; no store file (messages in memory, Kannel's fastest).
+pub fn messages_conf(
+    dir: &Path,
+    ports: KannelPorts,
+    sink_port: u16,
+    binds: u32,
+    window: u32,
+) -> String {
+    let mut c = format!(
+        "group = core\nadmin-port = {admin}\nadmin-password = bench\nsmsbox-port = {smsbox}\n\
+         admin-allow-ip = \"127.0.0.1\"\nbox-allow-ip = \"127.0.0.1\"\nlog-file = \"{dir}/bearerbox.log\"\n\
+         log-level = 2\ndlr-storage = internal\n\n\
+         group = smsbox\nbearerbox-host = 127.0.0.1\nbearerbox-port = {smsbox}\nsendsms-port = {http}\n\
+         log-file = \"{dir}/smsbox.log\"\nlog-level = 2\n\n\
+         group = sendsms-user\nusername = bench\npassword = bench\nmax-messages = 1\n",
+        admin = ports.admin,
+        smsbox = ports.smsbox,
+        http = ports.http,
+        dir = dir.display()
+    );
+    for _ in 0..binds {
+        let _ = write!(
+            c,
+            "\ngroup = smsc\nsmsc = smpp\nsmsc-id = bench\nhost = 127.0.0.1\nport = {sink_port}\nreceive-port = 0\n\
+             transceiver-mode = true\nsmsc-username = \"kannel\"\nsmsc-password = \"pw\"\nsystem-type = \"\"\n\
+             interface-version = 34\nmax-pending-submits = {window}\nthroughput = 0\nreconnect-delay = 1\n\
+             enquire-link-interval = 30\n"
+        );
+    }
+    c
+}
+
+#[derive(Clone, Copy)]
+pub struct KannelPorts {
+    pub admin: u16,
+    pub smsbox: u16,
+    pub http: u16,
+}
+
+/// bearerbox and smsbox on one conf; both killed on drop.
+struct Kannel {
+    dir: PathBuf,
+    http: u16,
+    bearerbox: Option<ChildGuard>,
+    smsbox: Option<ChildGuard>,
+}
+
+impl Kannel {
+    async fn start(sink: &ReceiptSink, binds: u32, window: u32) -> Result<Self> {
+        for b in [BEARERBOX, SMSBOX] {
+            if !Path::new(b).exists() {
+                bail!("{b} is missing (make bench installs the Debian package `kannel`)");
+            }
+        }
+        let dir = log_dir().join(format!("kannel-msgs-{binds}x{window}"));
+        std::fs::create_dir_all(&dir)?;
+        let free = smpp_e2e::sink::free_port;
+        let ports = KannelPorts {
+            admin: free()?,
+            smsbox: free()?,
+            http: free()?,
+        };
+        let conf = dir.join("kannel.conf");
+        std::fs::write(
+            &conf,
+            messages_conf(&dir, ports, sink.port(), binds, window),
+        )?;
+        let spawn = |bin: &str, name: &str| -> Result<ChildGuard> {
+            let out = std::fs::File::create(dir.join(format!("{name}.stdout")))?;
+            let mut cmd = Command::new(bin);
+            cmd.arg(&conf)
+                .stdin(std::process::Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out);
+            ChildGuard::spawn(name, cmd)
+        };
+        let before = sink.counts().open_binds;
+        let mut k = Kannel {
+            dir: dir.clone(),
+            http: ports.http,
+            bearerbox: Some(spawn(BEARERBOX, "bearerbox")?),
+            smsbox: None,
+        };
+        let want = before + u64::from(binds);
+        let end = Instant::now() + Duration::from_secs(30);
+        while sink.counts().open_binds < want {
+            if k.bearerbox.as_mut().is_none_or(|c| c.has_exited()) {
+                bail!("bearerbox exited (see {})", dir.display());
+            }
+            if Instant::now() > end {
+                bail!(
+                    "Kannel did not bind {binds} times within 30 s (see {})",
+                    dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        k.smsbox = Some(spawn(SMSBOX, "smsbox")?);
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if k.smsbox.as_mut().is_none_or(|c| c.has_exited()) {
+                bail!("smsbox exited (see {})", dir.display());
+            }
+            if crate::common::http_get(ports.http, "/").await.is_ok() {
+                break;
+            }
+            if Instant::now() > end {
+                bail!(
+                    "smsbox did not answer HTTP within 30 s (see {})",
+                    dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(k)
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        [&self.bearerbox, &self.smsbox]
+            .into_iter()
+            .flatten()
+            .map(|c| c.id())
+            .collect()
+    }
+
+    /// SIGTERM smsbox then bearerbox, each up to 15 s, then kill what is left.
+    async fn stop(mut self) {
+        for c in [self.smsbox.take(), self.bearerbox.take()]
+            .into_iter()
+            .flatten()
+        {
+            let mut c = c;
+            c.signal(libc::SIGTERM);
+            let end = Instant::now() + Duration::from_secs(15);
+            while !c.has_exited() && Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            c.kill();
+        }
+        let _ = &self.dir;
+    }
+}
+
+impl Drop for Kannel {
+    fn drop(&mut self) {
+        for c in [self.smsbox.take(), self.bearerbox.take()]
+            .into_iter()
+            .flatten()
+        {
+            let mut c = c;
+            c.kill();
+        }
+    }
+}
+
+fn kannel_request(dlr_port: u16) -> load::MakeRequest {
+    let dlr = load::urlencode(&format!("http://127.0.0.1:{dlr_port}/dlr?type=%d"));
+    let req = load::get(&format!(
+        "/cgi-bin/sendsms?username=bench&password=bench&to=4915112345678&from=4912345&text=bench+message\
+         &dlr-mask=1&dlr-url={dlr}"
+    ));
+    Arc::new(move |_| req.clone())
+}
+
+fn judge_kannel() -> load::Judge {
+    Arc::new(|status, _| {
+        if status == 202 || status == 200 {
+            (1, 0)
+        } else {
+            (0, 1)
+        }
+    })
+}
+
+struct KannelRun {
+    sat: Phase,
+    p50: f64,
+    p99: f64,
+    half_rate: f64,
+}
+
+async fn kannel_run(plan: &MsgPlan, binds: u32, window: u32) -> Result<KannelRun> {
+    let sink = ReceiptSink::start(ReceiptConfig {
+        receipt_delay: Some(RECEIPT_DELAY),
+    })
+    .await?;
+    let counter = Counter::start("type=1").await?;
+    let result = async {
+        let k = Kannel::start(&sink, binds, window).await?;
+        let port = k.http;
+        let conns = 32;
+        let settle = Duration::from_secs(120);
+        let rc = || Receipts::Counter(&counter);
+        let make = kannel_request(counter.port);
+        phase(
+            &sink,
+            rc(),
+            closed(
+                port,
+                conns,
+                500.min(plan.kannel_n),
+                make.clone(),
+                judge_kannel(),
+            ),
+            &[],
+            settle,
+        )
+        .await?;
+        let sat = phase(
+            &sink,
+            rc(),
+            closed(port, conns, plan.kannel_n, make.clone(), judge_kannel()),
+            &k.pids(),
+            settle,
+        )
+        .await?;
+        let half_rate = sat.end_to_end() / 2.0;
+        let n = (half_rate * plan.paced.as_secs_f64()).max(200.0) as u64;
+        let lat = phase(
+            &sink,
+            rc(),
+            Load {
+                rate: Some(half_rate),
+                latencies: true,
+                ..closed(port, conns, n, make, judge_kannel())
+            },
+            &[],
+            settle,
+        )
+        .await?;
+        k.stop().await;
+        Ok(KannelRun {
+            p50: percentile(&lat.latencies_ms, 50.0).unwrap_or(f64::NAN),
+            p99: percentile(&lat.latencies_ms, 99.0).unwrap_or(f64::NAN),
+            half_rate,
+            sat,
+        })
+    }
+    .await;
+    counter.stop();
+    sink.stop();
+    result
+}
+
+/// Kannel's medians at its best setting (by receipts/s at the dlr-url).
+#[derive(Default, Clone)]
+pub struct KannelBest {
+    pub setting: Option<(u32, u32)>,
+    pub receipts: Option<f64>,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub rss: Option<f64>,
+    /// Receipts/s per setting tried.
+    pub by_setting: Vec<((u32, u32), Option<f64>)>,
+}
+
+pub async fn kannel(plan: &MsgPlan) -> (Vec<Section>, KannelBest) {
+    let mut sections = Vec::new();
+    let mut best = KannelBest::default();
+    for &(binds, window) in &plan.kannel_settings {
+        let mut s = Section::new(
+            format!(
+                "Messages: Kannel, {} SMPP bind{} × max-pending-submits {window}",
+                binds,
+                if binds == 1 { "" } else { "s" }
+            ),
+            format!(
+                "Kannel {} (bearerbox + smsbox; the config is written to target/bench-logs/kannel-msgs-{binds}x{window}/\
+                 kannel.conf by `messages_conf`: throughput = 0, max-pending-submits = {window}, {binds} transceiver \
+                 group(s) with one smsc-id, internal DLR storage, no store file, log level 2) on the same messaging \
+                 sink (receipt {} ms after submit_sm_resp). The same load generator sends GET /cgi-bin/sendsms with \
+                 dlr-mask=1 and a dlr-url on a counter in this process. Per run: a warm-up, {} messages at saturation \
+                 (32 connections), then latency paced at half of the end-to-end rate (HTTP answer only: smsbox \
+                 answers 202 once bearerbox has queued the message, before any SMPP). Rates are over the time from \
+                 the load's start to the last HTTP answer / submit_sm at the sink / dlr-url call (delivered). RSS is \
+                 bearerbox + smsbox, peak while saturated.",
+                crate::kannel::version(),
+                RECEIPT_DELAY.as_millis(),
+                plan.kannel_n
+            ),
+        );
+        for run in 0..plan.slow_runs {
+            match kannel_run(plan, binds, window).await {
+                Ok(r) => {
+                    s.row("HTTP accepted", "msg/s", None)
+                        .per_run
+                        .push(r.sat.http_per_s);
+                    s.row("submits at the sink", "msg/s", None)
+                        .per_run
+                        .push(r.sat.submits_per_s);
+                    s.row("receipts at the dlr-url", "msg/s", None)
+                        .per_run
+                        .push(r.sat.receipts_per_s);
+                    s.row("HTTP latency p50 at half of saturation", "ms", None)
+                        .per_run
+                        .push(r.p50);
+                    s.row("HTTP latency p99 at half of saturation", "ms", None)
+                        .per_run
+                        .push(r.p99);
+                    s.row("half of saturation (the paced rate)", "msg/s", None)
+                        .per_run
+                        .push(r.half_rate);
+                    s.row("RSS (bearerbox + smsbox) while saturated", "MiB", None)
+                        .per_run
+                        .push(r.sat.rss_mib);
+                    if r.sat.refused > 0 {
+                        s.notes.push(format!(
+                            "Run {}: {} refused answers; first: {}",
+                            run + 1,
+                            r.sat.refused,
+                            r.sat.first_refusal.as_deref().unwrap_or("—")
+                        ));
+                    }
+                }
+                Err(e) => {
+                    s.not_measured = Some(format!("run {} failed: {e:#}", run + 1));
+                    break;
+                }
+            }
+        }
+        let rec = s.median_of("receipts at the dlr-url");
+        best.by_setting.push(((binds, window), rec));
+        if let Some(r) = rec
+            && best.receipts.is_none_or(|b| r > b)
+        {
+            best = KannelBest {
+                setting: Some((binds, window)),
+                receipts: Some(r),
+                p50: s.median_of("HTTP latency p50 at half of saturation"),
+                p99: s.median_of("HTTP latency p99 at half of saturation"),
+                rss: s.median_of("RSS (bearerbox + smsbox) while saturated"),
+                by_setting: std::mem::take(&mut best.by_setting),
+            };
+        }
+        sections.push(s);
+    }
+    (sections, best)
+}
+
+/// The comparisons of the message path: ours at each shape against Kannel at its best.
+pub fn comparisons(ours: &[((u32, u32), OursFigures)], k: &KannelBest) -> Vec<Comparison> {
+    let kset = k
+        .setting
+        .map(|(b, w)| format!("Kannel at its best tried, {b}×{w}"))
+        .unwrap_or_else(|| "Kannel".into());
+    let mut v = Vec::new();
+    for ((b, w), f) in ours {
+        let mk = |what: String, unit, ours, kannel, better| Comparison {
+            what,
+            unit,
+            ours,
+            kannel,
+            better,
+        };
+        v.push(mk(
+            format!(
+                "HTTP → SMPP → receipt, single messages/s (ours {}; {kset}; goal ≥ 10×)",
+                shape(*b, *w)
+            ),
+            "msg/s",
+            f.single,
+            k.receipts,
+            Better::Higher,
+        ));
+        v.push(mk(
+            format!("… batches of 100 (ours {}; Kannel has no batch endpoint: its single rate; goal ≥ 25×)", shape(*b, *w)),
+            "msg/s",
+            f.batch100,
+            k.receipts,
+            Better::Higher,
+        ));
+        v.push(mk(
+            format!("… batches of 1000 (ours {}; goal ≥ 25×)", shape(*b, *w)),
+            "msg/s",
+            f.batch1000,
+            k.receipts,
+            Better::Higher,
+        ));
+        v.push(mk(
+            format!(
+                "HTTP latency p50 at half of saturation (ours {})",
+                shape(*b, *w)
+            ),
+            "ms",
+            f.p50,
+            k.p50,
+            Better::Lower,
+        ));
+        v.push(mk(
+            format!("HTTP latency p99 at half of saturation (ours {}: to 201 after submit_sm_resp; Kannel: to 202, before SMPP)", shape(*b, *w)),
+            "ms",
+            f.p99,
+            k.p99,
+            Better::Lower,
+        ));
+        v.push(mk(
+            format!("RSS under load (ours {} paced at ~10k msgs/s; Kannel bearerbox + smsbox saturated)", shape(*b, *w)),
+            "MiB",
+            f.rss,
+            k.rss,
+            Better::Lower,
+        ));
+    }
+    v
+}
+
+/// Kannel's receipts/s per setting tried, for the log.
+pub fn summary(k: &KannelBest) -> String {
+    let parts: Vec<String> = k
+        .by_setting
+        .iter()
+        .map(|((b, w), r)| {
+            format!(
+                "{b}×{w}: {}",
+                r.map(|r| format!("{r:.0}/s")).unwrap_or("—".into())
+            )
+        })
+        .collect();
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conf_has_one_smsc_group_per_bind_with_the_window() {
+        let p = KannelPorts {
+            admin: 1,
+            smsbox: 2,
+            http: 3,
+        };
+        let c = messages_conf(Path::new("/tmp/k"), p, 2775, 4, 100);
+        assert_eq!(c.matches("group = smsc\n").count(), 4);
+        assert_eq!(
+            c.matches("max-pending-submits = 100\nthroughput = 0")
+                .count(),
+            4
+        );
+        assert!(c.contains("sendsms-port = 3"));
+        assert!(c.contains("group = sendsms-user"));
+    }
+
+    #[test]
+    fn batch_answers_are_counted_per_entry() {
+        let j = judge_batch(3);
+        let body = br#"{"results":[{"id":"a"},{"success":false,"error":{"code":"x"}},{"id":"b"}]}"#;
+        assert_eq!(j(200, body), (2, 1));
+        assert_eq!(j(503, b"{}"), (0, 3));
+    }
+}
