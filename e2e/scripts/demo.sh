@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# `make demo`: the main job on a fresh machine. Brings up the real parts, starts smpp-operator
-# and smpp-gateway against them, applies examples/, shows `kubectl get smppvendors` bound over
-# TLS to the local SMSC simulator, and sends a message through the gateway that comes back
-# delivered, with its history. Each section is a function called from `main`.
+# `make demo`: the guided tour on a fresh machine. Brings up the real parts, installs the CRD
+# from the Helm chart (charts/smpp-gateway), starts smpp-operator and smpp-gateway against
+# them, applies examples/, shows `kubectl get smppvendors` bound over TLS to the local SMSC
+# simulator, sends a message through the gateway that comes back delivered with its history,
+# then breaks the vendor (a wrong password in its Secret), shows the reason in kubectl (row,
+# lastError, Warning Event), heals it, and prints where to look next and how to stop.
+# Each section is a function called from `main`; a failure is one line naming its step
+# ("demo step 8: FAILED: ...").
 # The environment stays up afterwards so you can look around; `make env-down` stops it
-# (it calls `demo.sh stop` for the operator and gateway).
+# (it calls `demo.sh stop` for the operator and gateway). SMPP_ENV_DIR and SMPP_ENV_FILE
+# (lib.sh, env-up.sh) put the whole environment elsewhere.
 # Re-running is idempotent: the earlier demo operator and gateway are replaced.
 STAGE=demo
 # shellcheck source=lib.sh
@@ -16,7 +21,11 @@ demo_dir=$ENV_ROOT/demo
 NS=messaging
 DEADLINE=${DEMO_DEADLINE:-60}
 
-section() { printf '\n\033[1m== %s ==\033[0m\n' "$*"; }
+# section N TITLE: the heading; from here on a failure names step N.
+section() {
+  STAGE="demo step $1"
+  printf '\n\033[1m== %s. %s ==\033[0m\n' "$1" "$2"
+}
 show() { echo "\$ $*"; "$@"; }
 pretty_json() { if command -v jq >/dev/null; then jq .; else python3 -m json.tool; fi; }
 
@@ -34,7 +43,8 @@ stop_demo() {
 }
 
 real_parts() {
-  section "1. Real parts: Kubernetes control plane, PostgreSQL, Redis, SMSC simulator"
+  section 1 "Real parts: Kubernetes control plane, PostgreSQL, Redis, SMSC simulator"
+  # Each ends a failure with its own one line ("env-up/redis: FAILED: ...").
   "$E2E_SCRIPTS/prereqs.sh"
   ensure_pkg envsubst gettext-base
   "$E2E_SCRIPTS/env-up.sh"
@@ -43,7 +53,7 @@ real_parts() {
 }
 
 how_to_reach() {
-  section "2. How to reach each part (after: source $env_file)"
+  section 2 "How to reach each part (after: source $env_file)"
   echo "Kubernetes API: $(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')  KUBECONFIG=$KUBECONFIG"
   show kubectl get namespaces
   echo
@@ -59,19 +69,31 @@ how_to_reach() {
   echo
 }
 
+# The CRD as the Helm chart installs it (templates/crds.yaml renders files/crds/, the chart's
+# copy of crds/): what `helm install` gives a user, without the Deployments, which need a
+# kubelet this machine does not have. The chart requires database.secretName; only the CRD is
+# rendered, so any name does.
+chart_crds=(helm template smpp charts/smpp-gateway --show-only templates/crds.yaml --set database.secretName=unused)
+
 build_and_crd() {
-  section "3. Build smpp-operator and smpp-gateway; install the CRD and RBAC"
-  local blog=$demo_dir/build.log
+  section 3 "Build smpp-operator and smpp-gateway; install the CRD from the Helm chart"
+  local blog=$demo_dir/build.log crds
   echo "\$ cargo build --bins -p smpp-operator -p smpp-gateway   (log: $blog)"
   cargo build --bins -p smpp-operator -p smpp-gateway >"$blog" 2>&1 ||
     die "cargo build of smpp-operator/smpp-gateway failed (last line: $(last_log_line "$blog"))"
-  show kubectl apply --server-side --force-conflicts -f crds/smppvendor.yaml ||
-    die "the apiserver refused crds/smppvendor.yaml (see kubectl's message above)"
+  echo "\$ ${chart_crds[*]} \\"
+  echo "    | kubectl apply --server-side --force-conflicts -f -"
+  crds=$("${chart_crds[@]}" 2>&1) ||
+    die "helm template of charts/smpp-gateway failed: $(tail -n1 <<<"$crds")"
+  kubectl apply --server-side --force-conflicts -f - <<<"$crds" ||
+    die "the apiserver refused the chart's CRD (see kubectl's message above)"
   show kubectl wait --for=condition=Established crd/smppvendors.smpp.io --timeout="${DEADLINE}s" ||
     die "CRD smppvendors.smpp.io not Established within ${DEADLINE}s (kube-apiserver log: $ENV_ROOT/controlplane)"
-  # rbac.yaml puts the operator's ServiceAccount in smpp-system; the namespace must exist first.
-  kubectl create namespace smpp-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-  show kubectl apply -f crds/rbac.yaml || die "the apiserver refused crds/rbac.yaml (see above)"
+  show kubectl get crd smppvendors.smpp.io -L app.kubernetes.io/part-of,helm.sh/chart
+  # The demo operator runs with the environment's admin kubeconfig (the chart's RBAC is for
+  # its pods); its leader Lease lives in smpp-system, which must exist.
+  kubectl create namespace smpp-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null ||
+    die "cannot create namespace smpp-system (see above)"
 }
 
 http_ok() { curl -fsS --max-time 2 "$1" >/dev/null; }
@@ -94,7 +116,7 @@ api_keys() {
 }
 
 start_services() {
-  section "4. Start smpp-operator and smpp-gateway (logs in $demo_dir)"
+  section 4 "Start smpp-operator and smpp-gateway (logs in $demo_dir)"
   stop_demo operator
   stop_demo gateway
   local bin=$CARGO_TARGET_DIR/debug op_port gw_port
@@ -135,7 +157,7 @@ ready_message() {
 has_last_error() { [ -n "$(kubectl -n "$NS" get smppvendor "$1" -o jsonpath='{.status.lastError}')" ]; }
 
 example_vendor() {
-  section "5. The example vendor (examples/smppvendor.yaml): written to PostgreSQL, bind failure explained"
+  section 5 "The example vendor (examples/smppvendor.yaml): written to PostgreSQL, bind failure explained"
   # Server-side apply: client-side apply would copy the Secret's password into the
   # last-applied-configuration annotation.
   show kubectl apply --server-side -f examples/smppvendor-secret.yaml -f examples/smppvendor.yaml ||
@@ -182,12 +204,14 @@ bound_row() {
 }
 
 local_vendor() {
-  section "6. A vendor bound over TLS to the local SMSC simulator (examples/local-smsc.yaml)"
-  SMSC_CA_B64=$(base64 -w0 "$SMSC_CA_FILE")
-  export SMSC_CA_B64 SMSC_PASSWORD SMSC_SYSTEM_ID SMSC_TLS_PORT
-  echo "\$ envsubst < examples/local-smsc.yaml | kubectl apply --server-side -f -   (ports and credentials from $env_file)"
-  envsubst '${SMSC_PASSWORD} ${SMSC_CA_B64} ${SMSC_TLS_PORT} ${SMSC_SYSTEM_ID}' \
-    <examples/local-smsc.yaml | kubectl apply --server-side -f - ||
+  section 6 "A vendor bound over TLS to the local SMSC simulator (examples/local-smsc.yaml)"
+  # env.sh exports SMSC_CA_B64 (env-up.sh); an env.sh from before it did lacks it.
+  [ -n "${SMSC_CA_B64:-}" ] || SMSC_CA_B64=$(base64 -w0 "$SMSC_CA_FILE") ||
+    die "cannot read the simulator's CA $SMSC_CA_FILE"
+  export SMSC_CA_B64
+  # What the file's header tells a person to run, with the env file of this environment.
+  echo "\$ source $env_file && envsubst < examples/local-smsc.yaml | kubectl apply --server-side -f -"
+  envsubst <examples/local-smsc.yaml | kubectl apply --server-side --force-conflicts -f - ||
     die "the apiserver refused examples/local-smsc.yaml after envsubst (see above)"
   local t0
   t0=$(date +%s%3N)
@@ -221,7 +245,7 @@ api() {
 }
 
 send_message() {
-  section "7. A message that comes back delivered"
+  section 7 "A message that comes back delivered"
   local body out code answer id msg status t0
   body='{"to":"+15551234567","from":"ACME","text":"Hello from make demo: 10 € off!","client_ref":"demo-1"}'
   # A fresh Idempotency-Key per run: a retry of this request (on any pod) would get the same answer.
@@ -231,34 +255,34 @@ send_message() {
   echo "    -H 'Content-Type: application/json' -d '$body'"
   t0=$(date +%s%3N)
   out=$(api POST /api/v1/messages "$body" "Idempotency-Key: $idem") ||
-    die "step 7, submit: cannot reach the gateway at $GW_URL (gateway log: $demo_dir/gateway.log)"
+    die "submit: cannot reach the gateway at $GW_URL (gateway log: $demo_dir/gateway.log)"
   code=${out##*$'\n'}
   answer=${out%$'\n'*}
   [ "$code" = 201 ] ||
-    die "step 7, submit: POST /api/v1/messages answered HTTP $code, not 201: $answer (gateway log: $demo_dir/gateway.log)"
+    die "submit: POST /api/v1/messages answered HTTP $code, not 201: $answer (gateway log: $demo_dir/gateway.log)"
   echo "HTTP $code ($(($(date +%s%3N) - t0)) ms: the vendor acknowledged every part)"
   pretty_json <<<"$answer"
   id=$(json_field id <<<"$answer")
-  [ -n "$id" ] || die "step 7, submit: the 201 answer has no id: $answer"
+  [ -n "$id" ] || die "submit: the 201 answer has no id: $answer"
 
   echo
   echo "Waiting for the delivery receipt (GET /api/v1/messages/$id, up to ${DEADLINE}s)"
   local end=$((SECONDS + DEADLINE))
   while :; do
     out=$(api GET "/api/v1/messages/$id") ||
-      die "step 7, status: cannot reach the gateway at $GW_URL (gateway log: $demo_dir/gateway.log)"
+      die "status: cannot reach the gateway at $GW_URL (gateway log: $demo_dir/gateway.log)"
     code=${out##*$'\n'}
     msg=${out%$'\n'*}
     [ "$code" = 200 ] ||
-      die "step 7, status: GET /api/v1/messages/$id answered HTTP $code: $msg (gateway log: $demo_dir/gateway.log)"
+      die "status: GET /api/v1/messages/$id answered HTTP $code: $msg (gateway log: $demo_dir/gateway.log)"
     status=$(json_field status <<<"$msg")
     case $status in
       delivered) break ;;
       submitted) ;;
-      *) die "step 7, status: message $id ended $status, not delivered: $msg" ;;
+      *) die "status: message $id ended $status, not delivered: $msg" ;;
     esac
     [ $SECONDS -lt $end ] ||
-      die "step 7, status: message $id still $status after ${DEADLINE}s, no delivery receipt (gateway log: $demo_dir/gateway.log, simulator: $SMSC_STATS_URL)"
+      die "status: message $id still $status after ${DEADLINE}s, no delivery receipt (gateway log: $demo_dir/gateway.log, simulator: $SMSC_STATS_URL)"
     sleep 0.2
   done
   echo "(delivered $(($(date +%s%3N) - t0)) ms after the submit)"
@@ -269,26 +293,148 @@ send_message() {
   echo "   message by its vendor message id; history shows each step."
 }
 
+# The vendor the tour breaks and heals, and its password Secret.
+VENDOR=local-smsc
+SECRET=local-smsc-smpp
+# set_password PASSWORD: server-side applies the Secret with PASSWORD, given on stdin (never
+# on a command line, so not in `ps`; server-side apply keeps it out of the
+# last-applied-configuration annotation). Quiet: prints only kubectl's one-line result.
+set_password() {
+  printf '%s' "$1" |
+    kubectl create secret generic "$SECRET" -n "$NS" --from-file=password=/dev/stdin \
+      --dry-run=client -o yaml |
+    kubectl apply --server-side --force-conflicts -f -
+}
+set_password_shown() {
+  echo "\$ printf %s \"\$$2\" | kubectl create secret generic $SECRET -n $NS --from-file=password=/dev/stdin \\"
+  echo "    --dry-run=client -o yaml | kubectl apply --server-side --force-conflicts -f -   ($3)"
+  set_password "$1" || die "the apiserver refused Secret $NS/$SECRET (see above)"
+}
+
+# The vendor's row: READY and REASON columns ("False BindFailed").
+ready_reason() {
+  kubectl -n "$NS" get smppvendors "$VENDOR" --no-headers 2>/dev/null | awk '{print $7 " " $8}'
+}
+broken_row() { [ "$(ready_reason)" = "False BindFailed" ]; }
+
+# Events about the vendor: event_names TYPE [REASON] lists their names (sorted);
+# new_event TYPE FILE [REASON] is true once one exists that FILE (an earlier list) lacks.
+event_selector() {
+  echo "type=$1,involvedObject.name=$VENDOR${2:+,reason=$2}"
+}
+event_names() {
+  kubectl -n "$NS" get events --field-selector "$(event_selector "$@")" \
+    -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' | sort
+}
+new_event() {
+  local type=$1 before=$2
+  shift 2
+  [ -n "$(comm -13 "$before" <(event_names "$type" "$@"))" ]
+}
+# show_new_events FILE TYPE [REASON]: kubectl's table of those Events, the header and the rows
+# of the ones FILE (an earlier list) lacks, which are the newest.
+show_new_events() {
+  local before=$1 n
+  shift
+  n=$(comm -13 "$before" <(event_names "$@") | wc -l)
+  echo "\$ kubectl get events -n $NS --field-selector $(event_selector "$@") --sort-by=.metadata.creationTimestamp"
+  kubectl -n "$NS" get events --field-selector "$(event_selector "$@")" \
+    --sort-by=.metadata.creationTimestamp | { IFS= read -r header && echo "$header" && tail -n "$n"; }
+  [ "$n" -le 1 ] || echo "($n new since the Secret changed, oldest first)"
+}
+
+# wait_vendor WHAT CMD...: polls CMD for up to DEADLINE seconds; on timeout one line says what
+# kubectl shows instead.
+wait_vendor() {
+  local what=$1 end=$((SECONDS + DEADLINE)) pid
+  shift
+  pid=$(cat "$demo_dir/gateway.pid")
+  until "$@" >/dev/null 2>&1; do
+    pid_alive "$pid" || die "smpp-gateway exited while waiting for $VENDOR $what (last log line: $(last_log_line "$demo_dir/gateway.log"))"
+    [ $SECONDS -lt $end ] ||
+      die "$VENDOR not $what within ${DEADLINE}s: kubectl shows READY/REASON '$(ready_reason)', lastError '$(kubectl -n "$NS" get smppvendor "$VENDOR" -o jsonpath='{.status.lastError}' 2>/dev/null)' (gateway log: $demo_dir/gateway.log)"
+    sleep 0.2
+  done
+}
+
+break_vendor() {
+  section 8 "Break a vendor: a wrong bind password in $VENDOR's Secret"
+  local before=$demo_dir/events.before wrong t0 err
+  event_names Warning >"$before" || die "cannot list Events in $NS"
+  # 8 characters, like the right one may be (SMPP 3.4's limit); never printed.
+  wrong=wr$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+  [ "$wrong" != "$SMSC_PASSWORD" ] || wrong=wr000000
+  # If the tour stops from here on, the right password goes back (hooks run last-in first).
+  on_fail 'set_password "$SMSC_PASSWORD"'
+  t0=$(date +%s%3N)
+  set_password_shown "$wrong" WRONG_PASSWORD "a wrong password; not shown"
+  wait_vendor "READY False REASON BindFailed after the wrong password" broken_row
+  echo "(READY False, REASON BindFailed shown by kubectl $(($(date +%s%3N) - t0)) ms after the apply)"
+  wait_until "a new Warning Event BindFailed for $VENDOR (operator log: $demo_dir/operator.log)" \
+    "$DEADLINE" "$(cat "$demo_dir/operator.pid")" "$demo_dir/operator.log" new_event Warning "$before" BindFailed
+  echo
+  show kubectl get smppvendors -n "$NS" "$VENDOR"
+  echo
+  err=$(kubectl -n "$NS" get smppvendor "$VENDOR" -o jsonpath='{.status.lastError}')
+  echo "\$ kubectl get smppvendor -n $NS $VENDOR -o jsonpath='{.status.lastError}'"
+  echo "$err"
+  echo
+  show_new_events "$before" Warning
+  echo "-> The reason is in kubectl: REASON BindFailed, and lastError names the bind_resp status the"
+  case $err in
+    *esme_rinvpaswd* | *ESME_RINVPASWD*) echo "   simulator answered (ESME_RINVPASWD: wrong password)." ;;
+    *) echo "   simulator answered." ;;
+  esac
+  echo "   docs/troubleshooting.md, \"bind_resp error status\", says what to do about each code."
+}
+
+heal_vendor() {
+  section 9 "Heal it: the right password back"
+  local before=$demo_dir/events.before t0
+  event_names Normal Ready >"$before" || die "cannot list Events in $NS"
+  t0=$(date +%s%3N)
+  set_password_shown "$SMSC_PASSWORD" SMSC_PASSWORD "the right one, from $env_file"
+  wait_vendor "BOUND 1/1 READY True again after the right password" bound_row
+  echo "(BOUND 1/1 READY True again $(($(date +%s%3N) - t0)) ms after the apply)"
+  wait_until "a new Normal Ready Event for $VENDOR (operator log: $demo_dir/operator.log)" \
+    "$DEADLINE" "$(cat "$demo_dir/operator.pid")" "$demo_dir/operator.log" new_event Normal "$before" Ready
+  echo
+  show kubectl get smppvendors -n "$NS" "$VENDOR"
+  echo
+  show_new_events "$before" Normal Ready
+  rm -f "$before"
+}
+
 look_around() {
-  section "Done: look around"
+  section 10 "Where to look next"
   cat <<EOT
 The environment stays up.  source $env_file   then:
-  kubectl get smppvendors -A                  kubectl describe smppvendor -n $NS local-smsc
-  kubectl get events -n $NS                   kubectl explain smppvendor.spec --recursive
+  kubectl get smppvendors -A          kubectl describe smppvendor -n $NS $VENDOR
+  kubectl get events -n $NS     kubectl explain smppvendor.spec --recursive
   psql "\$DATABASE_URL" -c 'select id, instance_name, host, port from vendor_mgmt.service_providers'
   psql "\$DATABASE_URL" -c 'select * from vendor_mgmt.vendor_sessions'
-  curl $GW_URL/api/v1/vendors   curl $GW_URL/ready   curl $GW_URL/metrics
+  curl $GW_URL/api/v1/vendors     (the gateway's own view of each vendor and session)
+  curl $GW_URL/metrics            curl $OP_URL/metrics     (Prometheus metrics)
+  curl $GW_URL/ready              curl $OP_URL/ready       curl $SMSC_STATS_URL
   curl -H @$auth_header -d '{"to":"+15551234567","from":"ACME","text":"hi"}' $GW_URL/api/v1/messages
   curl -H @$auth_header $GW_URL/api/v1/messages/<id>
-  curl $OP_URL/ready   curl $OP_URL/metrics   curl $SMSC_STATS_URL
   logs: $demo_dir/operator.log  $demo_dir/gateway.log
-Try: kubectl -n $NS patch secret local-smsc-smpp -p '{"stringData":{"password":"wrongpw1"}}'
-     and watch REASON in kubectl get smppvendors -n $NS -w
+Docs:
+  docs/troubleshooting.md         every bind failure code and alert, and what to do
+  docs/operator.md                the SmppVendor resource, its conditions and Events
+  docs/observability.md           metrics, the Grafana dashboard deploy/grafana/smpp-gateway.json,
+                                  the alerts deploy/prometheus/alerts.yaml
+  docs/openapi.yaml               the HTTP API
+  charts/smpp-gateway, README.md  install on a real cluster: helm install -f examples/helm-values.yaml
+Break it yourself: kubectl -n $NS patch secret $SECRET -p '{"stringData":{"password":"wrongpw1"}}'
+  and watch REASON in: kubectl get smppvendors -n $NS -w   (make demo puts the right one back)
 Stop everything (operator, gateway and the real parts): make env-down
 EOT
+  echo "(the tour took $((SECONDS - tour_start)) s)"
 }
 
 main() {
+  tour_start=$SECONDS
   mkdir -p "$demo_dir"
   real_parts
   how_to_reach
@@ -297,6 +443,8 @@ main() {
   example_vendor
   local_vendor
   send_message
+  break_vendor
+  heal_vendor
   clear_fail_hooks
   look_around
 }

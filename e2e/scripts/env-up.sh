@@ -45,14 +45,20 @@ for p in $parts; do
 done
 
 # Assemble env.sh: the collected exports, then PATH with the built kubectl and helm first.
+# Also SMSC_CA_B64, the simulator's CA in base64 (shell-safe, so unquoted): what a Secret's
+# data takes, so `envsubst < examples/local-smsc.yaml` works by hand after sourcing env.sh.
+# shellcheck source=/dev/null
+ca_b64=$(source <(grep -E '^export SMSC_CA_FILE=' "$exports") && base64 -w0 "$SMSC_CA_FILE") ||
+  die "cannot read the SMSC simulator's CA (SMSC_CA_FILE) to write SMSC_CA_B64"
 tmp=$env_file.tmp
 {
   echo "# Written by e2e/scripts/env-up.sh on $(date -u +%FT%TZ); source it: . target/env.sh"
   grep -E '^export [A-Z_][A-Z0-9_]*=' "$exports"
+  echo "export SMSC_CA_B64=$ca_b64"
   echo "export PATH=\"$REPO_ROOT/e2e/.bin:\$PATH\""
 } >"$tmp"
 rm -f "$exports"
-for v in KUBECONFIG DATABASE_URL REDIS_URL SMSC_HOST SMSC_PORT SMSC_TLS_PORT SMSC_CA_FILE SMSC_SYSTEM_ID SMSC_PASSWORD SMSC_STATS_URL; do
+for v in KUBECONFIG DATABASE_URL REDIS_URL SMSC_HOST SMSC_PORT SMSC_TLS_PORT SMSC_CA_FILE SMSC_CA_B64 SMSC_SYSTEM_ID SMSC_PASSWORD SMSC_STATS_URL; do
   grep -q "^export $v=" "$tmp" || die "no $v was reported by the part that should provide it"
 done
 mv "$tmp" "$env_file"
