@@ -170,8 +170,21 @@ impl OperatorCmd {
         ChildGuard::spawn("smpp-operator", cmd).map_err(OperatorError::Start)
     }
 
-    /// What the operator logged so far (empty if nothing yet).
+    /// What the operator logged so far (empty if nothing yet), for failure messages. Checks
+    /// of the log's content use [`OperatorCmd::assert_no_secret_in_log`], which fails on a
+    /// missing or empty log.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails if any of `secrets` is in the operator log, and if the log is missing or empty
+    /// (a check of nothing would pass).
+    pub fn assert_no_secret_in_log(&self, secrets: &[&str]) {
+        let text = crate::leak::read_log(&self.log);
+        crate::leak::assert_no_secret(
+            &format!("the operator log {}", self.log.display()),
+            &text,
+            secrets,
+        );
     }
 }

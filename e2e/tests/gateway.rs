@@ -27,6 +27,21 @@ async fn open_binds(smsc: &Smsc, system_id: &str) -> Result<u64> {
     Ok(smsc.stats().await?.open_binds(system_id).total)
 }
 
+/// Binds of `system_id` open now. Panics, ending the test at once with a clear message, if the
+/// simulator's marks show more than `max` open at any moment since the last reset: a waiting
+/// loop must not sit out its deadline on a fleet that already broke the budget.
+async fn open_within(smsc: &Smsc, system_id: &str, max: u64) -> Result<u64> {
+    let s = smsc.stats().await?;
+    if let Some(m) = s.marks(system_id) {
+        assert!(
+            m.high <= max,
+            "the simulator had {} binds of {system_id} open at once (budget {max})",
+            m.high
+        );
+    }
+    Ok(s.open_binds(system_id).total)
+}
+
 /// Waits until the simulator has exactly one bind of `system_id` and the vendor's only slot
 /// row says bound.
 async fn wait_bound_slot(smsc: &Smsc, db: &TestDb, id: &str, system_id: &str) -> Result<()> {
@@ -34,7 +49,7 @@ async fn wait_bound_slot(smsc: &Smsc, db: &TestDb, id: &str, system_id: &str) ->
         &format!("one bind of {system_id}, slot bound"),
         SETTLE,
         || async {
-            let n = open_binds(smsc, system_id).await?;
+            let n = open_within(smsc, system_id, 1).await?;
             let slots = db.slots(id).await?;
             Ok((n == 1 && slots.len() == 1 && slots[0].2 == "bound").then_some(()))
         },
@@ -81,7 +96,7 @@ async fn insert_change_password_and_delete() -> Result {
         .insert_legacy("basic", smsc.port("plain"), SYSTEM_ID, PASSWORD, &[])
         .await?;
     wait::until("the simulator to see the bind", SETTLE, || async {
-        Ok((open_binds(&smsc, SYSTEM_ID).await? == 1).then_some(()))
+        Ok((open_within(&smsc, SYSTEM_ID, 1).await? == 1).then_some(()))
     })
     .await?;
     let v = wait::until("/api/v1/vendors connected", SETTLE, || async {
@@ -554,7 +569,7 @@ async fn two_gateways_never_exceed_max_binds() -> Result {
         .await?;
     wait::until("gateway A holds both binds", SETTLE, || async {
         Ok(
-            (a.bound("fleet").await? == 2 && open_binds(&smsc, SYSTEM_ID).await? == 2)
+            (open_within(&smsc, SYSTEM_ID, 2).await? == 2 && a.bound("fleet").await? == 2)
                 .then_some(()),
         )
     })
@@ -562,9 +577,9 @@ async fn two_gateways_never_exceed_max_binds() -> Result {
 
     let b = Gateway::start(&db, "gw-fleet-b").await?;
     wait::until("one bind each (fair share)", HANG, || async {
-        Ok((a.bound("fleet").await? == 1
-            && b.bound("fleet").await? == 1
-            && open_binds(&smsc, SYSTEM_ID).await? == 2)
+        Ok((open_within(&smsc, SYSTEM_ID, 2).await? == 2
+            && a.bound("fleet").await? == 1
+            && b.bound("fleet").await? == 1)
             .then_some(()))
     })
     .await?;
@@ -580,6 +595,7 @@ async fn two_gateways_never_exceed_max_binds() -> Result {
     a.guard.kill();
     let t0 = Instant::now();
     wait::until("B holds both binds", HANG, || async {
+        open_within(&smsc, SYSTEM_ID, 2).await?; // fails at once on a third bind
         Ok((b.bound("fleet").await? == 2).then_some(()))
     })
     .await?;
@@ -601,7 +617,7 @@ async fn two_gateways_never_exceed_max_binds() -> Result {
     )
     .await?;
     wait::until("simulator sees 2 binds", SETTLE, || async {
-        Ok((open_binds(&smsc, SYSTEM_ID).await? == 2).then_some(()))
+        Ok((open_within(&smsc, SYSTEM_ID, 2).await? == 2).then_some(()))
     })
     .await?;
     let m = smsc.stats().await?.marks(SYSTEM_ID);
@@ -628,17 +644,21 @@ async fn rolling_update_third_pod_stays_within_max_binds() -> Result {
     )
     .await?;
     wait::until("A holds both binds", SETTLE, || async {
-        Ok((a.bound("roll").await? == 2).then_some(()))
+        Ok(
+            (open_within(&smsc, SYSTEM_ID, 2).await? == 2 && a.bound("roll").await? == 2)
+                .then_some(()),
+        )
     })
     .await?;
     let b = Gateway::start(&db, "gw-roll-b").await?;
     wait::until("one bind each", HANG, || async {
-        Ok((a.bound("roll").await? == 1
-            && b.bound("roll").await? == 1
-            && open_binds(&smsc, SYSTEM_ID).await? == 2)
+        Ok((open_within(&smsc, SYSTEM_ID, 2).await? == 2
+            && a.bound("roll").await? == 1
+            && b.bound("roll").await? == 1)
             .then_some(()))
     })
     .await?;
+    assert_marks_within(&smsc, SYSTEM_ID, 1, 2, "A alone, then B joining").await?;
 
     // The new pod of a rolling update starts while the two old ones run: it sees a fleet of
     // 3 (fair share 1 of 2) and gets no slot, both being held.
@@ -652,6 +672,7 @@ async fn rolling_update_third_pod_stays_within_max_binds() -> Result {
         .fetch_one(&db.pool)
         .await?;
         let v = c.vendor("roll").await?;
+        open_within(&smsc, SYSTEM_ID, 2).await?;
         Ok((live == 3
             && v.as_ref().is_some_and(|v| v["sessions_desired"] == 1 && v["sessions_bound"] == 0))
         .then_some(()))
@@ -667,9 +688,9 @@ async fn rolling_update_third_pod_stays_within_max_binds() -> Result {
     })
     .await?;
     wait::until("B and C hold one bind each", HANG, || async {
-        Ok((b.bound("roll").await? == 1
-            && c.bound("roll").await? == 1
-            && open_binds(&smsc, SYSTEM_ID).await? == 2)
+        Ok((open_within(&smsc, SYSTEM_ID, 2).await? == 2
+            && b.bound("roll").await? == 1
+            && c.bound("roll").await? == 1)
             .then_some(()))
     })
     .await?;
@@ -887,7 +908,7 @@ async fn rebind_replaces_one_bind_at_a_time() -> Result {
         )
         .await?;
     wait::until("both bound", SETTLE, || async {
-        Ok((open_binds(&smsc, SYSTEM_ID).await? == 2).then_some(()))
+        Ok((open_within(&smsc, SYSTEM_ID, 2).await? == 2).then_some(()))
     })
     .await?;
     // The budget is full (2 of 2), so each bind is replaced break-before-make, one at a time:
@@ -898,6 +919,11 @@ async fn rebind_replaces_one_bind_at_a_time() -> Result {
         .await?;
     wait::until("both binds replaced", SETTLE, || async {
         let s = smsc.stats().await?;
+        let all = s.bind_marks_all.map_or(0, |m| m.high);
+        assert!(
+            all <= 2,
+            "{all} binds open at once during the rebind (budget 2)"
+        );
         Ok(
             (s.open_binds(SYSTEM_ID).total == 0 && s.open_binds("gwuser3").total == 2)
                 .then_some(()),

@@ -645,7 +645,8 @@ async fn runs_with_the_least_privilege_rbac_manifest() {
     h.kubectl(&["delete", "smppvendor", "r", "--timeout=30s"])
         .unwrap(); // finalizer patch
     assert!(h.row(&instance).await.is_none());
-    let log = h.log_text();
+    let log = smpp_e2e::leak::read_log(&h.op.log);
+    assert!(!log.trim().is_empty(), "the operator log is empty");
     assert!(
         !log.contains("forbidden"),
         "the operator hit RBAC denials:\n{log}"
