@@ -152,6 +152,7 @@ struct Phase {
     http_per_s: f64,
     submits_per_s: f64,
     receipts_per_s: f64,
+    accepted: u64,
     refused: u64,
     receipts_failed: u64,
     first_refusal: Option<String>,
@@ -246,6 +247,7 @@ async fn phase(
         http_per_s: out.accepted_per_sec(),
         submits_per_s: (after.submits - before.submits) as f64 / secs(after.last_submit),
         receipts_per_s: (r1 - r0) as f64 / secs(last_r),
+        accepted: out.accepted,
         refused: out.refused,
         receipts_failed: after.receipts_failed - before.receipts_failed,
         first_refusal: out.first_refusal,
@@ -340,10 +342,49 @@ fn bench_redis_url(env: &Env) -> String {
     }
 }
 
+/// (commands run, Redis CPU in µs) so far: calls summed over INFO commandstats (commands
+/// inside Lua scripts count too) and used_cpu_user + used_cpu_sys. Server-wide: other
+/// clients of the environment's Redis add a little noise.
+async fn redis_command_totals(env: &Env) -> Result<(u64, u64)> {
+    let client = redis::Client::open(bench_redis_url(env))?;
+    let mut c = client.get_multiplexed_async_connection().await?;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await?;
+    let cpu: String = redis::cmd("INFO").arg("cpu").query_async(&mut c).await?;
+    Ok((parse_commandstats(&stats), parse_cpu_us(&cpu)))
+}
+
+/// Sums `calls=` over the cmdstat_ lines of INFO commandstats (INFO itself left out).
+fn parse_commandstats(text: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
+        .filter_map(|l| {
+            l.split([':', ','])
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// used_cpu_user + used_cpu_sys of INFO cpu, in µs.
+fn parse_cpu_us(text: &str) -> u64 {
+    let secs: f64 = text
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(':')?;
+            matches!(k, "used_cpu_user" | "used_cpu_sys").then(|| v.parse::<f64>().ok())?
+        })
+        .sum();
+    (secs * 1e6) as u64
+}
+
 async fn flush_bench_redis(env: &Env) -> Result<()> {
     let client = redis::Client::open(bench_redis_url(env))?;
     let mut c = client.get_multiplexed_async_connection().await?;
     redis::cmd("FLUSHDB")
+        .arg("ASYNC")
         .query_async::<()>(&mut c)
         .await
         .context("FLUSHDB on the bench's Redis database")?;
@@ -362,6 +403,9 @@ struct OursRun {
     rss_rate: f64,
     peak_rss: f64,
     last_status: String,
+    /// Redis commands and µs of Redis time per message, over the single-message phase.
+    redis_cmds: f64,
+    redis_us: f64,
 }
 
 async fn ours_run(
@@ -407,7 +451,10 @@ async fn ours_run(
         )
         .await?;
         // Single messages at saturation.
+        let (c0, u0) = redis_command_totals(env).await?;
         let single = phase(&sink, Receipts::Acked, closed(port, conns, plan.single_n, single_request(), judge_single()), &[], settle).await?;
+        let (c1, u1) = redis_command_totals(env).await?;
+        let msgs = single.accepted.max(1) as f64;
         let last_status = match single.last_accepted.as_deref().and_then(message_id) {
             Some(id) => get_status(port, &id).await.unwrap_or_else(|e| format!("GET failed: {e:#}")),
             None => "no accepted message".into(),
@@ -437,6 +484,8 @@ async fn ours_run(
             rss_rate: rss_phase.http_per_s,
             peak_rss,
             last_status,
+            redis_cmds: c1.saturating_sub(c0) as f64 / msgs,
+            redis_us: u1.saturating_sub(u0) as f64 / msgs,
             single: merge_refusals(single, &[&rss_phase, &lat]),
             batch100: b100,
             batch1000: b1000,
@@ -575,6 +624,20 @@ pub async fn ours(env: &Env, plan: &MsgPlan, binds: u32, window: u32) -> (Sectio
                 s.row("peak RSS over the run (VmHWM)", "MiB", None)
                     .per_run
                     .push(r.peak_rss);
+                s.row(
+                    "Redis commands per message (single; with those inside Lua scripts)",
+                    "",
+                    None,
+                )
+                .per_run
+                .push(r.redis_cmds);
+                s.row(
+                    "Redis CPU per message (single; INFO cpu, server-wide)",
+                    "µs",
+                    None,
+                )
+                .per_run
+                .push(r.redis_us);
                 if !r.last_status.contains("\"delivered\"") {
                     notes.push(format!(
                         "Run {}: GET of the last accepted single message: {} (expected delivered)",
@@ -1055,6 +1118,15 @@ mod tests {
         );
         assert!(c.contains("sendsms-port = 3"));
         assert!(c.contains("group = sendsms-user"));
+    }
+
+    #[test]
+    fn commandstats_are_summed_without_info() {
+        let t = "# Commandstats\r\ncmdstat_set:calls=3,usec=9,usec_per_call=3.00,rejected_calls=0\r\n\
+                 cmdstat_eval:calls=2,usec=20,usec_per_call=10.00\r\ncmdstat_info:calls=5,usec=500\r\n";
+        assert_eq!(parse_commandstats(t), 5);
+        let cpu = "# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:2.000000\r\nused_cpu_sys_children:9.0\r\n";
+        assert_eq!(parse_cpu_us(cpu), 3_500_000);
     }
 
     #[test]
