@@ -70,16 +70,10 @@ pub async fn connect(url: &str) -> Result<Conn, StoreError> {
     )?))
 }
 
-// Sets a vendor id mapping and hands back any receipt parked under it, atomically, so a
-// receipt is never parked after the mapping was written and never missed.
-const SET_MAPPING: &str = r"
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-local parked = redis.call('LRANGE', KEYS[2], 0, -1)
-if #parked > 0 then redis.call('DEL', KEYS[2]) end
-return parked
-";
-
-// Returns the mapping, or parks the receipt under the key when there is none yet.
+// Returns the mapping, or parks the receipt under the key when there is none yet. Atomic, so
+// the writer of a mapping needs no script: it SETs the mapping, then LPOPs the parking list.
+// A receipt either ran this before that SET (it is parked, and the LPOP takes it) or after
+// (it sees the mapping and never parks): none is missed, and none is parked after the LPOP.
 const GET_OR_PARK: &str = r"
 local v = redis.call('GET', KEYS[1])
 if v then return v end
@@ -216,22 +210,23 @@ impl MessageStore for RedisStore {
             .ignore()
             .expire(&key, ttl as i64)
             .ignore();
-        for h in history {
-            pipe.rpush(&hkey, serde_json::to_string(h).expect("history"))
-                .ignore();
+        let entries: Vec<String> = history
+            .iter()
+            .map(|h| serde_json::to_string(h).expect("history"))
+            .collect();
+        if !entries.is_empty() {
+            pipe.rpush(&hkey, entries).ignore();
         }
         pipe.expire(&hkey, ttl as i64).ignore();
+        // Plain commands (no script): see GET_OR_PARK for why SET-then-LPOP cannot miss one.
         for (ck, part) in mappings {
-            let value = format!("{}:{part}", m.id);
-            pipe.add_command(eval(
-                SET_MAPPING,
-                &[ck, &format!("{ck}:p")],
-                &[&value, &ttl.to_string()],
-            ));
+            pipe.set_ex(ck, format!("{}:{part}", m.id), ttl)
+                .ignore()
+                .lpop(format!("{ck}:p"), std::num::NonZeroUsize::new(10_000));
         }
         let mut c = self.conn.clone();
-        let parked: Vec<Vec<String>> = self.track(pipe.query_async(&mut c).await)?;
-        Ok(parked.into_iter().flatten().collect())
+        let parked: Vec<Option<Vec<String>>> = self.track(pipe.query_async(&mut c).await)?;
+        Ok(parked.into_iter().flatten().flatten().collect())
     }
 
     /// Looks a receipt's id keys up; when none is mapped yet, parks the receipt under each.
