@@ -19,7 +19,8 @@ fn sim() -> SmscConfig {
 }
 use smpp_e2e::wait;
 
-const SETTLE: Duration = Duration::from_secs(15);
+/// Deadline for something that should happen soon: bounds a hang, not a speed target.
+const SETTLE: Duration = Duration::from_secs(30);
 /// For steps that wait on the slot TTL or on several pods: bounds a hang, not a speed target.
 const HANG: Duration = Duration::from_secs(60);
 
@@ -525,22 +526,20 @@ async fn simulator_restart_reconnects_with_backoff() -> Result {
         "smpp_bind_attempts_total",
         &["vendor=\"restart\""],
     ) - attempts_before;
+    // At most 6 (no tight loop); at least 1 (it keeps trying). The lower bound is not 2: on
+    // a loaded machine one connect can take a while.
     assert!(
-        (2.0..=6.0).contains(&attempts_down),
+        (1.0..=6.0).contains(&attempts_down),
         "{attempts_down} attempts in 6 s of outage"
     );
 
     smsc.restart().await?;
-    wait::until(
-        "re-bound after the simulator came back",
-        Duration::from_secs(10),
-        || async {
-            Ok(
-                (open_binds(&smsc, SYSTEM_ID).await? == 1 && gw.bound("restart").await? == 1)
-                    .then_some(()),
-            )
-        },
-    )
+    wait::until("re-bound after the simulator came back", HANG, || async {
+        Ok(
+            (open_binds(&smsc, SYSTEM_ID).await? == 1 && gw.bound("restart").await? == 1)
+                .then_some(()),
+        )
+    })
     .await?;
     assert!(
         metric(
@@ -769,7 +768,11 @@ async fn probe_finds_the_only_working_combination() -> Result {
 async fn trace_is_switchable_and_masks_the_password() -> Result {
     let smsc = Smsc::start(sim()).await?;
     let db = TestDb::new().await?;
-    let gw = Gateway::start(&db, "gw-trace").await?;
+    // The trace shows message content, so it needs an API key (and REDIS_URL for messaging).
+    let m = gateway_support::messaging_env()?;
+    let gw = Gateway::start_with(&db, "gw-trace", &m.env()).await?;
+    let (h, v) = m.auth();
+    let auth = [(h.as_str(), v.as_str())];
     db.wait_schema().await?;
     let id = db
         .insert_legacy("traced", smsc.port("plain"), SYSTEM_ID, PASSWORD, &[])
@@ -778,13 +781,17 @@ async fn trace_is_switchable_and_masks_the_password() -> Result {
         Ok((gw.bound("traced").await? == 1).then_some(()))
     })
     .await?;
-    let (status, body) = request(gw.http, "POST", "/api/v1/vendors/traced/trace").await?;
-    assert_eq!(status, 200, "{body}");
+    let no_key = request(gw.http, "POST", "/api/v1/vendors/traced/trace").await?;
+    assert_eq!(no_key.0, 401, "{}", no_key.1);
+    let on =
+        gateway_support::send(gw.http, "POST", "/api/v1/vendors/traced/trace", &auth, b"").await?;
+    assert_eq!(on.status, 200, "{}", on.body);
     // Force a re-bind so a bind PDU is traced.
     db.update(&id, "system_type='ESME'").await?;
     let lines = wait::until("traced bind and bind_resp", SETTLE, || async {
-        let (_, body) = request(gw.http, "GET", "/api/v1/vendors/traced/trace").await?;
-        let v: serde_json::Value = serde_json::from_str(&body)?;
+        let v = gateway_support::send(gw.http, "GET", "/api/v1/vendors/traced/trace", &auth, b"")
+            .await?
+            .json;
         let lines: Vec<String> = v["lines"]
             .as_array()
             .into_iter()
@@ -802,9 +809,16 @@ async fn trace_is_switchable_and_masks_the_password() -> Result {
     for l in &lines {
         assert!(!l.contains(PASSWORD) && !l.contains(&hex_pw), "{l}");
     }
-    let (_, body) = request(gw.http, "DELETE", "/api/v1/vendors/traced/trace").await?;
-    assert!(body.contains("\"trace\":false"), "{body}");
-    gw.assert_no_secret_in_log(&[PASSWORD, &hex_pw]);
+    let off = gateway_support::send(
+        gw.http,
+        "DELETE",
+        "/api/v1/vendors/traced/trace",
+        &auth,
+        b"",
+    )
+    .await?;
+    assert!(off.body.contains("\"trace\":false"), "{}", off.body);
+    gw.assert_no_secret_in_log(&[PASSWORD, &hex_pw, &m.token]);
     Ok(())
 }
 
@@ -868,13 +882,15 @@ async fn sigterm_unbinds_and_releases_the_slots() -> Result {
     .await?;
     let t0 = Instant::now();
     gw.guard.signal(15);
-    wait::until("the gateway exits", SETTLE, || {
+    wait::until("the gateway exits", HANG, || {
         let exited = gw.guard.has_exited();
         async move { Ok(exited.then_some(())) }
     })
     .await?;
+    // Within Kubernetes' default terminationGracePeriodSeconds (30 s), after which the pod
+    // would be killed mid-unbind: a correctness bound, not a speed target.
     let took = t0.elapsed();
-    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    assert!(took < Duration::from_secs(30), "shutdown took {took:?}");
     // The simulator saw unbinds (not resets), and the slots and the pod row are gone.
     assert_eq!(open_binds(&smsc, SYSTEM_ID).await?, 0);
     let tail = smsc.log_tail();
