@@ -120,6 +120,8 @@ pub struct OperatorCmd {
     pub http_port: u16,
     /// Short by default so drift repair shows quickly.
     pub resync_seconds: u64,
+    /// `--lease-duration-seconds`: 5 by default, so a killed leader is replaced quickly.
+    pub lease_duration_seconds: u64,
     pub log: PathBuf,
 }
 
@@ -134,6 +136,7 @@ impl OperatorCmd {
             lease_namespace: namespace.into(),
             http_port: crate::sink::free_port().map_err(OperatorError::Port)?,
             resync_seconds: 2,
+            lease_duration_seconds: 5,
             log: repo_root().join(format!("target/e2e-logs/operator-{namespace}.log")),
         })
     }
@@ -164,7 +167,10 @@ impl OperatorCmd {
             .args(["--pod-name", &format!("operator-{ns}-{}", self.http_port)])
             .args(["--http-addr", &format!("127.0.0.1:{}", self.http_port)])
             .args(["--resync-seconds", &self.resync_seconds.to_string()])
-            .args(["--lease-duration-seconds", "5"])
+            .args([
+                "--lease-duration-seconds",
+                &self.lease_duration_seconds.to_string(),
+            ])
             .stdout(Stdio::from(file))
             .stderr(Stdio::from(stderr));
         ChildGuard::spawn("smpp-operator", cmd).map_err(OperatorError::Start)

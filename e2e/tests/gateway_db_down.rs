@@ -26,14 +26,15 @@ async fn postgres_down_keeps_serving_and_recovers() -> Result {
     let id = db
         .insert_legacy("dbdown", smsc.port("plain"), SYSTEM_ID, PASSWORD, &[])
         .await?;
-    wait::until("bound", Duration::from_secs(15), || async {
+    wait::until("bound", Duration::from_secs(30), || async {
         Ok((gw.bound("dbdown").await? == 1).then_some(()))
     })
     .await?;
     db.pool.close().await;
 
+    smsc.reset_stats().await?;
     pg.stop()?;
-    wait::until("smpp_config_db_up 0", Duration::from_secs(15), || async {
+    wait::until("smpp_config_db_up 0", Duration::from_secs(30), || async {
         Ok((metric(&gw.metrics().await?, "smpp_config_db_up", &[]) == 0.0).then_some(()))
     })
     .await?;
@@ -49,6 +50,13 @@ async fn postgres_down_keeps_serving_and_recovers() -> Result {
         assert_eq!(request(gw.http, "GET", "/ready").await?.0, 200);
         tokio::time::sleep(Duration::from_millis(250)).await; // sampling interval of the observation window
     }
+    // The simulator's marks cover every moment of the outage so far, not only the samples.
+    let marks = smsc.stats().await?.marks(SYSTEM_ID);
+    assert_eq!(
+        marks.map(|m| (m.low, m.high)),
+        Some((1, 1)),
+        "the bind went away (or doubled) while PostgreSQL was down"
+    );
     let m = gw.metrics().await?;
     assert!(metric(&m, "smpp_config_db_errors_total", &[]) >= 1.0, "{m}");
     assert!(
@@ -58,13 +66,13 @@ async fn postgres_down_keeps_serving_and_recovers() -> Result {
 
     pg.start_again()?;
     let db = TestDb::on(pg.url()).await?;
-    wait::until("smpp_config_db_up 1", Duration::from_secs(40), || async {
+    wait::until("smpp_config_db_up 1", Duration::from_secs(60), || async {
         Ok((metric(&gw.metrics().await?, "smpp_config_db_up", &[]) == 1.0).then_some(()))
     })
     .await?;
     // A change after the outage is applied (LISTEN re-established).
     db.update(&id, "password='xxxxxxxx'").await?;
-    gw.wait_error("dbdown", "bind_esme_rinvpaswd", Duration::from_secs(10))
+    gw.wait_error("dbdown", "bind_esme_rinvpaswd", Duration::from_secs(30))
         .await?;
     gw.assert_no_secret_in_log(&[PASSWORD, "xxxxxxxx"]);
     Ok(())

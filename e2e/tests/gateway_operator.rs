@@ -123,6 +123,7 @@ async fn kubectl_shows_bound_then_the_reason() -> Result {
     )
     .await?;
     let took = t0.elapsed();
+    // Printed, not asserted: a speed figure is for `make bench`; T only bounds a hang.
     eprintln!("kubectl apply → BOUND 1/1 READY True shown by kubectl: {took:?}");
     assert_eq!(
         &row[1..5],
@@ -180,9 +181,5 @@ async fn kubectl_shows_bound_then_the_reason() -> Result {
         .args(["delete", "namespace", &ns, "--wait=false"]));
     gw.assert_no_secret_in_log(&[PASSWORD, WRONG]);
     op.assert_no_secret_in_log(&[PASSWORD, WRONG]);
-    assert!(
-        took < Duration::from_secs(10),
-        "apply → BOUND took {took:?}"
-    );
     Ok(())
 }

@@ -126,17 +126,16 @@ async fn example_lifecycle_row_columns_rotation_drift_delete() {
     );
     h.wait_event("Created").await;
 
-    // Secret rotation reaches the row with no restart (the Secret watch, not the resync).
+    // Secret rotation reaches the row with no restart. (That the Secret watch does it, not
+    // the resync, is shown with a one-minute resync in missing_secret_reports_…; how fast is
+    // a figure for `make bench`.)
     let pid = h.operator_pid();
-    let rotated_at = std::time::Instant::now();
     h.secret("sinch-atlanta-smpp", ROTATED);
     let row2 = h
         .wait_row(&instance, "rotated password in the row", |r| {
             r.config.password.expose() == ROTATED
         })
         .await;
-    let took = rotated_at.elapsed();
-    assert!(took < Duration::from_secs(5), "rotation took {took:?}");
     assert_eq!(row2.id, row.id);
     assert!(row2.config_version > row.config_version);
     assert_eq!(h.operator_pid(), pid);
@@ -416,8 +415,11 @@ async fn invalid_manifests_are_refused_with_readable_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_secret_reports_secret_not_found_then_heals() {
     let mut h = Harness::start("secret").await;
-    // Resync once a minute: healing and rotation below must come from the Secret watch.
+    // Resync once a minute: healing and rotation below must come from the Secret watch. The
+    // deadline is not a speed target: it only says "before the first resync could run".
     h.restart_with_resync(60).await;
+    let restarted = std::time::Instant::now();
+    let before_resync = Duration::from_secs(50);
     let instance = format!("{}.late", h.ns);
     h.apply_ok(&vendor_yaml("late", ""));
     let c = h
@@ -442,7 +444,6 @@ async fn missing_secret_reports_secret_not_found_then_heals() {
     h.wait_event("SecretNotFound").await;
 
     // The Secret appears: healed by the Secret watch, without anyone touching the vendor.
-    let created = std::time::Instant::now();
     h.secret("late-smpp", PASSWORD);
     h.wait_condition("late", "CredentialsResolved", "True", Some("Resolved"))
         .await;
@@ -451,13 +452,12 @@ async fn missing_secret_reports_secret_not_found_then_heals() {
     h.wait_row(&instance, "row", |r| r.config.password.expose() == PASSWORD)
         .await;
     assert!(
-        created.elapsed() < Duration::from_secs(10),
-        "healing took {:?}",
-        created.elapsed()
+        restarted.elapsed() < before_resync,
+        "healed {:?} after the restart: by the one-minute resync, not the Secret watch?",
+        restarted.elapsed()
     );
 
     // Rotation, also through the watch (the resync is a minute away).
-    let rotated = std::time::Instant::now();
     h.secret("late-smpp", ROTATED);
     let row = h
         .wait_row(&instance, "rotated", |r| {
@@ -465,9 +465,9 @@ async fn missing_secret_reports_secret_not_found_then_heals() {
         })
         .await;
     assert!(
-        rotated.elapsed() < Duration::from_secs(5),
-        "rotation took {:?}",
-        rotated.elapsed()
+        restarted.elapsed() < before_resync,
+        "rotated {:?} after the restart: by the one-minute resync, not the Secret watch?",
+        restarted.elapsed()
     );
 
     // Too long for SMPP 3.4: a condition, the last good row stays, no crash.
@@ -551,6 +551,12 @@ async fn postgres_down_reports_database_unavailable_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_reconciles() {
     let mut h = Harness::start("lease").await;
+    // A long lease, so a takeover well inside it can only come from the leader's release on
+    // SIGTERM, however slow the machine (the replicas below copy the setting).
+    const LEASE: u64 = 20;
+    h.op.lease_duration_seconds = LEASE;
+    let resync = h.op.resync_seconds;
+    h.restart_with_resync(resync).await;
     // Two more replicas with the same Lease stay standby while the first renews.
     let mut second = h.replica("second").await;
     let mut third = h.replica("third").await;
@@ -570,7 +576,7 @@ async fn only_the_lease_holder_reconciles() {
     }
 
     // SIGTERM: the leader releases the Lease on its way out, so a standby leads well before
-    // the 5 s lease duration would have expired.
+    // the lease would have expired.
     let stopped_at = std::time::Instant::now();
     h.operator.as_ref().unwrap().signal(15);
     let leader = until("a standby leads after SIGTERM", T, || async {
@@ -586,8 +592,8 @@ async fn only_the_lease_holder_reconciles() {
     .await
     .unwrap();
     assert!(
-        stopped_at.elapsed() < Duration::from_secs(4),
-        "takeover took {:?}",
+        stopped_at.elapsed() < Duration::from_secs(LEASE - 5),
+        "takeover {:?} after SIGTERM: by lease expiry ({LEASE} s), not the release?",
         stopped_at.elapsed()
     );
     until("the old leader exits", T, || {
@@ -609,12 +615,16 @@ async fn only_the_lease_holder_reconciles() {
 
     // SIGKILL: no release; the last replica takes over once the Lease expires.
     new_leader.operator.as_mut().unwrap().kill();
-    until("the last replica leads", T, || async {
-        Ok(other
-            .metrics()
-            .contains("smpp_operator_leader 1")
-            .then_some(()))
-    })
+    until(
+        "the last replica leads",
+        Duration::from_secs(LEASE) + T,
+        || async {
+            Ok(other
+                .metrics()
+                .contains("smpp_operator_leader 1")
+                .then_some(()))
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", other.log_text()));
     h.apply_ok(&vendor_yaml("l", "  maxBinds: 6\n"));
@@ -655,7 +665,8 @@ async fn runs_with_the_least_privilege_rbac_manifest() {
 }
 
 /// What a gateway pod does to vendor_sessions, done by hand: the operator must mirror it into
-/// status at once (NOTIFY), not at its next periodic refresh (a minute away here).
+/// status at once (NOTIFY), not at its next periodic refresh (a minute away here). Each wait
+/// is bounded by T (30 s), well inside that minute: a bound on a hang, not a speed target.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bound_follows_the_gateways_vendor_sessions_at_once() {
     let mut h = Harness::start("bound").await;
@@ -681,14 +692,10 @@ async fn bound_follows_the_gateways_vendor_sessions_at_once() {
     let table_shows = |want: &'static str| {
         let h = &h;
         async move {
-            until(
-                &format!("kubectl get shows {want}"),
-                Duration::from_secs(3),
-                || async {
-                    let t = h.kubectl(&["get", "smppv", "b", "--no-headers"])?;
-                    Ok(t.contains(want).then_some(t))
-                },
-            )
+            until(&format!("kubectl get shows {want}"), T, || async {
+                let t = h.kubectl(&["get", "smppv", "b", "--no-headers"])?;
+                Ok(t.contains(want).then_some(t))
+            })
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", h.log_text()))
         }
@@ -706,17 +713,13 @@ async fn bound_follows_the_gateways_vendor_sessions_at_once() {
     .await
     .unwrap();
     // The condition is PartiallyBound already; wait for the gateway's error to show.
-    let v = until(
-        "lastError from the gateway",
-        Duration::from_secs(3),
-        || async {
-            let v = h.vendor_json("b")?;
-            Ok(
-                (v["status"]["lastError"] == "bind_resp: ESME_RINVPASWD (invalid password)")
-                    .then_some(v),
-            )
-        },
-    )
+    let v = until("lastError from the gateway", T, || async {
+        let v = h.vendor_json("b")?;
+        Ok(
+            (v["status"]["lastError"] == "bind_resp: ESME_RINVPASWD (invalid password)")
+                .then_some(v),
+        )
+    })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", h.log_text()));
     let bound = v["status"]["conditions"]

@@ -16,11 +16,14 @@ use tokio::net::TcpStream;
 
 type Result<T = ()> = anyhow::Result<T>;
 
+/// Deadlines here only bound a hang; how fast the sink answers is for `make bench`.
+const HANG: Duration = Duration::from_secs(30);
+
 async fn bind(port: u16, system_id: &str, password: &str) -> Result<rusmppc::Client> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     let (client, _events) = rusmppc::ConnectionBuilder::new()
         .disable_interface_version_check()
-        .response_timeout(Duration::from_secs(5))
+        .response_timeout(HANG)
         .connected(tcp);
     client
         .bind_transceiver(
@@ -46,7 +49,7 @@ async fn binds_are_checked_counted_and_unbind_is_answered() -> Result {
     let t0 = Instant::now();
     let client = bind(sink.ports()[1], "esme1", "secret1").await?;
     let at = sink
-        .wait_for(Duration::from_secs(5), |k| {
+        .wait_for(HANG, |k| {
             k.first_bind(|b| b.system_id == "esme1" && b.port == k.ports()[1])
         })
         .await
@@ -73,18 +76,11 @@ async fn binds_are_checked_counted_and_unbind_is_answered() -> Result {
         "an unknown system_id is refused"
     );
 
-    let t = Instant::now();
+    // Ok means the unbind_resp came (within the client's response timeout, a bound on a hang).
     client.unbind().await?;
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "unbind_resp took {:?}",
-        t.elapsed()
-    );
-    sink.wait_for(Duration::from_secs(5), |k| {
-        (k.open_binds("esme1") == 0).then_some(())
-    })
-    .await
-    .expect("the unbound session is no longer open");
+    sink.wait_for(HANG, |k| (k.open_binds("esme1") == 0).then_some(()))
+        .await
+        .expect("the unbound session is no longer open");
 
     let c = sink.counts();
     assert_eq!(
@@ -109,17 +105,13 @@ async fn any_credentials_and_many_binds() -> Result {
     for i in 0..20 {
         clients.push(bind(sink.port(), &format!("v{i}"), "pw").await?);
     }
-    sink.wait_for(Duration::from_secs(5), |k| {
-        (k.open_system_ids() == 20).then_some(())
-    })
-    .await
-    .expect("20 distinct system_ids bound");
+    sink.wait_for(HANG, |k| (k.open_system_ids() == 20).then_some(()))
+        .await
+        .expect("20 distinct system_ids bound");
     drop(clients);
-    sink.wait_for(Duration::from_secs(10), |k| {
-        (k.counts().open_binds == 0).then_some(())
-    })
-    .await
-    .expect("dropped connections are closed binds");
+    sink.wait_for(HANG, |k| (k.counts().open_binds == 0).then_some(()))
+        .await
+        .expect("dropped connections are closed binds");
     sink.stop().await;
     Ok(())
 }
