@@ -3,8 +3,11 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# One cargo target dir outside the clone, so CI on a fresh clone reuses the build cache.
-export CARGO_TARGET_DIR ?= $(HOME)/.cache/smpp-gateway/target
+# The cargo target dir: outside the clone and one per clone, kept between runs of the same
+# clone (e2e/scripts/cargo-target-dir.sh says why). .ci/run shares one across CI's fresh clones.
+ifeq ($(origin CARGO_TARGET_DIR),undefined)
+export CARGO_TARGET_DIR := $(shell $(CURDIR)/e2e/scripts/cargo-target-dir.sh)
+endif
 
 .PHONY: help demo test bench env-up env-down build fmt lint crds controlplane prereqs images
 

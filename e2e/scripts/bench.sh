@@ -10,7 +10,8 @@ if [ ${#benches[@]} = 0 ]; then
   log "no benchmarks exist yet (add an executable e2e/bench/<name>/bench or e2e/bench/<name>.sh)"
   exit 0
 fi
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/smpp-gateway/target}
+CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$("$E2E_SCRIPTS/cargo-target-dir.sh")}
+export CARGO_TARGET_DIR
 for b in "${benches[@]}"; do
   log "running ${b#"$REPO_ROOT"/}"
   "$b" || die "benchmark ${b#"$REPO_ROOT"/} failed (exit $?)"

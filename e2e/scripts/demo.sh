@@ -15,7 +15,8 @@ STAGE=demo
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/smpp-gateway/target}
+CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$("$E2E_SCRIPTS/cargo-target-dir.sh")}
+export CARGO_TARGET_DIR
 env_file=${SMPP_ENV_FILE:-$REPO_ROOT/target/env.sh}
 demo_dir=$ENV_ROOT/demo
 NS=messaging

@@ -9,7 +9,8 @@ STAGE="test"
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/smpp-gateway/target}
+CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$("$E2E_SCRIPTS/cargo-target-dir.sh")}
+export CARGO_TARGET_DIR
 TEST_TIMEOUT=${TEST_TIMEOUT:-2400}
 logs=$REPO_ROOT/target/test-logs
 rm -rf "$logs"
@@ -63,6 +64,22 @@ finish() {
     echo "$left" >&2
     rc=1
   fi
+  # Fewer tests than the floor kept in e2e/test-floor: a suite stopped running, not a pass.
+  if [ -f "$logs/cargo-test.log" ]; then
+    local ran floor
+    ran=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) if ($i ~ /^(passed|failed);/) n += $(i-1) }
+      END { print n + 0 }' "$logs/cargo-test.log")
+    floor=$(grep -m1 -E '^[0-9]+$' "$REPO_ROOT/e2e/test-floor" || echo none)
+    if [ "$floor" = none ]; then
+      record test-floor FAIL 0 "e2e/test-floor holds no number"
+      rc=1
+    elif [ "$ran" -lt "$floor" ]; then
+      record test-floor FAIL 0 "$ran tests ran, fewer than the floor of $floor in e2e/test-floor"
+      rc=1
+    else
+      record test-floor ok 0 "$ran tests ran (floor $floor)"
+    fi
+  fi
   echo
   echo "================ make test summary ================"
   printf '%s\n' "${summary[@]}"
@@ -90,8 +107,16 @@ step clippy cargo clippy --workspace --all-targets --quiet -- -D warnings
 step build cargo build --workspace --bins --quiet
 # The container images e2e/tests/images.rs runs (release build, buildah; installs buildah/podman/runc).
 step images "$REPO_ROOT/deploy/images/build.sh"
-# The simulator's own unit tests (node --test), after `npm ci` when needed.
-smsc_unit() { "$REPO_ROOT/e2e/smsc/ensure-deps.sh" && (cd "$REPO_ROOT/e2e/smsc" && npm test --silent); }
+# The simulator's own unit tests (node --test of the files package.json lists: each test file
+# must be listed), after `npm ci` when needed.
+smsc_unit() {
+  local f
+  for f in "$REPO_ROOT"/e2e/smsc/test/*.test.js; do
+    grep -q "test/${f##*/}" "$REPO_ROOT/e2e/smsc/package.json" \
+      || { echo "smsc-unit: ${f##*/} is missing from the test script in e2e/smsc/package.json" >&2; return 1; }
+  done
+  "$REPO_ROOT/e2e/smsc/ensure-deps.sh" && (cd "$REPO_ROOT/e2e/smsc" && npm test --silent)
+}
 step smsc-unit smsc_unit
 env_started=1
 step env-up "$E2E_SCRIPTS/env-up.sh"

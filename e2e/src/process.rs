@@ -116,5 +116,108 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         "{} not built; run `cargo build --workspace --bins` first (make test does)",
         path.display()
     );
+    assert_built_here(&path);
     path
+}
+
+/// Fails unless the test executable and the binary at `path` were both built from this
+/// checkout. Clones that share a cargo target dir (CARGO_TARGET_DIR) overwrite each other's
+/// artifacts, and cargo may take another clone's build as fresh: without this, a test could
+/// pass or fail on code that is not the code under test. `smpp-gateway` and `smpp-operator`
+/// name their checkout in `--version` ("… (built from <crate dir>)"). Checked once per binary.
+pub fn assert_built_here(path: &std::path::Path) {
+    static CHECKED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut checked = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
+    if checked.iter().any(|p| p == path) {
+        return;
+    }
+    let here = canonical(&repo_root());
+    let fix = "the cargo target dir is shared with another clone: use the per-clone default \
+               (unset CARGO_TARGET_DIR; see README), or force a rebuild here \
+               (`touch gateway/src/main.rs operator/src/main.rs e2e/src/lib.rs`)";
+    let test_built_in = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let test_root = canonical(test_built_in.parent().unwrap_or(&test_built_in));
+    assert!(
+        test_root == here,
+        "this test executable was built from {}, not from this checkout {}: {fix}",
+        test_root.display(),
+        here.display()
+    );
+    let out = std::process::Command::new(path)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} --version: {e}", path.display()));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let built = built_from(&text).unwrap_or_else(|| {
+        panic!(
+            "{} --version does not say where it was built from: {text:?}",
+            path.display()
+        )
+    });
+    let built_root = canonical(built.parent().unwrap_or(&built));
+    assert!(
+        built_root == here,
+        "{} was built from {}, not from this checkout {}: {fix}",
+        path.display(),
+        built_root.display(),
+        here.display()
+    );
+    checked.push(path.to_path_buf());
+}
+
+/// The crate directory in a `--version` line "<name> <version> (built from <dir>)".
+pub fn built_from(version: &str) -> Option<PathBuf> {
+    let (_, rest) = version.split_once("(built from ")?;
+    let (dir, _) = rest.trim_end().rsplit_once(')')?;
+    Some(PathBuf::from(dir))
+}
+
+fn canonical(p: &std::path::Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+#[cfg(test)]
+mod built_from_tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_version_line() {
+        assert_eq!(
+            built_from("smpp-gateway 0.1.0 (built from /src/a b/gateway)\n"),
+            Some(PathBuf::from("/src/a b/gateway"))
+        );
+        assert_eq!(built_from("smpp-gateway 0.1.0\n"), None);
+    }
+
+    fn fake_binary(name: &str, version: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = repo_root().join("target/process-tests");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join(format!("{name}-{}", std::process::id()));
+        std::fs::write(&path, format!("#!/bin/sh\necho '{version}'\n")).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    #[test]
+    #[should_panic(expected = "not from this checkout")]
+    fn a_binary_of_another_clone_is_refused() {
+        assert_built_here(&fake_binary(
+            "other-clone",
+            "smpp-gateway 0.1.0 (built from /elsewhere/clone/gateway)",
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "does not say where it was built from")]
+    fn a_binary_that_does_not_say_is_refused() {
+        assert_built_here(&fake_binary("silent", "smpp-gateway 0.1.0"));
+    }
+
+    #[test]
+    fn a_binary_of_this_checkout_passes() {
+        let here = repo_root().join("gateway");
+        let version = format!("smpp-gateway 0.1.0 (built from {})", here.display());
+        assert_built_here(&fake_binary("this-clone", &version));
+    }
 }

@@ -36,7 +36,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// SMPP gateway: binds to the vendors in vendor_mgmt.service_providers, re-binds on change.
 #[derive(Parser, Debug)]
-#[command(name = "smpp-gateway", version)]
+// The version names the checkout it was built from: the e2e harness refuses a binary built
+// from another clone that shares the cargo target dir (cargo does not rebuild for that).
+#[command(
+    name = "smpp-gateway",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (built from ", env!("CARGO_MANIFEST_DIR"), ")")
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

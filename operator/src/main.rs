@@ -20,7 +20,12 @@ use std::time::Duration;
 
 /// SmppVendor operator.
 #[derive(Parser, Debug)]
-#[command(name = "smpp-operator", version)]
+// The version names the checkout it was built from: the e2e harness refuses a binary built
+// from another clone that shares the cargo target dir (cargo does not rebuild for that).
+#[command(
+    name = "smpp-operator",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (built from ", env!("CARGO_MANIFEST_DIR"), ")")
+)]
 struct Args {
     /// Address of the /health, /ready and /metrics listener.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8081")]

@@ -1,5 +1,5 @@
 'use strict';
-// Unit tests of the simulator's pure policy: node --test e2e/smsc/test/
+// Unit tests of the simulator's pure policy: npm test (node --test test/lib.test.js)
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const lib = require('../lib');
