@@ -99,12 +99,20 @@ impl Control {
     }
 
     /// When the timer must fire next: the answer deadline of the outstanding enquire_link,
-    /// else the next one's send time.
+    /// else the next one's send time; or, when sooner, the expiry of the oldest request in
+    /// flight, so an unanswered request gives its window slot back on time (not only at the
+    /// next enquire_link, which may be many response timeouts away).
     fn next_due(&self, interval: Duration) -> Instant {
-        match self.enquire {
+        let enquire = match self.enquire {
             Some((_, sent)) => sent + self.timeouts.enquire_response,
             None => self.last_enquire + interval,
-        }
+        };
+        let limit = self.timeouts.response;
+        self.inflight
+            .values()
+            .map(|p| p.sent + limit)
+            .min()
+            .map_or(enquire, |expiry| expiry.min(enquire))
     }
 
     /// Sends an enquire_link, or ends the session when the last one went unanswered. Also
@@ -121,7 +129,7 @@ impl Control {
         let expired: Vec<u32> = self
             .inflight
             .iter()
-            .filter(|(_, p)| p.sent.elapsed() > limit)
+            .filter(|(_, p)| p.sent.elapsed() >= limit)
             .map(|(s, _)| *s)
             .collect();
         for s in expired {

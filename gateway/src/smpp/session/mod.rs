@@ -253,6 +253,9 @@ pub fn spawn(
 }
 
 #[cfg(test)]
+mod control_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::smpp::codec::Codec;
