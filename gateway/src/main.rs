@@ -29,11 +29,6 @@ use smpp_gateway::smpp::tls::{MinVersion, TlsSettings};
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
-// glibc's malloc took a fifth of the gateway's CPU under load, contended between threads
-// (docs/benchmarks.md); mimalloc's per-thread heaps avoid that.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// SMPP gateway: binds to the vendors in vendor_mgmt.service_providers, re-binds on change.
 #[derive(Parser, Debug)]
 // The version names the checkout it was built from: the e2e harness refuses a binary built
