@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use rusmpp::pdus::{DeliverSm, SubmitSmResp};
 use rusmpp::types::{COctetString, OctetString};
@@ -505,5 +504,4 @@ fn the_lua_receipt_rule_names_the_statuses_of_the_model() {
         assert!(lua.contains(&format!("'{s}'")), "{s}");
         assert!(MessageStatus::parse(s).is_some());
     }
-    let _ = BytesMut::new();
 }
