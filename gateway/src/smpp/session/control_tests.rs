@@ -1,6 +1,7 @@
 //! In-process tests of the control task's claims, over a pipe (the test plays the vendor):
 //! an unanswered request expires after the response timeout and gives its window slot back,
-//! and a request we do not serve gets generic_nack while the session goes on.
+//! a request we do not serve gets generic_nack, and a PDU that does not decode is answered,
+//! all while the session goes on.
 
 use super::*;
 use crate::smpp::codec::Codec;
@@ -137,4 +138,36 @@ async fn a_request_we_do_not_serve_gets_generic_nack_and_the_session_goes_on() {
         (el.id(), el.sequence_number()),
         (CommandId::EnquireLinkResp, 42)
     );
+}
+
+#[tokio::test]
+async fn a_malformed_deliver_sm_is_answered_and_the_session_goes_on() {
+    let (h, mut peer) = session(10, Timeouts::default());
+    // A deliver_sm (0x00000005, seq 7) whose body is cut short, then an enquire_link.
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&[0, 0, 0, 19, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 7, b'x', 0, 9]);
+    Codec::new()
+        .encode(&pdu::enquire_link(8), &mut out)
+        .unwrap();
+    peer.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let resp = read_pdu(&mut peer, &mut buf).await;
+    assert_eq!(resp.id(), CommandId::DeliverSmResp);
+    assert_eq!(resp.sequence_number(), 7);
+    assert_eq!(resp.status(), CommandStatus::EsmeRinvtlvstream);
+    let el = read_pdu(&mut peer, &mut buf).await;
+    assert_eq!(
+        (el.id(), el.sequence_number()),
+        (CommandId::EnquireLinkResp, 8)
+    );
+    // And a submit still works on the same session.
+    let submit = tokio::spawn({
+        let h = h.clone();
+        async move { h.submit(msg("x"), HANG).await }
+    });
+    let sm = read_pdu(&mut peer, &mut buf).await;
+    assert_eq!(sm.id(), CommandId::SubmitSm);
+    write_pdu(&mut peer, &submit_sm_resp(sm.sequence_number(), "abc")).await;
+    let got = submit.await.unwrap().unwrap();
+    assert_eq!((got.status, got.message_id.as_str()), (0, "abc"));
 }
