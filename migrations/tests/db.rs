@@ -2,7 +2,7 @@
 //! Every test creates its own database, so tests run in parallel without seeing each other.
 
 use chrono::Duration;
-use smpp_db::providers::{self, Owner, ProviderConfig, UpsertOutcome};
+use smpp_db::providers::{self, Owner, ProviderConfig, ServiceProvider, UpsertOutcome};
 use smpp_db::{DbError, PgPool, Secret, migrate, status};
 use sqlx::Executor;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -139,14 +139,7 @@ async fn upsert_lifecycle_drift_conflict_adopt_orphan_delete() {
     let out = providers::upsert_owned(&pool, "ns.v", &a, &rotated)
         .await
         .unwrap();
-    let UpsertOutcome::Updated {
-        row,
-        changed,
-        drift,
-    } = out
-    else {
-        panic!("{out:?}")
-    };
+    let (row, changed, drift) = updated(out);
     assert_eq!(changed, vec!["password"]);
     assert!(!drift);
     assert_eq!(row.config.password.expose(), "pw-two");
@@ -164,14 +157,7 @@ async fn upsert_lifecycle_drift_conflict_adopt_orphan_delete() {
     let out = providers::upsert_owned(&pool, "ns.v", &a, &rotated)
         .await
         .unwrap();
-    let UpsertOutcome::Updated {
-        row,
-        changed,
-        drift,
-    } = out
-    else {
-        panic!("{out:?}")
-    };
+    let (row, changed, drift) = updated(out);
     assert!(drift);
     assert_eq!(changed, vec!["port", "is_active"]);
     assert_eq!(row.config.port, 3601);
@@ -458,14 +444,7 @@ async fn messaging_settings_round_trip_through_the_upsert() {
     let out = providers::upsert_owned(&pool, "ns.m", &a, &d)
         .await
         .unwrap();
-    let UpsertOutcome::Updated {
-        row,
-        changed,
-        drift,
-    } = out
-    else {
-        panic!("{out:?}")
-    };
+    let (row, changed, drift) = updated(out);
     assert_eq!(changed, vec!["long_messages"]);
     assert!(!drift);
     assert_eq!(row.config.long_messages, "Payload");
@@ -476,14 +455,7 @@ async fn messaging_settings_round_trip_through_the_upsert() {
     let out = providers::upsert_owned(&pool, "ns.m", &a, &d)
         .await
         .unwrap();
-    let UpsertOutcome::Updated {
-        row,
-        changed,
-        drift,
-    } = out
-    else {
-        panic!("{out:?}")
-    };
+    let (row, changed, drift) = updated(out);
     assert!(drift);
     assert_eq!(changed, vec!["default_alphabet"]);
     assert_eq!(row.config.default_alphabet, "Latin1");
@@ -600,4 +572,16 @@ async fn bound_pods_lists_live_pods_with_bound_slots_per_vendor() {
     assert_eq!(got, want);
     // Vendor c: a stale slot and a slot whose pod has no gateway_pods row: nobody to forward to.
     assert!(got.iter().all(|p| p.vendor_id != c));
+}
+
+/// The row, changed fields and drift flag of an upsert that must have updated.
+fn updated(out: UpsertOutcome) -> (ServiceProvider, Vec<&'static str>, bool) {
+    match out {
+        UpsertOutcome::Updated {
+            row,
+            changed,
+            drift,
+        } => (row, changed, drift),
+        other => panic!("expected an update, got {other:?}"),
+    }
 }
