@@ -5,7 +5,10 @@
 //! Validation lives in the schema (defaults, enums, CEL rules) so the apiserver refuses a bad
 //! manifest with a readable message before the operator ever sees it.
 
+pub mod account;
 pub mod fixtures;
+
+pub use account::{SmppAccount, SmppAccountSpec, SmppAccountStatus};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema, Resource, ResourceExt};
@@ -502,6 +505,22 @@ pub fn crd_yaml() -> String {
 }
 
 #[cfg(test)]
+mod tests_support {
+    /// Collects the paths of schema properties that have no description.
+    pub fn walk_descriptions(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (name, sub) in props {
+                let p = format!("{path}.{name}");
+                if sub.get("description").is_none() {
+                    missing.push(p.clone());
+                }
+                walk_descriptions(sub, &p, missing);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use kube::CustomResourceExt;
@@ -624,23 +643,11 @@ mod tests {
         let crd = serde_json::to_value(SmppVendor::crd()).unwrap();
         let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         let mut missing = Vec::new();
-        walk(spec, "spec", &mut missing);
+        crate::tests_support::walk_descriptions(spec, "spec", &mut missing);
         assert!(
             missing.is_empty(),
             "properties without description: {missing:?}"
         );
-    }
-
-    fn walk(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
-        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
-            for (name, sub) in props {
-                let p = format!("{path}.{name}");
-                if sub.get("description").is_none() {
-                    missing.push(p.clone());
-                }
-                walk(sub, &p, missing);
-            }
-        }
     }
 
     #[test]

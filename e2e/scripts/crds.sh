@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `make crds`: regenerates everything derived from one source, so nothing can drift:
-#   crds/smppvendor.yaml                      from the Rust types (crdgen)
+#   crds/smppvendor.yaml, crds/smppaccount.yaml  from the Rust types (crdgen)
 #   charts/smpp-gateway/files/crds/*.yaml     byte-for-byte copies of crds/*.yaml CRDs (the chart templates them)
 #   crds/rbac.yaml                            the chart's operator RBAC, rendered (cluster-wide, 2 replicas)
 #   charts/smpp-gateway/files/alerts.yaml     a copy of deploy/prometheus/alerts.yaml (a symlink
 #                                             out of the chart breaks helm package and Argo CD)
+#   charts/smpp-gateway/files/dashboard.json  a copy of deploy/grafana/smpp-gateway.json (the
+#                                             dashboards.enabled ConfigMap), for the same reason
 # e2e/tests/chart.rs, e2e/tests/observability.rs and crds/tests/crd_yaml.rs fail when any of
 # them is stale.
 # With "rbac" as the only argument, renders crds/rbac.yaml to stdout (the test compares it).
@@ -37,6 +39,8 @@ fi
 
 cargo run -q -p smpp-crds --bin crdgen >crds/smppvendor.yaml.tmp
 mv crds/smppvendor.yaml.tmp crds/smppvendor.yaml
+cargo run -q -p smpp-crds --bin crdgen -- account >crds/smppaccount.yaml.tmp
+mv crds/smppaccount.yaml.tmp crds/smppaccount.yaml
 
 mkdir -p "$chart/files/crds"
 rm -f "$chart"/files/crds/*.yaml
@@ -47,7 +51,8 @@ for f in crds/*.yaml; do
 done
 
 cp deploy/prometheus/alerts.yaml "$chart/files/alerts.yaml"
+cp deploy/grafana/smpp-gateway.json "$chart/files/dashboard.json"
 
 render_rbac >crds/rbac.yaml.tmp
 mv crds/rbac.yaml.tmp crds/rbac.yaml
-echo "regenerated crds/smppvendor.yaml, $chart/files/crds/, $chart/files/alerts.yaml and crds/rbac.yaml"
+echo "regenerated crds/smppvendor.yaml, crds/smppaccount.yaml, $chart/files/crds/, $chart/files/alerts.yaml, $chart/files/dashboard.json and crds/rbac.yaml"

@@ -13,6 +13,9 @@ pub enum DbError {
     /// The query reached PostgreSQL and failed there (constraint, type, SQL error).
     #[error("database query failed: {0}")]
     Query(#[source] sqlx::Error),
+    /// Hashing an account password failed (the OS random source for the salt).
+    #[error("cannot hash the account password: {0}")]
+    PasswordHash(String),
 }
 
 impl DbError {

@@ -1,6 +1,7 @@
 //! The `vendor_mgmt` schema and every query against it. Operator and gateway both use this
 //! crate, so the schema and its queries live in exactly one place.
 
+pub mod accounts;
 pub mod error;
 pub mod messaging;
 pub mod migrate;

@@ -585,3 +585,156 @@ fn updated(out: UpsertOutcome) -> (ServiceProvider, Vec<&'static str>, bool) {
         other => panic!("expected an update, got {other:?}"),
     }
 }
+
+fn account_config(system_id: &str, max_binds: i32) -> smpp_db::accounts::AccountConfig {
+    smpp_db::accounts::AccountConfig {
+        system_id: system_id.into(),
+        password_hash: smpp_db::accounts::hash_password(&Secret::new("pw")).unwrap(),
+        allowed_cidrs: vec!["127.0.0.0/8".into()],
+        max_binds,
+        max_messages_per_second: Some(100),
+        allowed_senders: vec![],
+        allowed_destination_prefixes: vec!["46".into()],
+        route: sqlx::types::Json(vec![smpp_db::accounts::RouteEntry {
+            vendor: "messaging.sinch".into(),
+            priority: 10,
+        }]),
+        forward_receipts: true,
+        suspended: false,
+    }
+}
+
+#[tokio::test]
+async fn account_upsert_creates_updates_and_refuses_another_owners_row() {
+    use smpp_db::accounts::{self, AccountUpsert};
+    let (pool, _) = fresh_db().await;
+    migrate(&pool).await.unwrap();
+    let cfg = account_config("acme", 2);
+    let AccountUpsert::Created(row) = accounts::upsert_owned(&pool, &owner("a1", 1), &cfg)
+        .await
+        .unwrap()
+    else {
+        panic!("first write creates")
+    };
+    assert_eq!(row.config, cfg);
+    assert_eq!(row.config_version, 1);
+    let again = accounts::upsert_owned(&pool, &owner("a1", 1), &cfg)
+        .await
+        .unwrap();
+    assert!(matches!(again, AccountUpsert::Unchanged(_)), "{again:?}");
+    let mut changed = cfg.clone();
+    changed.max_binds = 3;
+    let AccountUpsert::Updated(row) = accounts::upsert_owned(&pool, &owner("a1", 2), &changed)
+        .await
+        .unwrap()
+    else {
+        panic!("a change updates")
+    };
+    assert_eq!(row.config.max_binds, 3);
+    assert_eq!(row.config_version, 2, "the trigger bumps config_version");
+    let other = accounts::upsert_owned(&pool, &owner("b2", 1), &cfg)
+        .await
+        .unwrap();
+    match other {
+        AccountUpsert::OwnedByOther { owner, .. } => assert_eq!(owner.uid, "a1"),
+        o => panic!("another resource with the same systemId must not take the row: {o:?}"),
+    }
+    assert_eq!(
+        accounts::get_by_system_id(&pool, "acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .config
+            .max_binds,
+        3
+    );
+    assert!(accounts::delete_owned(&pool, "a1").await.unwrap());
+    assert!(accounts::list_all(&pool).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn account_slots_hold_max_binds_across_pods_and_free_with_a_dead_pod() {
+    use smpp_db::accounts::{self, AccountUpsert, CustomerBindType::*};
+    use smpp_db::sessions;
+    let ttl = std::time::Duration::from_secs(15);
+    let (pool, _) = fresh_db().await;
+    migrate(&pool).await.unwrap();
+    let AccountUpsert::Created(acc) =
+        accounts::upsert_owned(&pool, &owner("a1", 1), &account_config("acme", 3))
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    for pod in ["p1", "p2", "p3"] {
+        sessions::heartbeat_pod(&pool, pod, None).await.unwrap();
+    }
+    // Twelve binds race from three pods for three slots: exactly three win.
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let pool = pool.clone();
+            let pod = ["p1", "p2", "p3"][i % 3];
+            tokio::spawn(async move {
+                accounts::claim_slot(&pool, acc.id, 3, pod, Transceiver, "127.0.0.1:1", ttl).await
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for t in tasks {
+        if let Some(slot) = t.await.unwrap().unwrap() {
+            won.push(slot);
+        }
+    }
+    won.sort();
+    assert_eq!(won, [0, 1, 2]);
+    assert_eq!(accounts::live_binds(&pool, acc.id, ttl).await.unwrap(), 3);
+    // p2 dies (its heartbeat goes stale): its slots are free for the others.
+    sqlx::query("UPDATE vendor_mgmt.gateway_pods SET heartbeat = now() - interval '1 minute' WHERE pod = 'p2'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let held_by_p2 = accounts::binds(&pool, acc.id, std::time::Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|b| b.pod == "p2")
+        .count() as i64;
+    assert_eq!(
+        accounts::live_binds(&pool, acc.id, ttl).await.unwrap(),
+        3 - held_by_p2
+    );
+    let mut taken = 0;
+    while accounts::claim_slot(&pool, acc.id, 3, "p1", Receiver, "127.0.0.1:2", ttl)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        taken += 1;
+        assert!(taken <= 3, "claims beyond max_binds");
+    }
+    assert_eq!(taken, held_by_p2);
+    // TRX and RX binds both receive; the dead p2 is no longer among them.
+    let mut live_pods: Vec<String> = accounts::binds(&pool, acc.id, ttl)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.pod)
+        .collect();
+    live_pods.dedup();
+    live_pods.sort();
+    live_pods.dedup();
+    assert!(!live_pods.contains(&"p2".to_string()));
+    assert_eq!(
+        accounts::receiving_pods(&pool, acc.id, ttl).await.unwrap(),
+        live_pods
+    );
+    // A release frees exactly that slot; a removed pod's binds go with it.
+    let p1_slot = accounts::binds(&pool, acc.id, ttl).await.unwrap()[0].clone();
+    accounts::release_slot(&pool, acc.id, p1_slot.slot, &p1_slot.pod)
+        .await
+        .unwrap();
+    assert_eq!(accounts::live_binds(&pool, acc.id, ttl).await.unwrap(), 2);
+    sessions::remove_pod(&pool, "p1").await.unwrap();
+    sessions::remove_pod(&pool, "p3").await.unwrap();
+    assert_eq!(accounts::live_binds(&pool, acc.id, ttl).await.unwrap(), 0);
+}
