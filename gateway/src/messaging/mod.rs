@@ -2,6 +2,7 @@
 //! callbacks. Shared by the HTTP API and (later) the SMPP server.
 
 pub mod callbacks;
+pub mod customer;
 pub mod encoding;
 pub mod ids;
 pub mod model;

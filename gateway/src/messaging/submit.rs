@@ -362,6 +362,7 @@ impl Messenger {
             error_code,
             client_ref: req.client_ref.clone(),
             callback_url: req.callback_url.clone(),
+            origin: None,
         };
         self.record(cfg, msg, std::mem::take(history), mappings)
             .await;

@@ -102,6 +102,8 @@ pub struct NewMessage {
     pub error_code: Option<String>,
     pub client_ref: Option<String>,
     pub callback_url: Option<String>,
+    /// Set when a customer submitted it over SMPP: its receipt goes to that account's outbox.
+    pub origin: Option<crate::messaging::customer::Origin>,
 }
 
 /// A status change a receipt caused; the caller sends the callback.
