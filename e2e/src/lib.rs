@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod env;
+pub mod esme;
 pub mod leak;
 pub mod operator;
 pub mod postgres;

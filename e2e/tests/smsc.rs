@@ -5,280 +5,31 @@
 //! Run: cargo test -p smpp-e2e --test smsc
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
-use rusmpp::pdus::{
-    BindReceiver, BindTransceiver, BindTransmitter, DeliverSm, DeliverSmResp, SubmitSm,
-};
-use rusmpp::tlvs::TlvValue;
+use futures::StreamExt;
+use rusmpp::pdus::{BindTransceiver, DeliverSmResp, SubmitSm};
 use rusmpp::types::{COctetString, OctetString};
 use rusmpp::values::{EsmClass, InterfaceVersion, MessageState, RegisteredDelivery};
-use rusmpp::{Command, CommandId, CommandStatus, Pdu, tokio_codec::CommandCodec};
+use rusmpp::{CommandId, CommandStatus, Pdu};
+use smpp_e2e::esme::{EXPECT, Esme, Read, Receipt, bind_status, message_id};
 use smpp_e2e::smsc::{
     Behaviour, BindType, PASSWORD, ReceiptSettings, SYSTEM_ID, ServerCert, Smsc, SmscConfig,
     client_tls_config,
 };
 use smpp_e2e::wait;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_util::codec::Framed;
 
 type Result<T = ()> = anyhow::Result<T>;
 
-/// How long a test waits for a PDU that should come (receipts come after 100 ms).
-const EXPECT: Duration = Duration::from_secs(30);
 /// How long a test watches for a PDU that must NOT come.
 const SILENCE: Duration = Duration::from_millis(1500);
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// A bare-bones ESME on the rusmpp codec: sends what the test says, returns every PDU as it
-/// arrives, so tests can assert order, absence and timing.
-struct Esme {
-    framed: Framed<Box<dyn Io>, CommandCodec>,
-    seq: u32,
-}
-
-/// What reading the connection produced.
-#[derive(Debug)]
-enum Read {
-    Pdu(Box<Command>),
-    /// The peer closed the connection (EOF, reset or TLS close).
-    Closed,
-    /// Nothing arrived within the deadline.
-    Silent,
-}
-
-impl Esme {
-    async fn plain(port: u16) -> Result<Self> {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-        tcp.set_nodelay(true)?;
-        Ok(Self::over(Box::new(tcp)))
-    }
-
-    /// TLS verified against the test CA, for the name `server_name`.
-    async fn tls(smsc: &Smsc, listener: &str) -> Result<Self> {
-        let config = client_tls_config(&smsc.ca_file(), None)?;
-        Self::tls_with(smsc.port(listener), config, "localhost").await
-    }
-
-    async fn tls_with(port: u16, config: Arc<rustls::ClientConfig>, name: &str) -> Result<Self> {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-        tcp.set_nodelay(true)?;
-        let name = rustls_pki_types::ServerName::try_from(name.to_string())?;
-        let tls = TlsConnector::from(config).connect(name, tcp).await?;
-        Ok(Self::over(Box::new(tls)))
-    }
-
-    fn over(io: Box<dyn Io>) -> Self {
-        Self {
-            framed: Framed::new(io, CommandCodec::new()),
-            seq: 0,
-        }
-    }
-
-    async fn send(&mut self, pdu: impl Into<Pdu>) -> Result<u32> {
-        self.seq += 1;
-        self.framed
-            .send(Command::new(CommandStatus::EsmeRok, self.seq, pdu))
-            .await?;
-        Ok(self.seq)
-    }
-
-    async fn respond(
-        &mut self,
-        to: &Command,
-        status: CommandStatus,
-        pdu: impl Into<Pdu>,
-    ) -> Result {
-        self.framed
-            .send(Command::new(status, to.sequence_number(), pdu))
-            .await?;
-        Ok(())
-    }
-
-    async fn read(&mut self, within: Duration) -> Read {
-        match tokio::time::timeout(within, self.framed.next()).await {
-            Err(_) => Read::Silent,
-            Ok(None) | Ok(Some(Err(_))) => Read::Closed,
-            Ok(Some(Ok(c))) => Read::Pdu(Box::new(c)),
-        }
-    }
-
-    /// The next PDU, failing the test on close or silence.
-    async fn expect(&mut self, what: &str) -> Result<Command> {
-        match self.read(EXPECT).await {
-            Read::Pdu(c) => Ok(*c),
-            other => anyhow::bail!("expected {what}, got {other:?}"),
-        }
-    }
-
-    /// The response to request `seq`, answering receipts that arrive in between.
-    async fn response(&mut self, seq: u32, what: &str) -> Result<Command> {
-        loop {
-            let c = self.expect(what).await?;
-            if c.id() == CommandId::DeliverSm {
-                self.respond(&c, CommandStatus::EsmeRok, DeliverSmResp::default())
-                    .await?;
-                continue;
-            }
-            anyhow::ensure!(c.sequence_number() == seq, "{what}: unexpected {c:?}");
-            return Ok(c);
-        }
-    }
-
-    /// Sends a bind and returns what came back: its response, or `Closed`.
-    async fn bind_raw(
-        &mut self,
-        kind: BindType,
-        system_id: &str,
-        password: &str,
-        version: InterfaceVersion,
-    ) -> Result<Read> {
-        let (id, pw) = (
-            COctetString::from_str(system_id)?,
-            COctetString::from_str(password)?,
-        );
-        let seq = match kind {
-            BindType::Transmitter => {
-                self.send(
-                    BindTransmitter::builder()
-                        .system_id(id)
-                        .password(pw)
-                        .interface_version(version)
-                        .build(),
-                )
-                .await?
-            }
-            BindType::Receiver => {
-                self.send(
-                    BindReceiver::builder()
-                        .system_id(id)
-                        .password(pw)
-                        .interface_version(version)
-                        .build(),
-                )
-                .await?
-            }
-            BindType::Transceiver => {
-                self.send(
-                    BindTransceiver::builder()
-                        .system_id(id)
-                        .password(pw)
-                        .interface_version(version)
-                        .build(),
-                )
-                .await?
-            }
-        };
-        let got = self.read(EXPECT).await;
-        if let Read::Pdu(c) = &got {
-            anyhow::ensure!(c.sequence_number() == seq, "bind: unexpected {c:?}");
-        }
-        Ok(got)
-    }
-
-    /// Binds with the standard credentials as SMPP 3.4 and expects success.
-    async fn bind(&mut self, kind: BindType) -> Result {
-        let status = bind_status(
-            self.bind_raw(kind, SYSTEM_ID, PASSWORD, InterfaceVersion::Smpp3_4)
-                .await?,
-        )?;
-        anyhow::ensure!(
-            status == CommandStatus::EsmeRok,
-            "bind {kind:?} refused: {status:?}"
-        );
-        Ok(())
-    }
-
-    async fn submit(&mut self, text: &str, receipt: bool) -> Result<u32> {
-        let sm = SubmitSm::builder()
-            .source_addr(COctetString::from_str("12345")?)
-            .destination_addr(COctetString::from_str("4915112345678")?)
-            .registered_delivery(RegisteredDelivery::from(u8::from(receipt)))
-            .short_message(OctetString::from_slice(text.as_bytes())?)
-            .build();
-        self.send(sm).await
-    }
-
-    async fn unbind(&mut self) -> Result {
-        let seq = self.send(Pdu::Unbind).await?;
-        let resp = self.response(seq, "unbind_resp").await?;
-        anyhow::ensure!(
-            resp.id() == CommandId::UnbindResp,
-            "expected unbind_resp, got {resp:?}"
-        );
-        Ok(())
-    }
-}
-
-fn bind_status(read: Read) -> Result<CommandStatus> {
-    match read {
-        Read::Pdu(c) => {
-            anyhow::ensure!(
-                matches!(
-                    c.id(),
-                    CommandId::BindTransmitterResp
-                        | CommandId::BindReceiverResp
-                        | CommandId::BindTransceiverResp
-                ),
-                "expected a bind response, got {c:?}"
-            );
-            Ok(c.status())
-        }
-        other => anyhow::bail!("expected a bind response, got {other:?}"),
-    }
-}
-
-fn message_id(resp: &Command) -> Result<String> {
-    match resp.pdu() {
-        Some(Pdu::SubmitSmResp(r)) if resp.status() == CommandStatus::EsmeRok => {
-            Ok(r.message_id().to_string())
-        }
-        _ => anyhow::bail!("expected a successful submit_sm_resp, got {resp:?}"),
-    }
-}
-
-/// A decoded delivery receipt.
-#[derive(Debug)]
-struct Receipt {
-    text: String,
-    esm_class: u8,
-    receipted_id: Option<String>,
-    state: Option<MessageState>,
-}
-
-fn receipt(c: &Command) -> Result<Receipt> {
-    let Some(Pdu::DeliverSm(d)) = c.pdu() else {
-        anyhow::bail!("expected deliver_sm, got {c:?}")
-    };
-    Ok(receipt_of(d))
-}
-
-fn receipt_of(d: &DeliverSm) -> Receipt {
-    let mut r = Receipt {
-        text: String::from_utf8_lossy(d.short_message().as_ref()).into_owned(),
-        esm_class: u8::from(d.esm_class),
-        receipted_id: None,
-        state: None,
-    };
-    for tlv in d.tlvs() {
-        match tlv.value() {
-            Some(TlvValue::ReceiptedMessageId(id)) => r.receipted_id = Some(id.to_string()),
-            Some(TlvValue::MessageState(s)) => r.state = Some(*s),
-            _ => {}
-        }
-    }
-    r
-}
-
-/// The `id:` field of a receipt text.
-fn text_id(text: &str) -> Option<&str> {
-    text.strip_prefix("id:")?.split(' ').next()
+/// TLS to `listener` of `smsc`, verified against the test CA for "localhost".
+async fn connect_tls(smsc: &Smsc, listener: &str) -> Result<Esme> {
+    let config = client_tls_config(&smsc.ca_file(), None)?;
+    Ok(Esme::tls(smsc.port(listener), config, "localhost").await?)
 }
 
 async fn wait_open_binds(smsc: &Smsc, total: u64) -> Result {
@@ -296,7 +47,7 @@ async fn wait_open_binds(smsc: &Smsc, total: u64) -> Result {
 #[tokio::test]
 async fn tls_bind_verified_against_the_test_ca_is_counted_and_released() -> Result {
     let smsc = Smsc::start(SmscConfig::standard()).await?;
-    let mut esme = Esme::tls(&smsc, "tls").await?;
+    let mut esme = connect_tls(&smsc, "tls").await?;
     let resp = esme
         .bind_raw(
             BindType::Transceiver,
@@ -339,20 +90,18 @@ async fn tls_handshake_fails_against_an_unrelated_ca_and_a_wrong_name() -> Resul
     ))
     .await?;
     let wrong_ca = client_tls_config(&smsc.pki_dir().join("wrong-ca.crt"), None)?;
-    let err = Esme::tls_with(smsc.port("tls"), wrong_ca, "localhost")
+    let err = Esme::tls(smsc.port("tls"), wrong_ca, "localhost")
         .await
-        .err()
-        .expect("must fail");
+        .expect_err("must fail");
     assert!(format!("{err:#}").contains("UnknownIssuer"), "{err:#}");
 
     let right_ca = client_tls_config(&smsc.ca_file(), None)?;
-    let err = Esme::tls_with(smsc.port("wrong-name"), right_ca.clone(), "localhost")
+    let err = Esme::tls(smsc.port("wrong-name"), right_ca.clone(), "localhost")
         .await
-        .err()
-        .expect("must fail");
+        .expect_err("must fail");
     assert!(format!("{err:#}").contains("not valid for name"), "{err:#}");
     // The same certificate is fine for the name it carries: only the name was wrong.
-    Esme::tls_with(smsc.port("wrong-name"), right_ca, "wrong.example").await?;
+    Esme::tls(smsc.port("wrong-name"), right_ca, "wrong.example").await?;
     Ok(())
 }
 
@@ -370,12 +119,13 @@ async fn tls_listener_requiring_a_client_certificate() -> Result {
         &smsc.ca_file(),
         Some((&pki.join("client.crt"), &pki.join("client.key"))),
     )?;
-    let mut esme = Esme::tls_with(smsc.port("mtls"), with_cert, "localhost").await?;
-    esme.bind(BindType::Transceiver).await?;
+    let mut esme = Esme::tls(smsc.port("mtls"), with_cert, "localhost").await?;
+    esme.bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?;
 
     // Without a certificate the server aborts the handshake (TLS 1.3: seen on first read).
     let without = client_tls_config(&smsc.ca_file(), None)?;
-    let outcome = match Esme::tls_with(smsc.port("mtls"), without, "localhost").await {
+    let outcome = match Esme::tls(smsc.port("mtls"), without, "localhost").await {
         Err(_) => Read::Closed,
         Ok(mut e) => {
             e.bind_raw(
@@ -406,7 +156,7 @@ async fn wrong_credentials_are_refused() -> Result {
         )
         .await?;
     assert_eq!(bind_status(got)?, CommandStatus::EsmeRinvpaswd);
-    let mut esme = Esme::tls(&smsc, "tls").await?;
+    let mut esme = connect_tls(&smsc, "tls").await?;
     let got = esme
         .bind_raw(
             BindType::Transceiver,
@@ -455,9 +205,9 @@ async fn wrong_credentials_are_refused() -> Result {
 async fn all_bind_types_are_accepted_and_counted_per_system_id() -> Result {
     let smsc = Smsc::start(SmscConfig::standard().credential("other", "secret")).await?;
     let mut tx = Esme::plain(smsc.port("plain")).await?;
-    tx.bind(BindType::Transmitter).await?;
-    let mut rx = Esme::tls(&smsc, "tls").await?;
-    rx.bind(BindType::Receiver).await?;
+    tx.bind(BindType::Transmitter, SYSTEM_ID, PASSWORD).await?;
+    let mut rx = connect_tls(&smsc, "tls").await?;
+    rx.bind(BindType::Receiver, SYSTEM_ID, PASSWORD).await?;
     let mut trx = Esme::plain(smsc.port("plain")).await?;
     let got = trx
         .bind_raw(
@@ -520,14 +270,14 @@ async fn bind_marks_record_every_overlap_and_dip_since_the_reset() -> Result {
         "{stats:?}"
     );
     let mut a = Esme::plain(smsc.port("plain")).await?;
-    a.bind(BindType::Transceiver).await?;
-    let mut b = Esme::tls(&smsc, "tls").await?;
-    b.bind(BindType::Transmitter).await?;
+    a.bind(BindType::Transceiver, SYSTEM_ID, PASSWORD).await?;
+    let mut b = connect_tls(&smsc, "tls").await?;
+    b.bind(BindType::Transmitter, SYSTEM_ID, PASSWORD).await?;
     // Up to 2, then a dip to 1 (unbind) and back to 2: the marks keep both extremes.
     a.unbind().await?;
     wait_open_binds(&smsc, 1).await?;
     let mut c = Esme::plain(smsc.port("plain")).await?;
-    c.bind(BindType::Receiver).await?;
+    c.bind(BindType::Receiver, SYSTEM_ID, PASSWORD).await?;
     let stats = smsc.stats().await?;
     let mine = stats.marks(SYSTEM_ID).expect("marks for the system_id");
     assert_eq!((mine.high, mine.low), (2, 1), "{stats:?}");
@@ -575,10 +325,11 @@ async fn bind_marks_record_every_overlap_and_dip_since_the_reset() -> Result {
 #[tokio::test]
 async fn enquire_link_is_answered_before_and_after_bind() -> Result {
     let smsc = Smsc::start(SmscConfig::standard()).await?;
-    let mut esme = Esme::tls(&smsc, "tls").await?;
+    let mut esme = connect_tls(&smsc, "tls").await?;
     for bound in [false, true] {
         if bound {
-            esme.bind(BindType::Transmitter).await?;
+            esme.bind(BindType::Transmitter, SYSTEM_ID, PASSWORD)
+                .await?;
         }
         let seq = esme.send(Pdu::EnquireLink).await?;
         let resp = esme.response(seq, "enquire_link_resp").await?;
@@ -594,8 +345,9 @@ async fn enquire_link_is_answered_before_and_after_bind() -> Result {
 #[tokio::test]
 async fn submits_get_unique_ids_and_receipts_with_text_and_tlvs() -> Result {
     let smsc = Smsc::start(SmscConfig::standard()).await?;
-    let mut esme = Esme::tls(&smsc, "tls").await?;
-    esme.bind(BindType::Transceiver).await?;
+    let mut esme = connect_tls(&smsc, "tls").await?;
+    esme.bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?;
     let texts = ["first message, longer than twenty", "second", "third one"];
     let mut ids = Vec::new();
     for text in texts {
@@ -615,14 +367,14 @@ async fn submits_get_unique_ids_and_receipts_with_text_and_tlvs() -> Result {
 
     for _ in 0..3 {
         let c = esme.expect("a delivery receipt").await?;
-        let r = receipt(&c)?;
+        let r = Receipt::from_command(&c)?;
         let i = ids
             .iter()
             .position(|id| r.receipted_id.as_deref() == Some(id))
             .expect("receipt for a submitted id");
         assert_eq!(r.esm_class, 0x04, "{r:?}");
         assert_eq!(r.state, Some(MessageState::Delivered), "{r:?}");
-        assert_eq!(text_id(&r.text), Some(ids[i].as_str()));
+        assert_eq!(r.id.as_deref(), Some(ids[i].as_str()));
         let expected_text: String = texts[i].chars().take(20).collect();
         assert!(
             r.text
@@ -646,8 +398,7 @@ async fn submits_get_unique_ids_and_receipts_with_text_and_tlvs() -> Result {
             "YYMMDDhhmm: {}",
             r.text
         );
-        esme.respond(&c, CommandStatus::EsmeRok, DeliverSmResp::default())
-            .await?;
+        esme.answer(&c).await?;
     }
     wait::until("3 receipts acknowledged in /stats", EXPECT, || async {
         let s = smsc.stats().await?;
@@ -668,15 +419,14 @@ async fn submits_get_unique_ids_and_receipts_with_text_and_tlvs() -> Result {
 async fn receipts_go_to_a_receiver_of_the_same_system_id() -> Result {
     let smsc = Smsc::start(SmscConfig::standard()).await?;
     let mut tx = Esme::plain(smsc.port("plain")).await?;
-    tx.bind(BindType::Transmitter).await?;
-    let mut rx = Esme::tls(&smsc, "tls").await?;
-    rx.bind(BindType::Receiver).await?;
+    tx.bind(BindType::Transmitter, SYSTEM_ID, PASSWORD).await?;
+    let mut rx = connect_tls(&smsc, "tls").await?;
+    rx.bind(BindType::Receiver, SYSTEM_ID, PASSWORD).await?;
     let seq = tx.submit("via the receiver", true).await?;
     let id = message_id(&tx.response(seq, "submit_sm_resp").await?)?;
     let c = rx.expect("receipt on the receiver").await?;
-    assert_eq!(receipt(&c)?.receipted_id, Some(id));
-    rx.respond(&c, CommandStatus::EsmeRok, DeliverSmResp::default())
-        .await?;
+    assert_eq!(Receipt::from_command(&c)?.receipted_id, Some(id));
+    rx.answer(&c).await?;
     assert!(
         matches!(tx.read(SILENCE).await, Read::Silent),
         "nothing on the transmitter"
@@ -688,26 +438,27 @@ async fn receipts_go_to_a_receiver_of_the_same_system_id() -> Result {
 async fn receipt_answered_with_a_temporary_error_is_sent_again() -> Result {
     let smsc = Smsc::start(SmscConfig::standard()).await?;
     let mut esme = Esme::plain(smsc.port("plain")).await?;
-    esme.bind(BindType::Transceiver).await?;
+    esme.bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?;
     let seq = esme.submit("retry me", true).await?;
     let id = message_id(&esme.response(seq, "submit_sm_resp").await?)?;
 
     let first = esme.expect("receipt").await?;
-    assert_eq!(receipt(&first)?.receipted_id.as_deref(), Some(id.as_str()));
-    esme.respond(&first, CommandStatus::EsmeRxTAppn, DeliverSmResp::default())
-        .await?;
+    assert_eq!(
+        Receipt::from_command(&first)?.receipted_id.as_deref(),
+        Some(id.as_str())
+    );
+    esme.answer_with(&first, CommandStatus::EsmeRxTAppn).await?;
     let second = esme.expect("the receipt again").await?;
-    assert_eq!(receipt(&second)?.receipted_id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        Receipt::from_command(&second)?.receipted_id.as_deref(),
+        Some(id.as_str())
+    );
     assert_ne!(second.sequence_number(), first.sequence_number());
-    esme.respond(
-        &second,
-        CommandStatus::EsmeRthrottled,
-        DeliverSmResp::default(),
-    )
-    .await?;
-    let third = esme.expect("the receipt a third time").await?;
-    esme.respond(&third, CommandStatus::EsmeRok, DeliverSmResp::default())
+    esme.answer_with(&second, CommandStatus::EsmeRthrottled)
         .await?;
+    let third = esme.expect("the receipt a third time").await?;
+    esme.answer(&third).await?;
 
     let s = wait::until("receipt acknowledged", EXPECT, || async {
         let s = smsc.stats().await?;
@@ -733,12 +484,16 @@ async fn unanswered_receipt_is_sent_again_and_retries_are_bounded() -> Result {
     };
     let smsc = Smsc::start(SmscConfig::standard().receipts(receipts)).await?;
     let mut esme = Esme::plain(smsc.port("plain")).await?;
-    esme.bind(BindType::Transceiver).await?;
+    esme.bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?;
     let seq = esme.submit("nobody answers", true).await?;
     let id = message_id(&esme.response(seq, "submit_sm_resp").await?)?;
     for attempt in 1..=3 {
         let c = esme.expect(&format!("receipt attempt {attempt}")).await?;
-        assert_eq!(receipt(&c)?.receipted_id.as_deref(), Some(id.as_str()));
+        assert_eq!(
+            Receipt::from_command(&c)?.receipted_id.as_deref(),
+            Some(id.as_str())
+        );
     }
     let s = wait::until("receipt given up", EXPECT, || async {
         let s = smsc.stats().await?;
@@ -763,7 +518,8 @@ async fn a_window_of_submits_gets_all_ids_and_receipts() -> Result {
     const WINDOW: usize = 50;
     let smsc = Smsc::start(SmscConfig::standard()).await?;
     let mut esme = Esme::plain(smsc.port("plain")).await?;
-    esme.bind(BindType::Transceiver).await?;
+    esme.bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?;
     let started = Instant::now();
     let (mut sent, mut inflight) = (0, 0);
     let mut ids = std::collections::HashSet::new();
@@ -781,9 +537,12 @@ async fn a_window_of_submits_gets_all_ids_and_receipts() -> Result {
                 assert!(ids.insert(message_id(&c)?), "duplicate message id in {c:?}");
             }
             CommandId::DeliverSm => {
-                receipted.insert(receipt(&c)?.receipted_id.expect("receipted_message_id"));
-                esme.respond(&c, CommandStatus::EsmeRok, DeliverSmResp::default())
-                    .await?;
+                receipted.insert(
+                    Receipt::from_command(&c)?
+                        .receipted_id
+                        .expect("receipted_message_id"),
+                );
+                esme.answer(&c).await?;
             }
             other => anyhow::bail!("unexpected {other:?}"),
         }
@@ -814,7 +573,7 @@ async fn mode_close_after_handshake() -> Result {
     };
     let smsc = Smsc::start(SmscConfig::new().tls("eof", mode)).await?;
     // The TLS handshake itself succeeds (certificate verified) ...
-    let mut esme = Esme::tls(&smsc, "eof").await?;
+    let mut esme = connect_tls(&smsc, "eof").await?;
     // ... and then the peer hangs up without a word: no bind_resp ("failed to create session: EOF").
     let got = esme
         .bind_raw(
@@ -849,7 +608,7 @@ async fn mode_only_some_bind_types_and_versions() -> Result {
     )
     .await?;
 
-    let mut e = Esme::tls(&smsc, "tx34").await?;
+    let mut e = connect_tls(&smsc, "tx34").await?;
     let got = e
         .bind_raw(
             BindType::Transceiver,
@@ -904,7 +663,7 @@ async fn mode_only_some_bind_types_and_versions() -> Result {
         "closed with no bind_resp: {got:?}"
     );
     let mut e = Esme::plain(smsc.port("rx-or-close")).await?;
-    e.bind(BindType::Receiver).await?;
+    e.bind(BindType::Receiver, SYSTEM_ID, PASSWORD).await?;
 
     let s = smsc.stats().await?;
     assert_eq!((s.bind_rejects, s.binds_total), (3, 2), "{s:?}");
@@ -928,11 +687,15 @@ async fn mode_bind_limit_per_system_id() -> Result {
             .plain("two-close", limit_close),
     )
     .await?;
-    let mut first = Esme::tls(&smsc, "two").await?;
-    first.bind(BindType::Transceiver).await?;
-    let mut second = Esme::tls(&smsc, "two").await?;
-    second.bind(BindType::Transceiver).await?;
-    let mut third = Esme::tls(&smsc, "two").await?;
+    let mut first = connect_tls(&smsc, "two").await?;
+    first
+        .bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?;
+    let mut second = connect_tls(&smsc, "two").await?;
+    second
+        .bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?;
+    let mut third = connect_tls(&smsc, "two").await?;
     let got = third
         .bind_raw(
             BindType::Transceiver,
@@ -977,8 +740,9 @@ async fn mode_every_kth_submit_throttled() -> Result {
         ..Default::default()
     };
     let smsc = Smsc::start(SmscConfig::new().tls("k3", mode)).await?;
-    let mut esme = Esme::tls(&smsc, "k3").await?;
-    esme.bind(BindType::Transmitter).await?;
+    let mut esme = connect_tls(&smsc, "k3").await?;
+    esme.bind(BindType::Transmitter, SYSTEM_ID, PASSWORD)
+        .await?;
     let mut statuses = Vec::new();
     for i in 0..6 {
         let seq = esme.submit(&format!("msg {i}"), false).await?;
@@ -1002,8 +766,9 @@ async fn mode_never_answer_submits() -> Result {
         ..Default::default()
     };
     let smsc = Smsc::start(SmscConfig::new().tls("mute", mode)).await?;
-    let mut esme = Esme::tls(&smsc, "mute").await?;
-    esme.bind(BindType::Transceiver).await?;
+    let mut esme = connect_tls(&smsc, "mute").await?;
+    esme.bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?;
     let submit = esme.submit("into the void", true).await?;
     // The session itself stays alive: enquire_link is answered, the submit never is.
     let el = esme.send(Pdu::EnquireLink).await?;
@@ -1030,8 +795,9 @@ async fn mode_drop_after_n_pdus() -> Result {
         ..Default::default()
     };
     let smsc = Smsc::start(SmscConfig::new().tls("drop3", mode)).await?;
-    let mut esme = Esme::tls(&smsc, "drop3").await?;
-    esme.bind(BindType::Transceiver).await?; // PDU 1
+    let mut esme = connect_tls(&smsc, "drop3").await?;
+    esme.bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?; // PDU 1
     let seq = esme.send(Pdu::EnquireLink).await?; // PDU 2
     assert_eq!(
         esme.response(seq, "enquire_link_resp").await?.id(),
@@ -1060,9 +826,10 @@ async fn mode_response_delay() -> Result {
             .tls("fast", Behaviour::default()),
     )
     .await?;
-    let mut slow = Esme::tls(&smsc, "slow").await?;
+    let mut slow = connect_tls(&smsc, "slow").await?;
     let t = Instant::now();
-    slow.bind(BindType::Transceiver).await?;
+    slow.bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?;
     assert!(t.elapsed() >= DELAY, "bind_resp after {:?}", t.elapsed());
     for _ in 0..2 {
         let t = Instant::now();
@@ -1085,8 +852,9 @@ async fn mode_response_delay() -> Result {
     // A normal listener of the same simulator still answers. (How quickly is not asserted: an
     // upper bound on a response time is noise on a loaded machine; the lower bounds above
     // cannot be, timers never fire early.)
-    let mut fast = Esme::tls(&smsc, "fast").await?;
-    fast.bind(BindType::Transceiver).await?;
+    let mut fast = connect_tls(&smsc, "fast").await?;
+    fast.bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?;
     let seq = fast.send(Pdu::EnquireLink).await?;
     fast.response(seq, "enquire_link_resp").await?;
     Ok(())
@@ -1099,18 +867,18 @@ async fn mode_hex_id_in_response_decimal_in_receipt() -> Result {
         ..Default::default()
     };
     let smsc = Smsc::start(SmscConfig::new().tls("hex", mode)).await?;
-    let mut esme = Esme::tls(&smsc, "hex").await?;
-    esme.bind(BindType::Transceiver).await?;
+    let mut esme = connect_tls(&smsc, "hex").await?;
+    esme.bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?;
     let seq = esme.submit("hex please", true).await?;
     let resp_id = message_id(&esme.response(seq, "submit_sm_resp").await?)?;
     let c = esme.expect("receipt").await?;
-    let r = receipt(&c)?;
-    esme.respond(&c, CommandStatus::EsmeRok, DeliverSmResp::default())
-        .await?;
+    let r = Receipt::from_command(&c)?;
+    esme.answer(&c).await?;
 
     let receipt_id = r.receipted_id.clone().expect("receipted_message_id TLV");
     assert_eq!(
-        text_id(&r.text),
+        r.id.as_deref(),
         Some(receipt_id.as_str()),
         "text and TLV agree"
     );
@@ -1134,8 +902,9 @@ async fn mode_receipt_before_submit_resp() -> Result {
         ..Default::default()
     };
     let smsc = Smsc::start(SmscConfig::new().tls("early", mode)).await?;
-    let mut esme = Esme::tls(&smsc, "early").await?;
-    esme.bind(BindType::Transceiver).await?;
+    let mut esme = connect_tls(&smsc, "early").await?;
+    esme.bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?;
     let seq = esme.submit("early receipt", true).await?;
     let first = esme.expect("receipt").await?;
     assert_eq!(
@@ -1148,9 +917,11 @@ async fn mode_receipt_before_submit_resp() -> Result {
         (second.id(), second.sequence_number()),
         (CommandId::SubmitSmResp, seq)
     );
-    assert_eq!(receipt(&first)?.receipted_id, Some(message_id(&second)?));
-    esme.respond(&first, CommandStatus::EsmeRok, DeliverSmResp::default())
-        .await?;
+    assert_eq!(
+        Receipt::from_command(&first)?.receipted_id,
+        Some(message_id(&second)?)
+    );
+    esme.answer(&first).await?;
     Ok(())
 }
 
@@ -1161,8 +932,9 @@ async fn mode_receipt_before_submit_resp() -> Result {
 async fn killed_simulator_restarts_on_the_same_ports() -> Result {
     let mut smsc = Smsc::start(SmscConfig::standard()).await?;
     let (plain, tls) = (smsc.port("plain"), smsc.port("tls"));
-    let mut esme = Esme::tls(&smsc, "tls").await?;
-    esme.bind(BindType::Transceiver).await?;
+    let mut esme = connect_tls(&smsc, "tls").await?;
+    esme.bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?;
     smsc.kill();
     assert!(matches!(esme.read(EXPECT).await, Read::Closed));
     assert!(
@@ -1172,8 +944,9 @@ async fn killed_simulator_restarts_on_the_same_ports() -> Result {
 
     smsc.restart().await?;
     assert_eq!((smsc.port("plain"), smsc.port("tls")), (plain, tls));
-    let mut esme = Esme::tls(&smsc, "tls").await?;
-    esme.bind(BindType::Transceiver).await?;
+    let mut esme = connect_tls(&smsc, "tls").await?;
+    esme.bind(BindType::Transceiver, SYSTEM_ID, PASSWORD)
+        .await?;
     assert_eq!(smsc.stats().await?.open_binds(SYSTEM_ID).total, 1);
     Ok(())
 }
@@ -1222,7 +995,7 @@ async fn rusmppc_client_binds_as_3_4_over_tls_and_gets_a_receipt() -> Result {
     })
     .await?
     .expect("a deliver_sm event");
-    let r = receipt_of(&deliver.1);
+    let r = Receipt::of(&deliver.1);
     assert_eq!(r.receipted_id.as_deref(), Some(id.as_str()));
     assert_eq!(EsmClass::from(r.esm_class), EsmClass::from(0x04));
     client
@@ -1284,7 +1057,7 @@ async fn env_scripts_start_and_stop_a_simulator() -> Result {
         .parse()?;
     let check = async {
         let config = client_tls_config(std::path::Path::new(&vars["SMSC_CA_FILE"]), None)?;
-        let mut esme = Esme::tls_with(vars["SMSC_TLS_PORT"].parse()?, config, "localhost").await?;
+        let mut esme = Esme::tls(vars["SMSC_TLS_PORT"].parse()?, config, "localhost").await?;
         let got = esme
             .bind_raw(
                 BindType::Transceiver,
@@ -1295,7 +1068,9 @@ async fn env_scripts_start_and_stop_a_simulator() -> Result {
             .await?;
         anyhow::ensure!(bind_status(got)? == CommandStatus::EsmeRok);
         let mut plain = Esme::plain(vars["SMSC_PORT"].parse()?).await?;
-        plain.bind(BindType::Transmitter).await?;
+        plain
+            .bind(BindType::Transmitter, SYSTEM_ID, PASSWORD)
+            .await?;
         anyhow::ensure!(vars["SMSC_STATS_URL"].ends_with("/stats"));
         Ok(())
     };
