@@ -3,7 +3,8 @@
 //! (the CRD stays), what the rendered Deployments pass to the binaries, the operator's RBAC
 //! as `kubectl auth can-i` answers it, values.schema.json refusals, and the one-source rules
 //! (the chart's CRD is crds/smppvendor.yaml byte for byte; crds/rbac.yaml is rendered from
-//! the chart), and the real operator binary run with the rendered env under the chart's RBAC.
+//! the chart), the opt-in dashboard ConfigMap and NetworkPolicy peers, and the real operator
+//! binary run with the rendered env under the chart's RBAC.
 //!
 //! No kubelet runs here, so pods never start: these tests check objects, not pods.
 //! Namespaces cannot be deleted (no controller-manager), so each test makes its own.
@@ -287,20 +288,26 @@ fn lint_and_server_side_dry_run_of_defaults_example_and_extras() {
             ],
         ),
     ] {
-        let yaml = render(&env, &ns, &args);
-        let (ok, text) = output(
-            env.kubectl().args(["apply", "--dry-run=server", "-f", "-"]),
-            Some(&yaml),
-        );
-        assert!(
-            ok,
-            "{what}: the apiserver refused the rendered chart:\n{text}"
-        );
+        let text = server_dry_run(&env, what, &render(&env, &ns, &args));
         assert!(
             text.contains("deployment.apps/smpp-gateway created (server dry run)"),
             "{what}: {text}"
         );
     }
+}
+
+/// `kubectl apply --dry-run=server` of rendered `yaml`: kubectl's answer, failing with the
+/// apiserver's refusal.
+fn server_dry_run(env: &Env, what: &str, yaml: &str) -> String {
+    let (ok, text) = output(
+        env.kubectl().args(["apply", "--dry-run=server", "-f", "-"]),
+        Some(yaml),
+    );
+    assert!(
+        ok,
+        "{what}: the apiserver refused the rendered chart:\n{text}"
+    );
+    text
 }
 
 /// The settings each binary reads from the environment, from its source (clap `env = ".."`).
@@ -530,6 +537,141 @@ fn rendered_deployments_pass_what_the_binaries_take_and_are_hardened() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Opt-in extras: the dashboard ConfigMap, NetworkPolicy peers
+// ---------------------------------------------------------------------------------------
+
+/// deploy/grafana/smpp-gateway.json, the dashboard's one source.
+fn dashboard_json() -> serde_json::Value {
+    let path = repo_root().join("deploy/grafana/smpp-gateway.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn dashboard_configmap_holds_the_grafana_json_for_the_sidecar_when_enabled() {
+    let env = env();
+    let defaults = docs(&render_defaults(&env, "messaging", &[]));
+    assert!(
+        !defaults.iter().any(|o| o["kind"] == "ConfigMap"),
+        "dashboards.enabled is off by default: {:?}",
+        kinds(&defaults)
+    );
+
+    let ns = fresh_ns(&env, "dashboard");
+    let yaml = render_defaults(&env, &ns, &["--set", "dashboards.enabled=true"]);
+    let objects = docs(&yaml);
+    let cm = find(&objects, "ConfigMap", "smpp-dashboard");
+    assert_eq!(cm["metadata"]["namespace"], ns.as_str());
+    assert_eq!(
+        cm["metadata"]["labels"]["grafana_dashboard"], "1",
+        "the label Grafana's sidecar looks for by default"
+    );
+    assert_eq!(
+        cm["metadata"]["labels"]["app.kubernetes.io/instance"],
+        "smpp"
+    );
+    let data = cm["data"].as_mapping().unwrap();
+    let keys: Vec<_> = data.keys().collect();
+    assert_eq!(keys.len(), 1, "one dashboard: {keys:?}");
+    let text = cm["data"]["smpp-gateway.json"]
+        .as_str()
+        .expect("the dashboard under data.smpp-gateway.json");
+    let shipped: serde_json::Value = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("the ConfigMap's dashboard is not JSON: {e}"));
+    assert!(
+        shipped == dashboard_json(),
+        "the ConfigMap's dashboard differs from deploy/grafana/smpp-gateway.json (`make crds`)"
+    );
+    let text = server_dry_run(&env, "dashboards.enabled=true", &yaml);
+    assert!(
+        text.contains("configmap/smpp-dashboard created (server dry run)"),
+        "{text}"
+    );
+
+    // In Grafana's namespace, with a folder annotation and the user's label instead.
+    let placed = docs(&render_defaults(
+        &env,
+        &ns,
+        &[
+            "--set",
+            "dashboards.enabled=true",
+            "--set",
+            "dashboards.namespace=monitoring",
+            "--set",
+            "dashboards.annotations.grafana_folder=SMPP",
+            "--set",
+            "dashboards.labels.grafana_dashboard=null",
+            "--set",
+            "dashboards.labels.team=sms",
+        ],
+    ));
+    let cm = find(&placed, "ConfigMap", "smpp-dashboard");
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "SMPP");
+    assert_eq!(cm["metadata"]["labels"]["team"], "sms");
+    assert!(cm["metadata"]["labels"]["grafana_dashboard"].is_null());
+}
+
+/// The peers of NetworkPolicy `name_`'s one ingress rule; None: any source may connect.
+fn ingress_from(objects: &[Value], name_: &str) -> Option<Vec<Value>> {
+    let rules = find(objects, "NetworkPolicy", name_)["spec"]["ingress"]
+        .as_sequence()
+        .unwrap();
+    assert_eq!(rules.len(), 1, "{name_}: one ingress rule");
+    rules[0]["from"].as_sequence().cloned()
+}
+
+/// The gateway serves its API and /metrics on one port: restricting the scrapers must not
+/// close the API (apiFrom empty means any client), and apiFrom keeps the gateways and the
+/// scrapers in.
+#[test]
+fn network_policy_metrics_peers_never_close_the_gateway_api() {
+    let env = env();
+    let peer = |yaml: &str| -> Value { serde_yaml::from_str(yaml).unwrap() };
+    let client = peer("podSelector: {matchLabels: {app: client}}");
+    let prom = peer("podSelector: {matchLabels: {app: prom}}");
+    let gateways = peer(
+        "podSelector: {matchLabels: {app.kubernetes.io/name: smpp-gateway, app.kubernetes.io/instance: smpp}}",
+    );
+    let set_client = "networkPolicy.apiFrom[0].podSelector.matchLabels.app=client";
+    let set_prom = "networkPolicy.metricsFrom[0].podSelector.matchLabels.app=prom";
+    let cases = [
+        (vec![], None, None),
+        (vec![set_prom], None, Some(vec![prom.clone()])),
+        (
+            vec![set_client],
+            Some(vec![gateways.clone(), client.clone()]),
+            None,
+        ),
+        (
+            vec![set_client, set_prom],
+            Some(vec![gateways, client, prom.clone()]),
+            Some(vec![prom]),
+        ),
+    ];
+    let ns = fresh_ns(&env, "netpol");
+    for (sets, gateway, operator) in cases {
+        let mut args = vec!["--set", "networkPolicy.enabled=true"];
+        for set in &sets {
+            args.extend(["--set", set]);
+        }
+        let yaml = render_defaults(&env, &ns, &args);
+        let objects = docs(&yaml);
+        assert_eq!(
+            ingress_from(&objects, "smpp-gateway"),
+            gateway,
+            "{sets:?}: who may reach the gateway port"
+        );
+        assert_eq!(
+            ingress_from(&objects, "smpp-operator"),
+            operator,
+            "{sets:?}: who may reach the operator port"
+        );
+        server_dry_run(&env, &format!("NetworkPolicy {sets:?}"), &yaml);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Install, upgrade, uninstall
 // ---------------------------------------------------------------------------------------
 
@@ -598,8 +740,11 @@ fn install_upgrade_uninstall_keeps_the_crd() {
         .arg(chart())
         .args(["--namespace", &ns, "-f"])
         .arg(example_values())
-        .args(["--set", "gateway.replicas=5", "--set", "gateway.dlrTtl=24h"]))
+        .args(["--set", "gateway.replicas=5", "--set", "gateway.dlrTtl=24h"])
+        .args(["--set", "dashboards.enabled=true"]))
     .unwrap_or_else(|e| panic!("helm upgrade: {e}"));
+    let cm = kubectl_json(&env, &["-n", &ns, "get", "configmap/smpp-dashboard"]);
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
     let gw = kubectl_json(&env, &["-n", &ns, "get", "deployment/smpp-gateway"]);
     assert_eq!(gw["spec"]["replicas"], 5);
     let dlr = gw["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -630,6 +775,15 @@ fn install_upgrade_uninstall_keeps_the_crd() {
         None,
     );
     assert!(!gone, "the gateway Deployment is deleted by helm uninstall");
+    assert!(
+        !output(
+            env.kubectl()
+                .args(["-n", &ns, "get", "configmap/smpp-dashboard"]),
+            None
+        )
+        .0,
+        "the dashboard ConfigMap is deleted"
+    );
     assert!(
         !output(
             env.kubectl().args(["-n", &ns, "get", "role/smpp-operator"]),
@@ -985,6 +1139,33 @@ fn schema_rejects_bad_values_with_readable_messages() {
                 "gateway.service.port=70000",
             ],
             "at '/gateway/service/port': maximum: got 70,000, want 65,535",
+        ),
+        (
+            &[
+                "--set",
+                "database.secretName=db",
+                "--set",
+                "dashboards.enabled=yes",
+            ],
+            "at '/dashboards/enabled': got string, want boolean",
+        ),
+        (
+            &[
+                "--set",
+                "database.secretName=db",
+                "--set",
+                "dashboards.labels.grafana_dashboard=1",
+            ],
+            "at '/dashboards/labels/grafana_dashboard': got number, want string",
+        ),
+        (
+            &[
+                "--set",
+                "database.secretName=db",
+                "--set",
+                "metrics.serviceMonitor.enable=true",
+            ],
+            "at '/metrics/serviceMonitor': additional properties 'enable' not allowed",
         ),
         // Checked by the templates, where a rule spans values.
         (

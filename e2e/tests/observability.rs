@@ -37,6 +37,8 @@ const ALERT_TESTS: &str = "deploy/prometheus/alerts_test.yaml";
 const RUNBOOK: &str = "docs/troubleshooting.md";
 /// Where the Helm chart takes the rule file from (a copy made by `make crds`): the same.
 const CHART_ALERTS: &str = "charts/smpp-gateway/files/alerts.yaml";
+/// And the dashboard of its `dashboards.enabled` ConfigMap (also a `make crds` copy).
+const CHART_DASHBOARD: &str = "charts/smpp-gateway/files/dashboard.json";
 
 const SYSTEM_ID: &str = "obstester";
 const PASSWORD: &str = "Ob5ervPw";
@@ -310,16 +312,20 @@ fn dashboard_has_a_prometheus_datasource_variable_and_every_panel_uses_it() {
     }
 }
 
-/// One source for the rules: the chart's copy (once the chart exists) is this file.
+/// One source for the rules and the dashboard: the chart's copies are these files.
 #[test]
-fn the_charts_alert_rules_are_this_file() {
-    let chart = path(CHART_ALERTS);
-    assert_eq!(
-        std::fs::read_to_string(&chart)
-            .unwrap_or_else(|e| panic!("{CHART_ALERTS} (the chart's PrometheusRule source): {e}")),
-        read(ALERTS),
-        "{CHART_ALERTS} differs from {ALERTS}: run `make crds`"
-    );
+fn the_charts_alert_rules_and_dashboard_are_these_files() {
+    for (copy, source, what) in [
+        (CHART_ALERTS, ALERTS, "PrometheusRule"),
+        (CHART_DASHBOARD, DASHBOARD, "dashboard ConfigMap"),
+    ] {
+        assert!(
+            std::fs::read_to_string(path(copy))
+                .unwrap_or_else(|e| panic!("{copy} (the chart's {what} source): {e}"))
+                == read(source),
+            "{copy} differs from {source}: run `make crds`"
+        );
+    }
 }
 
 #[test]
