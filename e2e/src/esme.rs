@@ -512,6 +512,15 @@ fn expect_ok(resp: &Command, id: CommandId, what: &str) -> Result {
     Ok(())
 }
 
+/// Decodes one whole PDU (from its command_length on), e.g. out of a PDU trace; `None` when
+/// the bytes are not exactly one PDU.
+pub fn decode(bytes: &[u8]) -> Option<Command> {
+    use tokio_util::codec::Decoder;
+    let mut buf = tokio_util::bytes::BytesMut::from(bytes);
+    let c = CommandCodec::new().decode(&mut buf).ok()??;
+    buf.is_empty().then_some(c)
+}
+
 /// The status of a bind response; an error for anything else.
 pub fn bind_status(read: Read) -> Result<CommandStatus> {
     match read {
@@ -622,6 +631,26 @@ mod tests {
         assert_eq!(text_field(TEXT, "text"), Some("hi there id:9"));
         assert_eq!(text_field(TEXT, "missing"), None);
         assert_eq!(text_field("xid:1", "id"), None, "only at a word start");
+    }
+
+    #[test]
+    fn decode_takes_exactly_one_pdu() {
+        use tokio_util::codec::Encoder;
+        let c = Command::new(
+            CommandStatus::EsmeRok,
+            7,
+            Submit::text("hi").to_pdu().unwrap(),
+        );
+        let mut buf = tokio_util::bytes::BytesMut::new();
+        CommandCodec::new().encode(&c, &mut buf).unwrap();
+        let back = decode(&buf).expect("one PDU");
+        assert_eq!(
+            (back.id(), back.sequence_number()),
+            (CommandId::SubmitSm, 7)
+        );
+        assert!(decode(&buf[..buf.len() - 1]).is_none(), "truncated");
+        let twice = [&buf[..], &buf[..]].concat();
+        assert!(decode(&twice).is_none(), "two PDUs");
     }
 
     #[test]

@@ -333,34 +333,14 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// Parses an outgoing trace line (`>> <hex> <debug>`) that is a submit_sm.
 fn parse_submit(line: &str) -> Option<SubmitPdu> {
     let hex = line.strip_prefix(">> ")?.split_whitespace().next()?;
-    let b = unhex(hex)?;
-    if b.get(4..8)? != [0, 0, 0, 4] {
+    let c = smpp_e2e::esme::decode(&unhex(hex)?)?;
+    let Some(rusmpp::Pdu::SubmitSm(sm)) = c.pdu() else {
         return None;
-    }
-    let mut i = 16;
-    let cstr = |i: &mut usize| -> Option<()> {
-        let n = b.get(*i..)?.iter().position(|&c| c == 0)?;
-        *i += n + 1;
-        Some(())
     };
-    cstr(&mut i)?; // service_type
-    i += 2;
-    cstr(&mut i)?; // source_addr
-    i += 2;
-    cstr(&mut i)?; // destination_addr
-    let esm_class = *b.get(i)?;
-    i += 3; // esm_class, protocol_id, priority_flag
-    cstr(&mut i)?; // schedule_delivery_time
-    cstr(&mut i)?; // validity_period
-    i += 2; // registered_delivery, replace_if_present_flag
-    let data_coding = *b.get(i)?;
-    i += 2; // data_coding, sm_default_msg_id
-    let len = *b.get(i)? as usize;
-    i += 1;
     Some(SubmitPdu {
-        esm_class,
-        data_coding,
-        short_message: b.get(i..i + len)?.to_vec(),
+        esm_class: u8::from(sm.esm_class),
+        data_coding: u8::from(sm.data_coding),
+        short_message: sm.short_message().as_ref().to_vec(),
     })
 }
 
