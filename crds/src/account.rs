@@ -49,8 +49,10 @@ pub struct SmppAccountSpec {
     pub system_id: String,
     /// Secret key holding the customer's bind password (at most 8 characters, the SMPP 3.4 limit). Only an argon2id hash of it is stored in PostgreSQL.
     pub password_secret_ref: PasswordSecretRef,
-    /// Source networks allowed to bind, as CIDRs (e.g. 203.0.113.0/24, 192.0.2.7/32, 2001:db8::/32). Empty allows any address.
+    /// Source networks allowed to bind, as CIDRs (e.g. 203.0.113.0/24, 192.0.2.7/32, 2001:db8::/32), at most 256. Empty allows any address.
     #[serde(default)]
+    // The bounds keep the CEL rule within the apiserver's cost budget.
+    #[schemars(length(max = 256), inner(length(min = 1, max = 49)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("each allowedSourceCidrs entry must be a CIDR such as 10.0.0.0/8 or 192.0.2.7/32"))]
     pub allowed_source_cidrs: Vec<String>,
     /// Binds this customer may hold at once across the whole gateway fleet (all pods together). A bind beyond it is refused with ESME_RBINDFAIL.
@@ -61,9 +63,9 @@ pub struct SmppAccountSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_messages_per_second: Option<i32>,
-    /// Sender ids (source_addr) the customer may use, exactly as sent. Empty allows any.
+    /// Sender ids (source_addr) the customer may use, exactly as sent, at most 1000. Empty allows any.
     #[serde(default)]
-    #[schemars(inner(length(min = 1, max = 20)))]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 20)))]
     pub allowed_senders: Vec<String>,
     /// Destination number prefixes (digits, no +) the customer may send to. Empty allows any.
     #[serde(default)]
