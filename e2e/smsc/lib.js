@@ -116,6 +116,8 @@ function normaliseBehaviour(raw, where) {
   return b;
 }
 
+const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'];
+
 function normaliseTls(raw, where) {
   if (raw === undefined || raw === null || raw === false) return null;
   if (typeof raw !== 'object') fail(where, 'tls must be an object {cert, key[, client_ca]}');
@@ -123,7 +125,11 @@ function normaliseTls(raw, where) {
     if (typeof raw[k] !== 'string' || !raw[k]) fail(where, `tls.${k} must be a file path`);
   }
   if (raw.client_ca !== undefined && typeof raw.client_ca !== 'string') fail(where, 'tls.client_ca must be a file path');
-  return { cert: raw.cert, key: raw.key, client_ca: raw.client_ca || null };
+  // The newest TLS version the listener speaks: "TLSv1.2" plays a vendor that has no 1.3 yet.
+  if (raw.max_version !== undefined && !TLS_VERSIONS.includes(raw.max_version)) {
+    fail(where, `tls.max_version must be one of ${TLS_VERSIONS.join(', ')}`);
+  }
+  return { cert: raw.cert, key: raw.key, client_ca: raw.client_ca || null, max_version: raw.max_version || null };
 }
 
 /** Whole config with defaults; throws ConfigError naming the offending field. */

@@ -146,7 +146,9 @@ class Simulator {
       session.destroy();
     });
     session.on('close', () => this.onClose(conn));
-    log(`conn ${conn.id} (${listener.name}) open from ${conn.peer}`);
+    // The negotiated TLS version, so a test can tell which one a client got.
+    const proto = typeof session.socket.getProtocol === 'function' ? ` ${session.socket.getProtocol()}` : '';
+    log(`conn ${conn.id} (${listener.name}) open from ${conn.peer}${proto}`);
     if (b.close_after_handshake) {
       log(`conn ${conn.id} (${listener.name}) mode close_after_handshake: closing without reading`);
       session.pause();
@@ -388,6 +390,7 @@ class Simulator {
             opts.requestCert = true;
             opts.rejectUnauthorized = true;
           }
+          if (listener.tls.max_version) opts.maxVersion = listener.tls.max_version;
         } catch (e) {
           reject(new Error(`listener "${listener.name}": cannot read TLS files: ${e.message}`));
           return;

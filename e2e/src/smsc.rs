@@ -110,6 +110,25 @@ struct TlsFiles {
     key: PathBuf,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_ca: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_version: Option<TlsVersion>,
+}
+
+/// A TLS protocol version, as the simulator's `tls.max_version` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TlsVersion {
+    #[serde(rename = "TLSv1.2")]
+    Tls12,
+    #[serde(rename = "TLSv1.3")]
+    Tls13,
+}
+
+/// How a TLS listener is set up.
+#[derive(Debug, Clone, Copy)]
+struct TlsSpec {
+    cert: ServerCert,
+    require_client_cert: bool,
+    max_version: Option<TlsVersion>,
 }
 
 /// Which certificate a TLS listener presents (all from the shared test PKI).
@@ -125,7 +144,7 @@ pub enum ServerCert {
 struct ListenerSpec {
     name: String,
     port: u16,
-    tls: Option<(ServerCert, bool)>,
+    tls: Option<TlsSpec>,
     behaviour: Behaviour,
 }
 
@@ -192,16 +211,42 @@ impl SmscConfig {
     /// TLS listener presenting `cert`; `require_client_cert` demands a client certificate signed
     /// by the test CA (client.crt in the PKI directory).
     pub fn tls_with(
-        mut self,
+        self,
         name: &str,
         cert: ServerCert,
         require_client_cert: bool,
         behaviour: Behaviour,
     ) -> Self {
+        self.tls_spec(
+            name,
+            TlsSpec {
+                cert,
+                require_client_cert,
+                max_version: None,
+            },
+            behaviour,
+        )
+    }
+
+    /// TLS listener (valid certificate) that speaks no TLS version newer than `max`: a
+    /// vendor without TLS 1.3, for `Tls12`.
+    pub fn tls_up_to(self, name: &str, max: TlsVersion, behaviour: Behaviour) -> Self {
+        self.tls_spec(
+            name,
+            TlsSpec {
+                cert: ServerCert::Valid,
+                require_client_cert: false,
+                max_version: Some(max),
+            },
+            behaviour,
+        )
+    }
+
+    fn tls_spec(mut self, name: &str, tls: TlsSpec, behaviour: Behaviour) -> Self {
         self.listeners.push(ListenerSpec {
             name: name.into(),
             port: 0,
-            tls: Some((cert, require_client_cert)),
+            tls: Some(tls),
             behaviour,
         });
         self
@@ -234,15 +279,16 @@ impl SmscConfig {
             .listeners
             .iter()
             .map(|l| {
-                let tls = l.tls.map(|(cert, client)| {
-                    let stem = match cert {
+                let tls = l.tls.map(|t| {
+                    let stem = match t.cert {
                         ServerCert::Valid => "server",
                         ServerCert::WrongName => "wrong-name",
                     };
                     TlsFiles {
                         cert: pki.join(format!("{stem}.crt")),
                         key: pki.join(format!("{stem}.key")),
-                        client_ca: client.then(|| pki.join("ca.crt")),
+                        client_ca: t.require_client_cert.then(|| pki.join("ca.crt")),
+                        max_version: t.max_version,
                     }
                 });
                 serde_json::json!({

@@ -8,7 +8,7 @@ mod gateway_support;
 use std::time::{Duration, Instant};
 
 use gateway_support::{Gateway, Result, TestDb, metric, request};
-use smpp_e2e::smsc::{Behaviour, BindMarks, BindType, ServerCert, Smsc, SmscConfig};
+use smpp_e2e::smsc::{Behaviour, BindMarks, BindType, ServerCert, Smsc, SmscConfig, TlsVersion};
 
 /// A credential of our own: distinctive enough to search the logs for.
 const SYSTEM_ID: &str = "gwtester";
@@ -1004,5 +1004,215 @@ async fn tx_rx_pair_binds_a_transmitter_and_a_receiver() -> Result {
         Ok((got == vec![(0, "bound"), (1, "bound")]).then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+/// A pod that hangs (SIGSTOP: a frozen node, a long pause) misses its heartbeats, and after
+/// the slot TTL another pod takes its slot over and binds. When the hung pod runs again, its
+/// next heartbeat finds the slot gone and it unbinds at once (an unbind PDU, not a dropped
+/// connection), and it does not bind again while the other pod holds the slot.
+///
+/// While the pod is frozen its TCP connection stays open, so the vendor sees two binds for
+/// a budget of one until it wakes: no slot row can close a frozen process's socket. What is
+/// checked is what follows: from the wake-up on, never a third bind, never fewer than one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_whose_slot_was_taken_over_unbinds_at_once() -> Result {
+    let smsc = Smsc::start(sim()).await?;
+    let db = TestDb::new().await?;
+    let a = Gateway::start(&db, "gw-hung-a").await?;
+    db.wait_schema().await?;
+    let id = db
+        .insert_legacy("hung", smsc.port("plain"), SYSTEM_ID, PASSWORD, &[])
+        .await?;
+    wait::until("A holds the only bind", SETTLE, || async {
+        let slots = db.slots(&id).await?;
+        Ok((open_within(&smsc, SYSTEM_ID, 1).await? == 1
+            && a.bound("hung").await? == 1
+            && slots.len() == 1
+            && slots[0].1 == a.pod
+            && slots[0].2 == "bound")
+            .then_some(()))
+    })
+    .await?;
+    let b = Gateway::start(&db, "gw-hung-b").await?;
+    wait::until("B runs the vendor with nothing bound", SETTLE, || async {
+        Ok(b.vendor("hung").await?.filter(|v| v["sessions_bound"] == 0))
+    })
+    .await?;
+    assert_marks_within(&smsc, SYSTEM_ID, 1, 1, "A bound, B waiting").await?;
+
+    // A hangs: after the TTL, B takes the slot over and binds (A's socket is still open).
+    a.guard.signal(libc::SIGSTOP);
+    let resumed = cont_on_drop(&a);
+    wait::until("B took the slot over and bound", HANG, || async {
+        let slots = db.slots(&id).await?;
+        Ok((open_binds(&smsc, SYSTEM_ID).await? == 2
+            && slots.len() == 1
+            && slots[0].1 == b.pod
+            && slots[0].2 == "bound")
+            .then_some(()))
+    })
+    .await?;
+    // Marks from here on: A wakes up with its bind still open.
+    smsc.reset_stats().await?;
+    drop(resumed); // SIGCONT
+    wait::until("A unbinds once it sees the slot gone", SETTLE, || async {
+        Ok((open_within(&smsc, SYSTEM_ID, 2).await? == 1).then_some(()))
+    })
+    .await?;
+    let log = smsc.log();
+    assert_eq!(
+        log.matches(&format!(" unbind transceiver {SYSTEM_ID}"))
+            .count(),
+        1,
+        "A's bind must end with an unbind: {}",
+        smsc.log_tail()
+    );
+    assert!(
+        a.log_text().contains("bind slot taken over by another pod"),
+        "A's log does not say why it unbound:\n{}",
+        a.log_text()
+    );
+    // A keeps running (at least one more heartbeat round) without claiming or binding again.
+    let unbound_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&db.pool)
+        .await?;
+    wait::until("A heartbeats again after unbinding", SETTLE, || async {
+        let beat: chrono::DateTime<chrono::Utc> =
+            sqlx::query_scalar("SELECT heartbeat FROM vendor_mgmt.gateway_pods WHERE pod = $1")
+                .bind(&a.pod)
+                .fetch_one(&db.pool)
+                .await?;
+        Ok((beat > unbound_at).then_some(()))
+    })
+    .await?;
+    wait::until("A reports nothing bound", SETTLE, || async {
+        Ok((a.bound("hung").await? == 0).then_some(()))
+    })
+    .await?;
+    assert_eq!(b.bound("hung").await?, 1);
+    let slots = db.slots(&id).await?;
+    assert!(
+        slots.len() == 1 && slots[0].1 == b.pod && slots[0].2 == "bound",
+        "{slots:?}"
+    );
+    assert_eq!(
+        smsc.stats().await?.marks(SYSTEM_ID),
+        Some(BindMarks { high: 2, low: 1 }),
+        "binds from A's wake-up on (want: A's frozen bind closed, B's kept, no new one)"
+    );
+    Ok(())
+}
+
+/// Sends SIGCONT to the gateway when dropped, so a failing step never leaves it stopped.
+fn cont_on_drop(gw: &Gateway) -> impl Drop + '_ {
+    struct Cont<'a>(&'a Gateway);
+    impl Drop for Cont<'_> {
+        fn drop(&mut self) {
+            self.0.guard.signal(libc::SIGCONT);
+        }
+    }
+    Cont(gw)
+}
+
+/// TLS options against real listeners, observed through the gateway's API: with
+/// tls_insecure_skip_verify (spec.tls.insecureSkipVerify) the gateway binds to a server whose
+/// certificate fails verification (a name that is not the host, a CA it was not given), and
+/// the same row without it is refused (control); a tls_min_version of 1.3 refuses a server
+/// that speaks only TLS 1.2 with reason tls_protocol_version, while the default minimum binds
+/// to that server at 1.2 and a minimum of 1.3 binds to a server that has 1.3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_options_skip_verification_and_refuse_an_older_version() -> Result {
+    let cfg = sim()
+        .tls_with(
+            "wrong-name",
+            ServerCert::WrongName,
+            false,
+            Behaviour::default(),
+        )
+        .tls_up_to("tls12", TlsVersion::Tls12, Behaviour::default());
+    let smsc = Smsc::start(cfg).await?;
+    let db = TestDb::new().await?;
+    let gw = Gateway::start(&db, "gw-tls-opts").await?;
+    db.wait_schema().await?;
+    let ca = pem(&smsc.ca_file());
+    let insert = |name: &'static str, port: u16, extra: Vec<(&'static str, String)>| {
+        let db = &db;
+        async move {
+            let mut cols = vec![("tls_enabled", "true".to_string())];
+            cols.extend(extra);
+            let cols: Vec<(&str, &str)> = cols.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            db.insert_legacy(name, port, SYSTEM_ID, PASSWORD, &cols)
+                .await
+        }
+    };
+    let yes = || "true".to_string();
+    let v13 = || "'1.3'".to_string();
+    insert("verify", smsc.port("wrong-name"), vec![]).await?;
+    insert(
+        "skip-verify",
+        smsc.port("wrong-name"),
+        vec![("tls_insecure_skip_verify", yes())],
+    )
+    .await?;
+    let min13 = insert(
+        "min13-on-12",
+        smsc.port("tls12"),
+        vec![("tls_ca_pem", ca.clone()), ("tls_min_version", v13())],
+    )
+    .await?;
+    insert(
+        "min12-on-12",
+        smsc.port("tls12"),
+        vec![("tls_ca_pem", ca.clone())],
+    )
+    .await?;
+    insert(
+        "min13-on-13",
+        smsc.port("tls"),
+        vec![("tls_ca_pem", ca.clone()), ("tls_min_version", v13())],
+    )
+    .await?;
+
+    for name in ["skip-verify", "min12-on-12", "min13-on-13"] {
+        let v = wait::until(&format!("{name} bound"), SETTLE, || async {
+            Ok(gw.vendor(name).await?.filter(|v| v["sessions_bound"] == 1))
+        })
+        .await?;
+        assert_eq!(v["status"], "connected", "{name}: {v}");
+        assert_eq!(v["tls"], true, "{name}: {v}");
+    }
+    // Without the option, verification refuses the same server: the system roots do not
+    // hold the test CA.
+    gw.wait_error("verify", "tls_unknown_ca", SETTLE).await?;
+    let err = gw
+        .wait_error("min13-on-12", "tls_protocol_version", SETTLE)
+        .await?;
+    assert!(err.contains("Likely causes"), "{err}");
+    wait::until("min13-on-12 reason in vendor_sessions", SETTLE, || async {
+        let slots = db.slots(&min13).await?;
+        Ok(slots.iter().find_map(|s| {
+            s.3.clone()
+                .filter(|e| e.starts_with("tls_protocol_version:"))
+        }))
+    })
+    .await?;
+    assert_eq!(gw.bound("verify").await?, 0);
+    assert_eq!(gw.bound("min13-on-12").await?, 0);
+    // The simulator says which version each connection got, and that the 1.3-only client
+    // failed the handshake on the 1.2 listener.
+    let log = smsc.log();
+    let opened = |listener: &str, version: &str| {
+        log.lines()
+            .any(|l| l.contains(&format!("({listener}) open from")) && l.ends_with(version))
+    };
+    assert!(opened("tls12", " TLSv1.2"), "{log}");
+    assert!(!opened("tls12", " TLSv1.3"), "{log}");
+    assert!(opened("tls", " TLSv1.3"), "{log}");
+    assert!(
+        log.contains("listener tls12: TLS handshake failed"),
+        "{log}"
+    );
+    gw.assert_no_secret_in_log(&[PASSWORD]);
     Ok(())
 }

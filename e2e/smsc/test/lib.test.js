@@ -70,6 +70,10 @@ test('config errors name the field', () => {
     credentials: [{ system_id: 'x', password: 'y' }] }), /unknown behaviour key "trottle_every"/);
   assert.throws(() => lib.normaliseBehaviour({ reject_action: 'ESME_NOPE' }, 'l'), /reject_action/);
   assert.throws(() => lib.normaliseBehaviour({ interface_versions: ['three'] }, 'l'), /interface version/);
+  const tls = (t) => lib.normaliseConfig({ listeners: [{ name: 'a', tls: t }], credentials: [{ system_id: 'x', password: 'y' }] });
+  assert.equal(tls({ cert: 'c', key: 'k', max_version: 'TLSv1.2' }).listeners[0].tls.max_version, 'TLSv1.2');
+  assert.equal(tls({ cert: 'c', key: 'k' }).listeners[0].tls.max_version, null);
+  assert.throws(() => tls({ cert: 'c', key: 'k', max_version: '1.2' }), /tls.max_version must be one of TLSv1.2, TLSv1.3/);
   assert.equal(lib.parseInterfaceVersion('3.4'), 0x34);
   assert.equal(lib.parseInterfaceVersion('5.0'), 0x50);
 });
