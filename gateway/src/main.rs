@@ -10,6 +10,7 @@ use smpp_gateway::api::auth::ApiKeys;
 use smpp_gateway::api::forward::Forwarder;
 use smpp_gateway::api::http;
 use smpp_gateway::api::messages::MessagesApi;
+use smpp_gateway::fleet::accounts::AccountRegistry;
 use smpp_gateway::fleet::budget::Fleet;
 use smpp_gateway::fleet::manager::{Ctx, Manager};
 use smpp_gateway::fleet::peers::Peers;
@@ -17,6 +18,7 @@ use smpp_gateway::fleet::sessions::{AckAll, Inbound, SessionIndex};
 use smpp_gateway::fleet::state::Registry;
 use smpp_gateway::fleet::watcher;
 use smpp_gateway::messaging::callbacks::{Callbacks, RetryPolicy};
+use smpp_gateway::messaging::outbox::Outbox;
 use smpp_gateway::messaging::receipts::ReceiptHandler;
 use smpp_gateway::messaging::store::{self, RedisStore, Store};
 use smpp_gateway::messaging::submit::{Limits, Messenger};
@@ -218,6 +220,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::default());
+    let accounts = AccountRegistry::new();
     let advertise = args.advertise_addr.clone().or_else(|| {
         args.pod_ip
             .as_ref()
@@ -244,7 +247,9 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!("no REDIS_URL: vendors bind, but messages are refused (503)");
             None
         }
-        Some(url) => Some(build_messaging(&args, url, &pod, &metrics, &registry, &sessions).await?),
+        Some(url) => Some(
+            build_messaging(&args, url, &pod, &metrics, &registry, &sessions, &accounts).await?,
+        ),
     };
     let inbound: Arc<dyn Inbound> = match &messaging {
         Some((_, h)) => Arc::new(h.clone()),
@@ -343,10 +348,13 @@ async fn build_messaging(
     metrics: &Arc<Metrics>,
     registry: &Arc<Registry>,
     sessions: &Arc<SessionIndex>,
+    accounts: &Arc<AccountRegistry>,
 ) -> anyhow::Result<(Arc<Messenger>, Arc<ReceiptHandler>)> {
     let conn = store::connect(url)
         .await
         .context("REDIS_URL is not a valid Redis URL")?;
+    // Customer receipts share the store's connection and TTL.
+    let outbox = Outbox::new(conn.clone(), args.dlr_ttl, metrics.clone());
     let redis = RedisStore::new(conn, args.dlr_ttl);
     redis.watch_health(Duration::from_secs(1));
     let store: Store = Arc::new(redis);
@@ -378,6 +386,8 @@ async fn build_messaging(
         registry: registry.clone(),
         callbacks,
         mo_url: args.mo_url.clone(),
+        accounts: accounts.clone(),
+        outbox,
     });
     let limits = Limits {
         max_parts: args.max_parts,

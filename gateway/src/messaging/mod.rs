@@ -6,6 +6,7 @@ pub mod customer;
 pub mod encoding;
 pub mod ids;
 pub mod model;
+pub mod outbox;
 pub mod receipt;
 pub mod receipts;
 pub mod router;

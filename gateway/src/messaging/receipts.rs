@@ -12,12 +12,14 @@ use rusmpp::{Command, CommandStatus, Pdu};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::fleet::accounts::AccountRegistry;
 use crate::fleet::config::VendorConfig;
 use crate::fleet::sessions::Inbound;
 use crate::fleet::state::Registry;
 use crate::messaging::callbacks::{Callbacks, Kind};
 use crate::messaging::ids;
 use crate::messaging::model::{HistoryEntry, MessageStatus};
+use crate::messaging::outbox::Outbox;
 use crate::messaging::receipt::{self, Inbound as Classified, Receipt, ReceiptStat};
 use crate::messaging::store::{self, StatusChange, Store};
 use crate::metrics::Metrics;
@@ -63,6 +65,10 @@ pub struct ReceiptHandler {
     pub registry: Arc<Registry>,
     pub callbacks: Callbacks,
     pub mo_url: Option<String>,
+    /// Customer accounts: whether a receipt of a customer's message is forwarded.
+    pub accounts: Arc<AccountRegistry>,
+    /// Where receipts for customers go (`outbox::Outbox`); the SMPP server's sessions consume it.
+    pub outbox: Arc<Outbox>,
 }
 
 impl Inbound for Arc<ReceiptHandler> {

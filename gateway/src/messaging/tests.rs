@@ -20,6 +20,7 @@ use crate::fleet::sessions::{Inbound, SessionIndex};
 use crate::fleet::state::Registry;
 use crate::messaging::callbacks::{Callbacks, RetryPolicy};
 use crate::messaging::model::MessageStatus;
+use crate::messaging::outbox::Outbox;
 use crate::messaging::receipts::ReceiptHandler;
 use crate::messaging::store::memory::MemoryStore;
 use crate::messaging::store::{MessageStore, Store};
@@ -189,6 +190,15 @@ fn core(vendors: &[(&str, i32, Behaviour)]) -> (Core, Vec<Vendor>) {
             1,
         ),
         mo_url: None,
+        accounts: crate::fleet::accounts::AccountRegistry::new(),
+        // No message here has an origin, so the outbox is never used: a lazy connection to
+        // nowhere (the outbox has its own tests against Redis).
+        outbox: Outbox::new(
+            futures::executor::block_on(crate::messaging::store::connect("redis://127.0.0.1:1"))
+                .expect("lazy"),
+            Duration::from_secs(60),
+            metrics.clone(),
+        ),
     });
     let sessions = Arc::new(SessionIndex::default());
     let mut cfgs = Vec::new();
