@@ -166,6 +166,11 @@ impl SmppAccount {
         )
     }
 
+    /// Names of the Secrets this resource reads (for the Secret watch mapper).
+    pub fn secret_names(&self) -> Vec<&str> {
+        vec![self.spec.password_secret_ref.name.as_str()]
+    }
+
     /// The route as stored: vendors in order of preference (empty: default routing).
     pub fn route_entries(&self) -> Vec<smpp_db::accounts::RouteEntry> {
         let mut v: Vec<_> = self

@@ -1,4 +1,5 @@
-//! Builders for tests (unit and end-to-end): a typical vendor, tweaked with chained calls.
+//! Builders for tests (unit and end-to-end): a typical vendor and a typical customer account,
+//! tweaked with chained calls.
 
 use crate::*;
 use kube::api::ObjectMeta;
@@ -93,6 +94,69 @@ impl SmppVendor {
     }
     pub fn with_status(mut self, status: SmppVendorStatus) -> Self {
         self.status = Some(status);
+        self
+    }
+}
+
+/// A customer account "<name>" with system_id `acme`, 2 binds, limits and a route, password
+/// in Secret `<name>-smpp`.
+pub fn account(namespace: &str, name: &str) -> SmppAccount {
+    let mut a = SmppAccount::new(name, account_spec(&format!("{name}-smpp")));
+    a.metadata = ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        uid: Some(format!("uid-{namespace}-{name}")),
+        generation: Some(1),
+        ..Default::default()
+    };
+    a
+}
+
+/// The spec of [`account`].
+pub fn account_spec(password_secret: &str) -> SmppAccountSpec {
+    SmppAccountSpec {
+        system_id: "acme".into(),
+        password_secret_ref: PasswordSecretRef {
+            name: password_secret.into(),
+            key: "password".into(),
+        },
+        allowed_source_cidrs: vec!["203.0.113.0/24".into(), "2001:db8::/32".into()],
+        max_binds: 2,
+        max_messages_per_second: Some(50),
+        allowed_senders: vec!["ACME".into()],
+        allowed_destination_prefixes: vec!["1".into(), "44".into()],
+        route: Some(account::RouteSpec {
+            vendors: vec![
+                account::RouteVendor {
+                    vendor: "messaging.backup".into(),
+                    priority: 20,
+                },
+                account::RouteVendor {
+                    vendor: "messaging.sinch-atlanta".into(),
+                    priority: 10,
+                },
+            ],
+        }),
+        forward_receipts: true,
+        suspend: false,
+    }
+}
+
+impl SmppAccount {
+    pub fn with_system_id(mut self, s: &str) -> Self {
+        self.spec.system_id = s.into();
+        self
+    }
+    pub fn with_max_binds(mut self, n: i32) -> Self {
+        self.spec.max_binds = n;
+        self
+    }
+    pub fn suspended(mut self) -> Self {
+        self.spec.suspend = true;
+        self
+    }
+    pub fn with_generation(mut self, g: i64) -> Self {
+        self.metadata.generation = Some(g);
         self
     }
 }

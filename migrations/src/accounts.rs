@@ -244,6 +244,31 @@ fn bind_all<'q>(q: QueryAs<'q>, c: &'q AccountConfig, o: &'q Owner) -> QueryAs<'
         .bind(o.generation)
 }
 
+/// Moves the account with `system_id` from the resource `from_uid` to `owner`, when that
+/// resource no longer exists or lost the claim to an older one. Compare-and-set on the uid, so
+/// it fails (None) if ownership changed meanwhile. The config is left for `owner`'s next
+/// [`upsert_owned`] (owner_generation is cleared so that write happens).
+pub async fn transfer(
+    pool: &PgPool,
+    system_id: &str,
+    from_uid: &str,
+    owner: &Owner,
+) -> Result<Option<Account>, DbError> {
+    let sql = concat!(
+        "UPDATE vendor_mgmt.customer_accounts SET owner_namespace=$3, owner_name=$4, \
+         owner_uid=$5, owner_generation=NULL WHERE system_id = $1 AND owner_uid = $2 RETURNING ",
+        columns!()
+    );
+    Ok(sqlx::query_as(sql)
+        .bind(system_id)
+        .bind(from_uid)
+        .bind(&owner.namespace)
+        .bind(&owner.name)
+        .bind(&owner.uid)
+        .fetch_optional(pool)
+        .await?)
+}
+
 /// Deletes the account owned by `owner_uid` (its binds go with it: the gateways close them).
 /// Returns whether a row was deleted.
 pub async fn delete_owned(pool: &PgPool, owner_uid: &str) -> Result<bool, DbError> {

@@ -653,6 +653,43 @@ async fn account_upsert_creates_updates_and_refuses_another_owners_row() {
 }
 
 #[tokio::test]
+async fn account_transfer_is_compare_and_set_on_the_owner() {
+    use smpp_db::accounts::{self, AccountUpsert};
+    let (pool, _) = fresh_db().await;
+    migrate(&pool).await.unwrap();
+    let cfg = account_config("acme", 2);
+    let AccountUpsert::Created(row) = accounts::upsert_owned(&pool, &owner("a1", 1), &cfg)
+        .await
+        .unwrap()
+    else {
+        panic!("first write creates")
+    };
+    // Not a1's any more by the time b2 asks: nothing moves.
+    assert_eq!(
+        accounts::transfer(&pool, "acme", "zz", &owner("b2", 4))
+            .await
+            .unwrap(),
+        None
+    );
+    let moved = accounts::transfer(&pool, "acme", "a1", &owner("b2", 4))
+        .await
+        .unwrap()
+        .expect("a1 owned it");
+    assert_eq!((moved.id, moved.owner_uid.as_deref()), (row.id, Some("b2")));
+    assert_eq!(moved.owner_generation, None, "the new owner's write is due");
+    // The new owner's next write is an update of the same row, not Unchanged.
+    let again = accounts::upsert_owned(&pool, &owner("b2", 4), &cfg)
+        .await
+        .unwrap();
+    match again {
+        AccountUpsert::Updated(r) => {
+            assert_eq!((r.id, r.owner_generation), (row.id, Some(4)))
+        }
+        o => panic!("expected an update: {o:?}"),
+    }
+}
+
+#[tokio::test]
 async fn account_slots_hold_max_binds_across_pods_and_free_with_a_dead_pod() {
     use smpp_db::accounts::{self, AccountUpsert, CustomerBindType::*};
     use smpp_db::sessions;
