@@ -12,7 +12,7 @@ use rusmpp::Command;
 use rusmpp::tokio_codec::{CommandCodec, DecodeError, EncodeError};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// Largest PDU accepted (SMPP has no limit; message_payload is at most 64 KiB).
+/// Largest PDU accepted by default (SMPP has no limit; message_payload is at most 64 KiB).
 pub const MAX_PDU: usize = 128 * 1024;
 
 /// A PDU whose header was read but whose body was not.
@@ -36,18 +36,32 @@ pub type Frame = Result<Command, Malformed>;
 pub enum CodecError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("command_length {0} is outside 16..={MAX_PDU}; the stream cannot be re-synchronised")]
-    Length(usize),
+    #[error("command_length {len} is outside 16..={max}; the stream cannot be re-synchronised")]
+    Length { len: usize, max: usize },
 }
 
-#[derive(Default)]
 pub struct Codec {
     inner: CommandCodec,
+    max: usize,
+}
+
+impl Default for Codec {
+    fn default() -> Self {
+        Self::with_max(MAX_PDU)
+    }
 }
 
 impl Codec {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A codec that refuses PDUs longer than `max` bytes (the customer-facing server's limit).
+    pub fn with_max(max: usize) -> Self {
+        Self {
+            inner: CommandCodec::new(),
+            max: max.max(16),
+        }
     }
 }
 
@@ -61,8 +75,8 @@ impl Decoder for Codec {
         }
         let word = |i: usize| u32::from_be_bytes([src[i], src[i + 1], src[i + 2], src[i + 3]]);
         let len = word(0) as usize;
-        if !(16..=MAX_PDU).contains(&len) {
-            return Err(CodecError::Length(len));
+        if !(16..=self.max).contains(&len) {
+            return Err(CodecError::Length { len, max: self.max });
         }
         if src.len() < len {
             src.reserve(len - src.len());
@@ -142,12 +156,21 @@ mod tests {
         let mut huge = BytesMut::from(&[0x7F, 0, 0, 0, 0, 0, 0, 0x15, 0, 0, 0, 0, 0, 0, 0, 1][..]);
         assert!(matches!(
             Codec::new().decode(&mut huge),
-            Err(CodecError::Length(_))
+            Err(CodecError::Length { .. })
         ));
         let mut tiny = BytesMut::from(&[0, 0, 0, 8, 0, 0, 0, 0x15, 0, 0, 0, 0, 0, 0, 0, 1][..]);
         assert!(matches!(
             Codec::new().decode(&mut tiny),
-            Err(CodecError::Length(8))
+            Err(CodecError::Length { len: 8, .. })
+        ));
+        // A smaller limit of our own (the customer-facing server's --smpp-max-pdu-bytes).
+        let full = wire(&pdu::enquire_link(4));
+        let mut ok = BytesMut::from(&full[..]);
+        assert!(Codec::with_max(16).decode(&mut ok).unwrap().is_some());
+        let mut big = BytesMut::from(&[0, 0, 0, 17, 0, 0, 0, 0x15, 0, 0, 0, 0, 0, 0, 0, 1, 0][..]);
+        assert!(matches!(
+            Codec::with_max(16).decode(&mut big),
+            Err(CodecError::Length { len: 17, max: 16 })
         ));
     }
 }

@@ -19,12 +19,24 @@ pub struct BucketState {
 
 /// Takes one token at `now`, or says how long to wait. Pure.
 pub fn take_token(state: &mut BucketState, now: Instant, rate: f64) -> Result<(), Duration> {
+    take_tokens(state, now, rate, 1)
+}
+
+/// Takes `n` tokens at `now` (a message of `n` parts), or says how long to wait. A whole token
+/// must be there; the rest may go into debt that later refills pay back, so a message with
+/// more parts than the burst still passes once, and the rate over time stays `rate`. Pure.
+pub fn take_tokens(
+    state: &mut BucketState,
+    now: Instant,
+    rate: f64,
+    n: u32,
+) -> Result<(), Duration> {
     let burst = rate.max(1.0);
     let elapsed = now.saturating_duration_since(state.last).as_secs_f64();
     state.tokens = (state.tokens + elapsed * rate).min(burst);
     state.last = now;
     if state.tokens >= 1.0 {
-        state.tokens -= 1.0;
+        state.tokens -= f64::from(n.max(1));
         Ok(())
     } else {
         Err(Duration::from_secs_f64((1.0 - state.tokens) / rate))
@@ -93,6 +105,22 @@ mod tests {
             assert!(take_token(&mut s, later, 10.0).is_ok());
         }
         assert!(take_token(&mut s, later, 10.0).is_err());
+    }
+
+    #[test]
+    fn a_message_of_many_parts_takes_them_all_and_its_debt_is_paid_first() {
+        let t0 = Instant::now();
+        let mut s = BucketState {
+            tokens: 2.0,
+            last: t0,
+        };
+        // 5 parts at 2/s with 2 tokens: it passes, leaving a debt of 3.
+        assert!(take_tokens(&mut s, t0, 2.0, 5).is_ok());
+        assert_eq!(s.tokens, -3.0);
+        // 4 tokens are needed before the next one: 2 s at 2/s.
+        assert_eq!(take_tokens(&mut s, t0, 2.0, 1), Err(Duration::from_secs(2)));
+        assert!(take_tokens(&mut s, t0 + Duration::from_millis(1500), 2.0, 1).is_err());
+        assert!(take_tokens(&mut s, t0 + Duration::from_secs(2), 2.0, 1).is_ok());
     }
 
     #[tokio::test]

@@ -20,8 +20,9 @@ use control::Control;
 use writer::writer;
 
 pub use bind::bind;
-pub use bucket::{BucketState, TokenBucket, take_token};
+pub use bucket::{BucketState, TokenBucket, take_token, take_tokens};
 pub use window::Window;
+pub use writer::{Queue, write_batches};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,7 +39,8 @@ use crate::smpp::diagnostics::BindFailure;
 use crate::smpp::pdu::{self, PduError, Submit};
 use crate::smpp::trace::Tracer;
 
-type Conn = Framed<Transport, crate::smpp::codec::Codec>;
+/// A framed SMPP connection (vendor or customer side).
+pub type Conn = Framed<Transport, crate::smpp::codec::Codec>;
 
 /// What the rest of the gateway learns from a session. Metrics and DLR handling plug in here.
 pub trait Observer: Send + Sync + 'static {

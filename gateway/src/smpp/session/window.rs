@@ -30,11 +30,12 @@ impl Window {
         self.sem.available_permits()
     }
 
-    pub(super) async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+    /// A slot; None once the window is closed (the session ended).
+    pub async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
         self.sem.clone().acquire_owned().await.ok()
     }
 
-    pub(super) fn close(&self) {
+    pub fn close(&self) {
         self.sem.close();
     }
 

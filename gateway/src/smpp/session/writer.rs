@@ -1,6 +1,9 @@
 //! The writer task: coalesces every queued PDU into one buffer and flushes once per batch.
+//! Shared by the vendor sessions (unbounded queue) and the customer-facing server's sessions
+//! (bounded queue): [`write_batches`].
 
 use super::{Conn, Observer};
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::SinkExt;
@@ -9,26 +12,53 @@ use tokio::sync::mpsc;
 
 use crate::smpp::trace::{Direction, Tracer};
 
-pub(super) async fn writer(
+/// Where a writer takes its PDUs from.
+pub trait Queue: Send {
+    fn recv(&mut self) -> impl Future<Output = Option<Command>> + Send;
+    /// The next PDU if one is queued already.
+    fn try_recv(&mut self) -> Option<Command>;
+}
+
+impl Queue for mpsc::UnboundedReceiver<Command> {
+    fn recv(&mut self) -> impl Future<Output = Option<Command>> + Send {
+        mpsc::UnboundedReceiver::recv(self)
+    }
+
+    fn try_recv(&mut self) -> Option<Command> {
+        mpsc::UnboundedReceiver::try_recv(self).ok()
+    }
+}
+
+impl Queue for mpsc::Receiver<Command> {
+    fn recv(&mut self) -> impl Future<Output = Option<Command>> + Send {
+        mpsc::Receiver::recv(self)
+    }
+
+    fn try_recv(&mut self) -> Option<Command> {
+        mpsc::Receiver::try_recv(self).ok()
+    }
+}
+
+/// Writes what `rx` yields until it ends (every sender dropped) or the connection fails: each
+/// batch of queued PDUs (up to 256) is encoded into one buffer and flushed once. `on_out`
+/// sees every PDU before it is written (trace, metrics).
+pub async fn write_batches(
     mut sink: futures::stream::SplitSink<Conn, Command>,
-    mut rx: mpsc::UnboundedReceiver<Command>,
-    vendor: Arc<str>,
-    tracer: Arc<Tracer>,
-    observer: Arc<dyn Observer>,
+    mut rx: impl Queue,
+    mut on_out: impl FnMut(&Command) + Send,
 ) {
     const BATCH: usize = 256;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut n = 0;
         while let Some(cmd) = next.take() {
-            tracer.pdu(&vendor, Direction::Out, &cmd);
-            observer.pdu_out(cmd.id());
+            on_out(&cmd);
             if sink.feed(cmd).await.is_err() {
                 return;
             }
             n += 1;
             if n < BATCH {
-                next = rx.try_recv().ok();
+                next = rx.try_recv();
             }
         }
         if sink.flush().await.is_err() {
@@ -36,4 +66,18 @@ pub(super) async fn writer(
         }
     }
     let _ = sink.close().await;
+}
+
+pub(super) async fn writer(
+    sink: futures::stream::SplitSink<Conn, Command>,
+    rx: mpsc::UnboundedReceiver<Command>,
+    vendor: Arc<str>,
+    tracer: Arc<Tracer>,
+    observer: Arc<dyn Observer>,
+) {
+    write_batches(sink, rx, |cmd| {
+        tracer.pdu(&vendor, Direction::Out, cmd);
+        observer.pdu_out(cmd.id());
+    })
+    .await
 }
