@@ -55,6 +55,21 @@ impl ReceiptStat {
         self != Self::Enroute
     }
 
+    /// The message_state TLV value (SMPP 3.4 table 5-6); `from_message_state` reads it back.
+    pub fn message_state(self) -> u8 {
+        match self {
+            Self::Enroute => 1,
+            Self::Delivered => 2,
+            Self::Expired => 3,
+            Self::Deleted => 4,
+            Self::Undeliverable => 5,
+            Self::Accepted => 6,
+            Self::Unknown => 7,
+            Self::Rejected => 8,
+            Self::Skipped => 9,
+        }
+    }
+
     /// SMPP 3.4 table 5-6. `None` for 0 (SCHEDULED, never in a receipt) and anything above 9.
     pub fn from_message_state(v: u8) -> Option<Self> {
         Some(match v {
@@ -498,6 +513,7 @@ mod tests {
         ];
         for (v, s) in want {
             assert_eq!(ReceiptStat::from_message_state(v), Some(s));
+            assert_eq!(s.message_state(), v);
             // rusmpp's enum agrees with the table.
             assert_eq!(u8::from(MessageState::from(v)), v);
         }

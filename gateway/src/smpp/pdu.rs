@@ -2,13 +2,19 @@
 //! field limits (system_id ≤ 15, password ≤ 8, …) are checked in one spot and a bad value
 //! becomes a typed error instead of a panic or a silently truncated field.
 
-use rusmpp::pdus::{BindReceiver, BindTransceiver, BindTransmitter, DeliverSmResp, SubmitSm};
-use rusmpp::tlvs::MessageSubmissionRequestTlvValue;
+use chrono::{DateTime, Utc};
+use rusmpp::pdus::{
+    BindReceiver, BindTransceiver, BindTransmitter, DeliverSm, DeliverSmResp, SubmitSm,
+};
+use rusmpp::tlvs::{MessageDeliveryRequestTlvValue, MessageSubmissionRequestTlvValue};
 use rusmpp::types::{AnyOctetString, COctetString, EmptyOrFullCOctetString, OctetString};
 use rusmpp::values::{
-    DataCoding, EsmClass, InterfaceVersion, MessagePayload, Npi, RegisteredDelivery, Ton,
+    DataCoding, EsmClass, InterfaceVersion, MessagePayload, MessageState, Npi, RegisteredDelivery,
+    Ton,
 };
 use rusmpp::{Command, CommandStatus, Pdu};
+
+use crate::messaging::receipt::ReceiptStat;
 
 /// What a single bind asks for. A TX+RX pair is two binds, one of each kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -253,6 +259,75 @@ pub fn submit_sm(s: &Submit, seq: u32) -> Result<Command, PduError> {
     Ok(Command::new(CommandStatus::EsmeRok, seq, b.build()))
 }
 
+/// A delivery receipt we send to a customer: deliver_sm with esm_class 0x04 (SMSC delivery
+/// receipt), the SMPP 3.4 Appendix B text and the receipted_message_id and message_state TLVs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryReceipt {
+    /// Our message id, as the customer got it in submit_sm_resp.
+    pub message_id: String,
+    /// The message's destination (the handset the receipt is about).
+    pub source_addr: String,
+    /// The message's sender.
+    pub destination_addr: String,
+    pub stat: ReceiptStat,
+    /// The text's `err:` (three digits by convention).
+    pub err: String,
+    pub submit_date: DateTime<Utc>,
+    pub done_date: DateTime<Utc>,
+}
+
+/// Appendix B date: YYMMDDhhmm (UTC).
+fn receipt_date(t: DateTime<Utc>) -> String {
+    t.format("%y%m%d%H%M").to_string()
+}
+
+/// The Appendix B text of a receipt; `dlvrd` is 001 only when it was delivered.
+pub fn receipt_text(r: &DeliveryReceipt) -> String {
+    let dlvrd = if r.stat == ReceiptStat::Delivered {
+        "001"
+    } else {
+        "000"
+    };
+    format!(
+        "id:{} sub:001 dlvrd:{dlvrd} submit date:{} done date:{} stat:{} err:{} text:",
+        r.message_id,
+        receipt_date(r.submit_date),
+        receipt_date(r.done_date),
+        r.stat.as_str(),
+        r.err,
+    )
+}
+
+/// deliver_sm carrying a delivery receipt to a customer (see `DeliveryReceipt`).
+pub fn receipt_deliver_sm(r: &DeliveryReceipt, seq: u32) -> Result<Command, PduError> {
+    let (src_ton, src_npi, source) = address("source_addr", &r.source_addr)?;
+    let (dst_ton, dst_npi, dest) = address("destination_addr", &r.destination_addr)?;
+    let id = c_str::<65>("receipted_message_id", &r.message_id)?;
+    let text = receipt_text(r);
+    let sm = OctetString::from_slice(text.as_bytes()).map_err(|_| PduError::TooLong {
+        field: "short_message",
+        len: text.len(),
+        max: 254,
+    })?;
+    let d = DeliverSm::builder()
+        .source_addr_ton(src_ton)
+        .source_addr_npi(src_npi)
+        .source_addr(source)
+        .dest_addr_ton(dst_ton)
+        .dest_addr_npi(dst_npi)
+        .destination_addr(dest)
+        .esm_class(EsmClass::from(0x04))
+        .short_message(sm)
+        .tlvs(vec![
+            MessageDeliveryRequestTlvValue::ReceiptedMessageId(id),
+            MessageDeliveryRequestTlvValue::MessageState(MessageState::from(
+                r.stat.message_state(),
+            )),
+        ])
+        .build();
+    Ok(Command::new(CommandStatus::EsmeRok, seq, d))
+}
+
 pub fn deliver_sm_resp(seq: u32, status: CommandStatus) -> Command {
     Command::new(
         status,
@@ -356,6 +431,96 @@ mod tests {
         assert!(!String::from_utf8_lossy(&encode(&masked)).contains("secret12"));
         assert!(String::from_utf8_lossy(&encode(&cmd)).contains("secret12"));
         assert!(!format!("{:?}", params(BindKind::Receiver, Version::V50)).contains("secret12"));
+    }
+
+    fn receipt(stat: ReceiptStat) -> DeliveryReceipt {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        DeliveryReceipt {
+            message_id: "0b8e5a36-3c1f-4d7e-9a59-0d2f4c1e7a10".into(),
+            source_addr: "+15551234567".into(),
+            destination_addr: "ACME".into(),
+            stat,
+            err: "000".into(),
+            submit_date: at("2026-03-04T05:06:59Z"),
+            done_date: at("2026-03-04T05:07:01Z"),
+        }
+    }
+
+    #[test]
+    fn receipt_text_is_appendix_b() {
+        assert_eq!(
+            receipt_text(&receipt(ReceiptStat::Delivered)),
+            "id:0b8e5a36-3c1f-4d7e-9a59-0d2f4c1e7a10 sub:001 dlvrd:001 \
+             submit date:2603040506 done date:2603040507 stat:DELIVRD err:000 text:"
+        );
+        let t = receipt_text(&DeliveryReceipt {
+            err: "011".into(),
+            ..receipt(ReceiptStat::Undeliverable)
+        });
+        assert!(
+            t.contains(" dlvrd:000 ") && t.contains("stat:UNDELIV err:011 "),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn receipt_deliver_sm_round_trips_through_our_receipt_parser() {
+        use crate::messaging::receipt::{Inbound, classify};
+        for stat in ReceiptStat::ALL {
+            let r = DeliveryReceipt {
+                err: "042".into(),
+                ..receipt(stat)
+            };
+            let cmd = receipt_deliver_sm(&r, 9).unwrap();
+            assert_eq!((cmd.id(), cmd.sequence_number()), (CommandId::DeliverSm, 9));
+            // Through the wire and back, as a customer reads it.
+            let wire = encode(&cmd);
+            let mut buf = BytesMut::from(&wire[..]);
+            let back = tokio_util::codec::Decoder::decode(&mut CommandCodec::new(), &mut buf)
+                .unwrap()
+                .unwrap();
+            let Some(Pdu::DeliverSm(d)) = back.pdu() else {
+                panic!("not a deliver_sm: {back:?}")
+            };
+            assert_eq!(u8::from(d.esm_class), 0x04);
+            assert_eq!(d.source_addr.to_string(), "15551234567");
+            assert_eq!(d.destination_addr.to_string(), "ACME");
+            let Inbound::Receipt(p) = classify(d).unwrap() else {
+                panic!("not read as a receipt")
+            };
+            assert_eq!(p.message_id, r.message_id);
+            assert_eq!(p.stat, stat);
+            assert_eq!(p.err.as_deref(), Some("042"));
+            assert_eq!(p.submit_date.as_deref(), Some("2603040506"));
+            assert_eq!(p.done_date.as_deref(), Some("2603040507"));
+            assert_eq!(p.sub.as_deref(), Some("001"));
+            let dlvrd = if stat == ReceiptStat::Delivered {
+                "001"
+            } else {
+                "000"
+            };
+            assert_eq!(p.dlvrd.as_deref(), Some(dlvrd));
+            // The TLVs are there, not only the text: the parser prefers them.
+            let tlvs = format!("{:?}", d.tlvs());
+            assert!(tlvs.contains("ReceiptedMessageId"), "{tlvs}");
+            assert!(tlvs.contains("MessageState"), "{tlvs}");
+        }
+    }
+
+    #[test]
+    fn receipt_deliver_sm_refuses_an_id_too_long_for_its_tlv() {
+        let r = DeliveryReceipt {
+            message_id: "x".repeat(65),
+            ..receipt(ReceiptStat::Delivered)
+        };
+        assert_eq!(
+            receipt_deliver_sm(&r, 1).unwrap_err(),
+            PduError::TooLong {
+                field: "receipted_message_id",
+                len: 65,
+                max: 64
+            }
+        );
     }
 
     #[test]
