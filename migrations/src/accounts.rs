@@ -279,6 +279,24 @@ pub async fn delete_owned(pool: &PgPool, owner_uid: &str) -> Result<bool, DbErro
     Ok(r.rows_affected() > 0)
 }
 
+/// Deletes the rows `owner_uid` owns under another system_id than `system_id`: the
+/// resource's systemId changed, so the old one must stop accepting binds. Returns how many
+/// rows went.
+pub async fn delete_owned_except(
+    pool: &PgPool,
+    owner_uid: &str,
+    system_id: &str,
+) -> Result<u64, DbError> {
+    let r = sqlx::query(
+        "DELETE FROM vendor_mgmt.customer_accounts WHERE owner_uid = $1 AND system_id <> $2",
+    )
+    .bind(owner_uid)
+    .bind(system_id)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
 /// How a customer bound: the bind_type column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CustomerBindType {

@@ -653,6 +653,37 @@ async fn account_upsert_creates_updates_and_refuses_another_owners_row() {
 }
 
 #[tokio::test]
+async fn account_renamed_by_its_owner_drops_the_old_system_id_only() {
+    use smpp_db::accounts;
+    let (pool, _) = fresh_db().await;
+    migrate(&pool).await.unwrap();
+    for (sid, uid) in [("old", "a1"), ("new", "a1"), ("theirs", "b2")] {
+        accounts::upsert_owned(&pool, &owner(uid, 1), &account_config(sid, 1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        accounts::delete_owned_except(&pool, "a1", "new")
+            .await
+            .unwrap(),
+        1
+    );
+    let left: Vec<String> = accounts::list_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.config.system_id)
+        .collect();
+    assert_eq!(left, ["new", "theirs"]);
+    assert_eq!(
+        accounts::delete_owned_except(&pool, "a1", "new")
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
 async fn account_transfer_is_compare_and_set_on_the_owner() {
     use smpp_db::accounts::{self, AccountUpsert};
     let (pool, _) = fresh_db().await;
