@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod env;
 pub mod esme;
+pub mod http;
 pub mod leak;
 pub mod operator;
 pub mod postgres;

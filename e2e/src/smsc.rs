@@ -25,9 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use crate::http;
 use crate::process::{ChildGuard, repo_root};
 use crate::wait;
 
@@ -47,6 +46,8 @@ pub enum SmscError {
     UnknownListener(String),
     #[error("smsc stats ({url}): {reason}")]
     Stats { url: String, reason: String },
+    #[error("smsc stats: {0}")]
+    Http(#[from] crate::http::HttpError),
     #[error("smsc tls: {0}")]
     Tls(String),
     #[error("smsc io at {path}: {source}")]
@@ -520,17 +521,12 @@ impl Smsc {
     }
 
     pub fn stats_url(&self) -> String {
-        format!("http://127.0.0.1:{}/stats", self.stats_port)
+        http::local(self.stats_port, "/stats")
     }
 
     pub async fn stats(&self) -> Result<Stats, SmscError> {
-        let body = http(self.stats_port, "GET", "/stats")
-            .await
-            .map_err(|reason| SmscError::Stats {
-                url: self.stats_url(),
-                reason,
-            })?;
-        serde_json::from_slice(&body).map_err(|e| SmscError::Stats {
+        let json = http::get_json(&self.stats_url(), &[]).await?;
+        serde_json::from_value(json).map_err(|e| SmscError::Stats {
             url: self.stats_url(),
             reason: format!("unexpected JSON: {e}"),
         })
@@ -539,13 +535,14 @@ impl Smsc {
     /// Zeroes the counters and restarts the bind marks from the binds open now (open binds are
     /// state and stay).
     pub async fn reset_stats(&self) -> Result<(), SmscError> {
-        http(self.stats_port, "POST", "/reset")
-            .await
-            .map(|_| ())
-            .map_err(|reason| SmscError::Stats {
-                url: self.stats_url(),
-                reason,
-            })
+        let url = http::local(self.stats_port, "/reset");
+        http::expect_json(
+            "POST",
+            &url,
+            200,
+            http::request("POST", &url, &[], b"").await?,
+        )?;
+        Ok(())
     }
 
     /// Kills the simulator (SIGKILL to its process group): peers see their connections reset.
@@ -651,40 +648,6 @@ fn run_script(name: &str, args: &[&std::ffi::OsStr]) -> Result<(), SmscError> {
         )));
     }
     Ok(())
-}
-
-/// Minimal HTTP/1.0 exchange with the stats server (one request per connection).
-async fn http(port: u16, method: &str, path: &str) -> Result<Vec<u8>, String> {
-    let exchange = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| e.to_string())?;
-        let req = format!(
-            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
-        );
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(buf)
-    };
-    let buf = tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .map_err(|_| "no answer within 5s".to_string())??;
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("response without a header end")?;
-    let head = String::from_utf8_lossy(&buf[..split]);
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        return Err(format!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&buf[split + 4..])
-        ));
-    }
-    Ok(buf[split + 4..].to_vec())
 }
 
 /// A rustls client config that trusts only `ca_file` (ring provider, no global state), with an

@@ -1,5 +1,6 @@
 //! Shared by the gateway end-to-end tests: a fresh database per test on the environment's
-//! PostgreSQL, the real smpp-gateway binary under a ChildGuard, and small HTTP/SQL helpers.
+//! PostgreSQL, the real smpp-gateway binary under a ChildGuard, and small HTTP/SQL helpers
+//! (the HTTP ones on smpp_e2e::http, with the gateway's port and bearer tokens filled in).
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -8,11 +9,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 use smpp_e2e::env::Env;
+use smpp_e2e::http;
+pub use smpp_e2e::http::Answer;
 use smpp_e2e::process::{ChildGuard, repo_root, workspace_bin};
 use smpp_e2e::wait;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub type Result<T = ()> = anyhow::Result<T>;
 
@@ -238,44 +240,14 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-/// Minimal HTTP/1.1 client (no extra dependency): returns status and body.
+/// `method` on the gateway at 127.0.0.1:`port`: status and body.
 pub async fn request(port: u16, method: &str, path: &str) -> Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await??;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status: u16 = head.split_whitespace().nth(1).unwrap_or("0").parse()?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((status, body))
+    let a = http::request(method, &http::local(port, path), &[], b"").await?;
+    Ok((a.status, a.body))
 }
 
 pub async fn get(port: u16, path: &str) -> Result<(u16, String)> {
     request(port, "GET", path).await
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,27 +319,7 @@ impl Messaging {
     }
 }
 
-/// An HTTP answer: status, raw body, and the body as JSON (`Value::Null` when it is not JSON).
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
-    pub json: Value,
-}
-
-impl Answer {
-    /// `error.code` of an error answer ("" when absent).
-    pub fn code(&self) -> &str {
-        self.json["error"]["code"].as_str().unwrap_or("")
-    }
-
-    pub fn message(&self) -> &str {
-        self.json["error"]["message"].as_str().unwrap_or("")
-    }
-}
-
-/// HTTP/1.1 request with headers and a body (Content-Length), `Connection: close`. The body is
-/// written while the answer is read, so a server that answers early (413) is still heard.
+/// `method` on the gateway at 127.0.0.1:`port` with headers and a body.
 pub async fn send(
     port: u16,
     method: &str,
@@ -375,78 +327,7 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Answer> {
-    let s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let (mut rd, mut wr) = s.into_split();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let body = body.to_vec();
-    let writer = tokio::spawn(async move {
-        // The server may answer and close before reading all of a large body: ignore that.
-        if wr.write_all(head.as_bytes()).await.is_ok() {
-            let _ = wr.write_all(&body).await;
-        }
-        wr
-    });
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(60), async {
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            match rd.read(&mut chunk).await {
-                Ok(0) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                // A reset after the answer arrived (server closed with unread body): keep it.
-                Err(_) if buf.windows(4).any(|w| w == b"\r\n\r\n") => break,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    })
-    .await;
-    writer.abort();
-    read??;
-    parse_answer(&buf)
-}
-
-fn parse_answer(buf: &[u8]) -> Result<Answer> {
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no HTTP head in {} bytes", buf.len()))?;
-    let head = String::from_utf8_lossy(&buf[..split]).to_string();
-    let raw = &buf[split + 4..];
-    let status: u16 = head.split_whitespace().nth(1).unwrap_or("0").parse()?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk_bytes(raw)
-    } else {
-        raw.to_vec()
-    };
-    let body = String::from_utf8_lossy(&body).to_string();
-    let json = serde_json::from_str(&body).unwrap_or(Value::Null);
-    Ok(Answer { status, body, json })
-}
-
-fn dechunk_bytes(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
-        let size = String::from_utf8_lossy(&body[..eol]);
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        let rest = &body[eol + 2..];
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.extend_from_slice(&rest[..n]);
-        body = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
-    }
-    out
+    Ok(http::request(method, &http::local(port, path), headers, body).await?)
 }
 
 /// POST a JSON body with an optional bearer token and extra headers.
@@ -458,12 +339,9 @@ pub async fn post_json(
     body: &Value,
 ) -> Result<Answer> {
     let auth = token.map(|t| format!("Bearer {t}"));
-    let mut h: Vec<(&str, &str)> = vec![("Content-Type", "application/json")];
-    if let Some(a) = &auth {
-        h.push(("Authorization", a));
-    }
+    let mut h: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
     h.extend_from_slice(headers);
-    send(port, "POST", path, &h, &serde_json::to_vec(body)?).await
+    Ok(http::post_json(&http::local(port, path), &h, body).await?)
 }
 
 /// GET with an optional bearer token.

@@ -1,5 +1,5 @@
 //! What every benchmark needs: a fresh database, the gateway and operator processes, /proc
-//! figures (RSS, CPU) and a tiny HTTP GET.
+//! figures (RSS, CPU).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -10,7 +10,6 @@ use smpp_e2e::env::Env;
 use smpp_e2e::process::{ChildGuard, repo_root};
 use smpp_e2e::sink::free_port;
 use sqlx::{Executor, PgPool};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Where the benchmark logs go (target/bench-logs).
 pub fn log_dir() -> PathBuf {
@@ -97,7 +96,10 @@ impl Proc {
                     self.log.display()
                 );
             }
-            if matches!(http_get(self.http, path).await, Ok((200, _))) {
+            if smpp_e2e::http::get(&smpp_e2e::http::local(self.http, path), &[])
+                .await
+                .is_ok_and(|a| a.status == 200)
+            {
                 return Ok(());
             }
             if Instant::now() > end {
@@ -202,23 +204,6 @@ pub async fn cpu_percent(pid: u32, window: Duration) -> Result<f64> {
     tokio::time::sleep(window).await;
     let b = cpu_ns(pid)?;
     Ok(b.saturating_sub(a) as f64 / 1e9 / t0.elapsed().as_secs_f64() * 100.0)
-}
-
-/// GET on 127.0.0.1:`port`: status and body.
-pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    let mut s = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(("127.0.0.1", port)),
-    )
-    .await??;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await??;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap_or("0").parse()?;
-    Ok((status, body.to_string()))
 }
 
 /// Milliseconds between two instants (0 when `b` is before `a`).

@@ -516,30 +516,10 @@ fn message_id(body: &[u8]) -> Option<String> {
 }
 
 async fn get_status(port: u16, id: &str) -> Result<String> {
-    let req = format!(
-        "GET /api/v1/messages/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
-    )
-    .into_bytes();
-    let seen = Arc::new(std::sync::Mutex::new(String::new()));
-    let s2 = seen.clone();
-    load::run(Load {
-        port,
-        conns: 1,
-        total: 1,
-        rate: None,
-        limit: Duration::from_secs(5),
-        make: Arc::new(move |_| req.clone()),
-        judge: Arc::new(move |status, body| {
-            let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-            *s2.lock().unwrap_or_else(|p| p.into_inner()) =
-                format!("HTTP {status}, status {}", v["status"]);
-            (1, 0)
-        }),
-        latencies: false,
-    })
-    .await?;
-    let s = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    Ok(s)
+    let url = smpp_e2e::http::local(port, &format!("/api/v1/messages/{id}"));
+    let auth = format!("Bearer {TOKEN}");
+    let a = smpp_e2e::http::get(&url, &[("Authorization", &auth)]).await?;
+    Ok(format!("HTTP {}, status {}", a.status, a.json["status"]))
 }
 
 /// Medians of ours at one shape, for the comparisons.
@@ -780,7 +760,10 @@ impl Kannel {
             if k.smsbox.as_mut().is_none_or(|c| c.has_exited()) {
                 bail!("smsbox exited (see {})", dir.display());
             }
-            if crate::common::http_get(ports.http, "/").await.is_ok() {
+            if smpp_e2e::http::get(&smpp_e2e::http::local(ports.http, "/"), &[])
+                .await
+                .is_ok()
+            {
                 break;
             }
             if Instant::now() > end {
