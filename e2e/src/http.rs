@@ -185,3 +185,40 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            body: body.into(),
+            json: serde_json::from_str(body).unwrap_or(Value::Null),
+        }
+    }
+
+    #[test]
+    fn expect_json_checks_the_status_then_the_body() {
+        let url = "http://127.0.0.1:1/stats";
+        let v = expect_json("GET", url, 200, answer(200, r#"{"a":1}"#)).unwrap();
+        assert_eq!(v["a"], 1);
+        let e = expect_json("GET", url, 200, answer(503, "down")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "GET http://127.0.0.1:1/stats: HTTP 503, expected 200: down"
+        );
+        let e = expect_json("GET", url, 200, answer(200, "<html>")).unwrap_err();
+        assert!(matches!(e, HttpError::NotJson { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_the_request() {
+        let port = crate::sink::free_port().unwrap();
+        let url = local(port, "/health");
+        let e = get(&url, &[]).await.unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with(&format!("GET {url}: ")), "{text}");
+        assert!(text.contains("refused"), "the cause is kept: {text}");
+    }
+}
