@@ -76,6 +76,14 @@ impl ApiKeys {
         self.len() == 0
     }
 
+    /// An `Authorization` header value with one of the keys, for a hop to another pod that
+    /// serves a customer's SMPP submit (every pod loads the same keys). None without keys.
+    pub fn hop_header(&self) -> Option<String> {
+        let keys = self.keys.read().expect("keys");
+        let k = keys.first()?;
+        Some(format!("Bearer {}", String::from_utf8_lossy(&k.token)))
+    }
+
     /// The key's name for an `Authorization` header value. Every key is compared, each in
     /// constant time, so the time taken says nothing about which key nearly matched.
     pub fn check(&self, header: Option<&str>) -> Result<String, AuthError> {

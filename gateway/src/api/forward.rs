@@ -8,10 +8,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::messaging::submit::{Accepted, MessageRequest, SubmitError};
+use crate::messaging::submit::{Accepted, Extra, MessageRequest, SubmitError};
 use crate::metrics::Metrics;
 
 pub const FORWARDED_HEADER: &str = "x-smpp-forwarded-by";
+/// Where a customer's SMPP submit is forwarded: pod to pod only, not part of the public API.
+pub const CUSTOMER_PATH: &str = "/api/v1/internal/customer-messages";
+
+/// The body of a forwarded SMPP submit: the request (vendor pinned) and what SMPP adds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerForward {
+    pub request: MessageRequest,
+    #[serde(default)]
+    pub extra: Extra,
+}
 
 #[derive(Clone)]
 pub struct Forwarder {
@@ -42,6 +53,33 @@ impl Forwarder {
         req: &MessageRequest,
         auth: &str,
     ) -> Result<Accepted, SubmitError> {
+        self.post(peers, "/api/v1/messages", req, req, auth).await
+    }
+
+    /// A customer's SMPP submit (its raw part and origin with it) to [`CUSTOMER_PATH`] of the
+    /// first of `peers` that answers.
+    pub async fn submit_customer(
+        &self,
+        peers: &[(String, String)],
+        req: &MessageRequest,
+        extra: &Extra,
+        auth: &str,
+    ) -> Result<Accepted, SubmitError> {
+        let body = CustomerForward {
+            request: req.clone(),
+            extra: extra.clone(),
+        };
+        self.post(peers, CUSTOMER_PATH, &body, req, auth).await
+    }
+
+    async fn post(
+        &self,
+        peers: &[(String, String)],
+        path: &str,
+        body: &impl serde::Serialize,
+        req: &MessageRequest,
+        auth: &str,
+    ) -> Result<Accepted, SubmitError> {
         if peers.is_empty() {
             return Err(SubmitError::NoRoute(format!(
                 "{} (vendor {} is bound on another pod that advertises no address: set --advertise-addr)",
@@ -51,13 +89,13 @@ impl Forwarder {
         }
         let mut last = String::new();
         for (pod, addr) in peers {
-            let url = format!("http://{addr}/api/v1/messages");
+            let url = format!("http://{addr}{path}");
             let sent = self
                 .client
                 .post(&url)
                 .header("authorization", auth)
                 .header(FORWARDED_HEADER, &self.pod)
-                .json(req)
+                .json(body)
                 .send()
                 .await;
             let resp = match sent {
@@ -100,5 +138,8 @@ fn remote_error(pod: &str, status: u16, body: &serde_json::Value) -> SubmitError
             .map(str::to_string)
             .unwrap_or_else(|| format!("pod {pod} answered {status}")),
         id: e["id"].as_str().map(str::to_string),
+        command_status: e["command_status"]
+            .as_u64()
+            .and_then(|c| u32::try_from(c).ok()),
     }
 }

@@ -16,10 +16,11 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::api::auth::{ApiKeys, AuthError};
-use crate::api::forward::{FORWARDED_HEADER, Forwarder};
+use crate::api::forward::{CUSTOMER_PATH, CustomerForward, FORWARDED_HEADER, Forwarder};
 use crate::fleet::peers::Peers;
 use crate::messaging::store::IdemBegin;
-use crate::messaging::submit::{self, MessageRequest, Messenger, SubmitError};
+use crate::messaging::submit::{self, Extra, MessageRequest, Messenger, SubmitError};
+use smpp_db::accounts::RouteEntry;
 
 pub const MAX_BODY: u64 = 4 * 1024 * 1024;
 pub const MAX_BATCH: usize = 1000;
@@ -107,6 +108,21 @@ impl MessagesApi {
         forwarded: bool,
     ) -> Result<submit::Accepted, SubmitError> {
         submit::validate(&req)?;
+        self.dispatch(&req, &Extra::default(), &[], auth, forwarded)
+            .await
+    }
+
+    /// Routes and sends a validated message here or on the pod holding the vendor. `route` is
+    /// a customer account's own route (empty: the default routing; ignored when the request
+    /// pins a vendor). The hop authenticates with `auth`.
+    pub async fn dispatch(
+        &self,
+        req: &MessageRequest,
+        extra: &Extra,
+        route: &[RouteEntry],
+        auth: &str,
+        forwarded: bool,
+    ) -> Result<submit::Accepted, SubmitError> {
         let me = &self.pod;
         let vendors: Vec<_> = self
             .messenger
@@ -119,18 +135,28 @@ impl MessagesApi {
             })
             .collect();
         let table: Vec<_> = vendors.iter().map(|(c, _, b)| (c.clone(), *b)).collect();
-        let route = submit::route(&req, &table)?;
+        let route = if route.is_empty() || req.vendor.is_some() {
+            submit::route(req, &table)?
+        } else {
+            submit::account_route(req, route, &table)?
+        };
         let local = |id| vendors.iter().any(|(c, here, _)| c.id == id && *here > 0);
         let first = &route[0];
         if local(first.id) {
             let here: Vec<_> = route.iter().filter(|c| local(c.id)).cloned().collect();
-            return self.messenger.submit_local(&req, &here).await;
+            return self.messenger.submit_local_with(req, extra, &here).await;
         }
         // No bind here: one hop to a pod that has one.
         let peers = self.peers.elsewhere(first.id, me);
         let mut pinned = req.clone();
         pinned.vendor = Some(first.name.clone());
-        self.forwarder.submit(&peers, &pinned, auth).await
+        if *extra == Extra::default() {
+            self.forwarder.submit(&peers, &pinned, auth).await
+        } else {
+            self.forwarder
+                .submit_customer(&peers, &pinned, extra, auth)
+                .await
+        }
     }
 
     async fn submit_idempotent(
@@ -297,7 +323,7 @@ pub fn routes(
         );
     let get = warp::path!("api" / "v1" / "messages" / String)
         .and(warp::get())
-        .and(with)
+        .and(with.clone())
         .and(warp::header::optional::<String>("authorization"))
         .then(
             |id: String, api: Arc<MessagesApi>, auth: Option<String>| async move {
@@ -326,7 +352,53 @@ pub fn routes(
                 }
             },
         );
-    single.or(batch).unify().or(get).unify()
+    // A customer's SMPP submit forwarded by the pod it is bound to (one hop, vendor pinned).
+    // Its answer carries the SMPP command_status, which the entry pod passes on.
+    let customer = warp::path("api")
+        .and(warp::path("v1"))
+        .and(warp::path("internal"))
+        .and(warp::path("customer-messages"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(with.clone())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>(FORWARDED_HEADER))
+        .and(warp::body::content_length_limit(MAX_BODY))
+        .and(warp::body::bytes())
+        .then(
+            |api: Arc<MessagesApi>, auth: Option<String>, fwd: Option<String>, body: Bytes| async move {
+                if let Err(e) = api.keys.check(auth.as_deref()) {
+                    return auth_error(e);
+                }
+                if fwd.is_none() {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "not_forwarded",
+                        format!("{CUSTOMER_PATH} takes only submits forwarded by another pod"),
+                    );
+                }
+                let f: CustomerForward = match parse_body(&body) {
+                    Ok(f) => f,
+                    Err(resp) => return *resp,
+                };
+                let r = api
+                    .dispatch(&f.request, &f.extra, &[], auth.as_deref().unwrap_or(""), true)
+                    .await;
+                let (code, mut out) = outcome(&r);
+                if let Err(e) = &r {
+                    out["error"]["command_status"] =
+                        json!(u32::from(crate::api::smpp::status::submit_status(e)));
+                }
+                reply(code, &out)
+            },
+        );
+    single
+        .or(batch)
+        .unify()
+        .or(get)
+        .unify()
+        .or(customer)
+        .unify()
 }
 
 /// Turns warp's own rejections (too large, wrong method, bad content length) into the API's

@@ -404,6 +404,116 @@ fn split_ia5(whole: &[u8]) -> Vec<Vec<u8>> {
     parts
 }
 
+/// GSM 03.38 default alphabet, one char per septet value (0x1B, the escape, is a placeholder).
+const GSM_BASIC: [char; 128] = [
+    '@', '£', '$', '¥', 'è', 'é', 'ù', 'ì', 'ò', 'Ç', '\n', 'Ø', 'ø', '\r', 'Å', 'å', //
+    'Δ', '_', 'Φ', 'Γ', 'Λ', 'Ω', 'Π', 'Ψ', 'Σ', 'Θ', 'Ξ', '\u{1B}', 'Æ', 'æ', 'ß', 'É', //
+    ' ', '!', '"', '#', '¤', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', '/', //
+    '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', ':', ';', '<', '=', '>', '?', //
+    '¡', 'A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J', 'K', 'L', 'M', 'N', 'O', //
+    'P', 'Q', 'R', 'S', 'T', 'U', 'V', 'W', 'X', 'Y', 'Z', 'Ä', 'Ö', 'Ñ', 'Ü', '§', //
+    '¿', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', //
+    'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 'ä', 'ö', 'ñ', 'ü', 'à', //
+];
+
+/// The GSM 03.38 extension table: the septet after an escape, and its character.
+const GSM_EXTENSION: [(u8, char); 10] = [
+    (0x0A, '\u{0C}'),
+    (0x14, '^'),
+    (0x28, '{'),
+    (0x29, '}'),
+    (0x2F, '\\'),
+    (0x3C, '['),
+    (0x3D, '~'),
+    (0x3E, ']'),
+    (0x40, '|'),
+    (0x65, '€'),
+];
+
+/// The text alphabet of a data_coding a customer submits in; None for the others (binary,
+/// message classes, …), which are passed through as they came.
+///
+/// data_coding 0 is "the SMSC default alphabet": for our customers that is GSM 03.38,
+/// unpacked (one septet per byte), the same as a `Gsm7` vendor's.
+pub fn text_coding(data_coding: u8) -> Option<Coding> {
+    match data_coding {
+        0x00 => Some(Coding::Gsm7),
+        0x01 => Some(Coding::Ascii),
+        0x03 => Some(Coding::Latin1),
+        0x08 => Some(Coding::Ucs2),
+        _ => None,
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error(
+        "byte {byte:#04x} at {at} is not a GSM 7-bit septet (data_coding 0 is GSM 03.38 unpacked: one septet per byte, below 0x80)"
+    )]
+    NotGsm { byte: u8, at: usize },
+    #[error("the GSM text ends with an escape (0x1B) and no character after it")]
+    TrailingEscape,
+    #[error("byte {byte:#04x} at {at} is not ASCII (data_coding 1 is IA5)")]
+    NotAscii { byte: u8, at: usize },
+    #[error("UCS-2 text has an odd length ({0} bytes)")]
+    OddUcs2(usize),
+    #[error("UCS-2 text is not valid UTF-16 (an unpaired surrogate)")]
+    BadUtf16,
+}
+
+/// Bytes in `coding` back to text: what a customer's short_message or message_payload says.
+/// The inverse of this module's encoders. Pure.
+pub fn decode(coding: Coding, bytes: &[u8]) -> Result<String, DecodeError> {
+    match coding {
+        Coding::Gsm7 => decode_gsm(bytes),
+        Coding::Ascii => match bytes.iter().position(|b| !b.is_ascii()) {
+            Some(at) => Err(DecodeError::NotAscii {
+                byte: bytes[at],
+                at,
+            }),
+            None => Ok(bytes.iter().map(|&b| char::from(b)).collect()),
+        },
+        Coding::Latin1 => Ok(bytes.iter().map(|&b| char::from(b)).collect()),
+        Coding::Ucs2 => {
+            if !bytes.len().is_multiple_of(2) {
+                return Err(DecodeError::OddUcs2(bytes.len()));
+            }
+            let units: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|u| u16::from_be_bytes([u[0], u[1]]))
+                .collect();
+            String::from_utf16(&units).map_err(|_| DecodeError::BadUtf16)
+        }
+    }
+}
+
+fn decode_gsm(bytes: &[u8]) -> Result<String, DecodeError> {
+    let mut out = String::with_capacity(bytes.len());
+    let mut it = bytes.iter().copied().enumerate();
+    while let Some((at, b)) = it.next() {
+        if b >= 0x80 {
+            return Err(DecodeError::NotGsm { byte: b, at });
+        }
+        if b != ESC_SEPTET {
+            out.push(GSM_BASIC[b as usize]);
+            continue;
+        }
+        let Some((at, next)) = it.next() else {
+            return Err(DecodeError::TrailingEscape);
+        };
+        if next >= 0x80 {
+            return Err(DecodeError::NotGsm { byte: next, at });
+        }
+        // 03.38: an escape before a septet the extension table lacks shows the basic one.
+        let ext = GSM_EXTENSION.iter().find(|(s, _)| *s == next);
+        out.push(ext.map_or(GSM_BASIC[next as usize], |(_, c)| *c));
+    }
+    Ok(out)
+}
+
+/// The GSM escape septet.
+const ESC_SEPTET: u8 = 0x1B;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,6 +541,76 @@ mod tests {
                 &p.short_message[6..]
             })
             .collect()
+    }
+
+    #[test]
+    fn gsm_decoding_is_the_inverse_of_rusmpps_encoder() {
+        // Every character of both tables: encoded by rusmpp, decoded by us, the same text.
+        let basic: String = GSM_BASIC.iter().filter(|c| **c != '\u{1B}').collect();
+        // rusmpp has no form feed (ESC 0x0A): checked on its own below.
+        let ext: String = GSM_EXTENSION
+            .iter()
+            .map(|(_, c)| *c)
+            .filter(|c| *c != '\u{0C}')
+            .collect();
+        for text in [basic, ext, "Hello {world} 10€ @home".to_string()] {
+            let bytes = Gsm7BitUnpacked::new().encode_to_vec(&text).unwrap();
+            assert_eq!(decode(Coding::Gsm7, &bytes).unwrap(), text);
+        }
+        assert_eq!(decode(Coding::Gsm7, &[0x00, 0x02, 0x11]).unwrap(), "@$_");
+        assert_eq!(decode(Coding::Gsm7, &[0x1B, 0x0A]).unwrap(), "\u{0C}");
+        // An escape before a septet with no extension shows the basic character.
+        assert_eq!(decode(Coding::Gsm7, &[0x1B, b'A']).unwrap(), "A");
+        assert_eq!(
+            decode(Coding::Gsm7, &[b'a', 0x1B]),
+            Err(DecodeError::TrailingEscape)
+        );
+        assert_eq!(
+            decode(Coding::Gsm7, &[b'a', 0xE9]),
+            Err(DecodeError::NotGsm { byte: 0xE9, at: 1 })
+        );
+    }
+
+    #[test]
+    fn other_codings_decode_strictly() {
+        assert_eq!(decode(Coding::Ascii, b"a$_").unwrap(), "a$_");
+        assert_eq!(
+            decode(Coding::Ascii, &[b'a', 0xE9]),
+            Err(DecodeError::NotAscii { byte: 0xE9, at: 1 })
+        );
+        assert_eq!(decode(Coding::Latin1, &[b'a', 0xE9]).unwrap(), "aé");
+        let emoji = "hé 😀";
+        let utf16: Vec<u8> = emoji.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        assert_eq!(decode(Coding::Ucs2, &utf16).unwrap(), emoji);
+        assert_eq!(
+            decode(Coding::Ucs2, &[0, 0x41, 0]),
+            Err(DecodeError::OddUcs2(3))
+        );
+        assert_eq!(
+            decode(Coding::Ucs2, &[0xD8, 0x3D]),
+            Err(DecodeError::BadUtf16)
+        );
+        let dcs: Vec<_> = [0u8, 1, 2, 3, 4, 8, 0xF0]
+            .iter()
+            .map(|d| text_coding(*d))
+            .collect();
+        use Coding::*;
+        assert_eq!(
+            dcs,
+            [
+                Some(Gsm7),
+                Some(Ascii),
+                None,
+                Some(Latin1),
+                None,
+                Some(Ucs2),
+                None
+            ]
+        );
+        // What a text coding decodes, the same coding encodes back (the customer's bytes).
+        for c in [Gsm7, Ascii, Latin1, Ucs2] {
+            assert_eq!(text_coding(c.data_coding()), Some(c));
+        }
     }
 
     #[test]

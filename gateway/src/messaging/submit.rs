@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::fleet::config::VendorConfig;
 use crate::fleet::sessions::SessionIndex;
+use crate::messaging::customer::Origin;
 use crate::messaging::encoding::{self, EncodeError, Encoded};
 use crate::messaging::model::{HistoryEntry, MessageStatus};
 use crate::messaging::store::{self, NewMessage, Store};
@@ -34,6 +35,34 @@ pub struct MessageRequest {
     pub client_ref: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validity_seconds: Option<u64>,
+}
+
+/// A customer's own part, sent to the vendor as it came instead of encoding a text: one part
+/// of a long message (its UDH in short_message, or its SAR TLVs), or binary content. It is a
+/// message of its own: one submit_sm, one message id, one receipt, as the customer expects
+/// from an SMSC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawPart {
+    pub data_coding: u8,
+    /// UDHI (0x40) when short_message starts with a UDH; other bits pass through too.
+    pub esm_class: u8,
+    pub short_message: Vec<u8>,
+    /// sar_msg_ref_num, sar_total_segments, sar_segment_seqnum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sar: Option<(u16, u8, u8)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_payload: Option<Vec<u8>>,
+}
+
+/// What a submit carries besides the request (the SMPP server's submits; HTTP has none).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Extra {
+    /// Send this part as it is; the request's text is then not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawPart>,
+    /// The customer account it came from: its receipt goes back to that account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// The 201 answer.
@@ -67,6 +96,8 @@ pub enum SubmitError {
         vendor: String,
         part: u32,
         status: String,
+        /// The vendor's command_status.
+        code: u32,
         id: Option<String>,
     },
     #[error(
@@ -89,6 +120,8 @@ pub enum SubmitError {
         code: String,
         message: String,
         id: Option<String>,
+        /// The SMPP command_status the remote pod answered (a forwarded SMPP submit).
+        command_status: Option<u32>,
     },
 }
 
@@ -247,6 +280,17 @@ impl Messenger {
         req: &MessageRequest,
         vendors: &[Arc<VendorConfig>],
     ) -> Result<Accepted, SubmitError> {
+        self.submit_local_with(req, &Extra::default(), vendors)
+            .await
+    }
+
+    /// [`Messenger::submit_local`] with a customer's raw part and origin.
+    pub async fn submit_local_with(
+        &self,
+        req: &MessageRequest,
+        extra: &Extra,
+        vendors: &[Arc<VendorConfig>],
+    ) -> Result<Accepted, SubmitError> {
         let _permit = self
             .inflight
             .try_acquire()
@@ -259,7 +303,7 @@ impl Messenger {
                 self.metrics.failovers.with_label_values(&[&cfg.name]).inc();
                 history.push(HistoryEntry::new("failover").vendor(&cfg.name));
             }
-            match self.try_vendor(&id, req, cfg, &mut history).await {
+            match self.try_vendor(&id, req, extra, cfg, &mut history).await {
                 Ok(a) => return Ok(a),
                 Err(Attempt::Permanent(e)) => last_err = e,
                 Err(Attempt::Final(e)) => return Err(e),
@@ -272,19 +316,28 @@ impl Messenger {
         &self,
         id: &str,
         req: &MessageRequest,
+        extra: &Extra,
         cfg: &Arc<VendorConfig>,
         history: &mut Vec<HistoryEntry>,
     ) -> Result<Accepted, Attempt> {
         let vendor = cfg.name.clone();
         let m = &cfg.messaging;
-        let encoded = encoding::encode(
-            &req.text,
-            m.default_alphabet,
-            m.long_messages,
-            rand::random::<u16>(),
-            self.limits.max_parts,
-        )
-        .map_err(|e| Attempt::Final(encode_error(e)))?;
+        let submits = match &extra.raw {
+            Some(raw) => vec![raw_submit(req, raw)],
+            None => {
+                let encoded = encoding::encode(
+                    &req.text,
+                    m.default_alphabet,
+                    m.long_messages,
+                    rand::random::<u16>(),
+                    self.limits.max_parts,
+                )
+                .map_err(|e| Attempt::Final(encode_error(e)))?;
+                (0..encoded.parts.len())
+                    .map(|p| part_submit(req, &encoded, p))
+                    .collect()
+            }
+        };
         let Some(vs) = self.sessions.vendor(cfg.id) else {
             return Err(Attempt::Permanent(SubmitError::NoRoute(req.to.clone())));
         };
@@ -294,10 +347,9 @@ impl Messenger {
                 "the last Redis operation failed".into(),
             )));
         }
-        let parts = encoded.parts.len() as u32;
+        let parts = submits.len() as u32;
         let started = std::time::Instant::now();
-        let sends = (0..encoded.parts.len())
-            .map(|p| self.send_part(&vs, part_submit(req, &encoded, p), &vendor));
+        let sends = submits.into_iter().map(|s| self.send_part(&vs, s, &vendor));
         let results = futures::future::join_all(sends).await;
         let mut vids = Vec::with_capacity(results.len());
         let mut failure: Option<(u32, PartResult)> = None;
@@ -362,7 +414,7 @@ impl Messenger {
             error_code,
             client_ref: req.client_ref.clone(),
             callback_url: req.callback_url.clone(),
-            origin: None,
+            origin: extra.origin.clone(),
         };
         self.record(cfg, msg, std::mem::take(history), mappings)
             .await;
@@ -524,6 +576,7 @@ impl PartResult {
                 vendor: vendor.to_string(),
                 part,
                 status: status_name(*s),
+                code: *s,
                 id,
             },
             PartResult::NotSent(why) if id.is_none() => {
@@ -567,6 +620,48 @@ pub fn part_submit(req: &MessageRequest, e: &Encoded, p: usize) -> Submit {
         sar: part.sar.as_ref().map(|s| (s.reference, s.total, s.seq)),
         message_payload: part.message_payload.clone(),
     }
+}
+
+/// The submit_sm of a customer's raw part. Pure.
+pub fn raw_submit(req: &MessageRequest, raw: &RawPart) -> Submit {
+    Submit {
+        source_addr: req.from.clone(),
+        destination_addr: req.to.clone(),
+        short_message: raw.short_message.clone(),
+        data_coding: raw.data_coding,
+        esm_class: raw.esm_class,
+        registered_delivery: true,
+        validity: req.validity_seconds.map(Duration::from_secs),
+        sar: raw.sar,
+        message_payload: raw.message_payload.clone(),
+    }
+}
+
+/// An account's own route: its vendors (instance names, lowest priority value first) that
+/// are bound somewhere in the fleet, in that order; an unknown or unbound one is skipped, so
+/// the next takes over. Destination prefixes of those vendors are not consulted: the
+/// account's route is the choice. Pure.
+pub fn account_route(
+    req: &MessageRequest,
+    route: &[smpp_db::accounts::RouteEntry],
+    vendors: &[(Arc<VendorConfig>, bool)],
+) -> Result<Vec<Arc<VendorConfig>>, SubmitError> {
+    let mut sorted: Vec<_> = route.iter().collect();
+    sorted.sort_by_key(|r| r.priority);
+    let order: Vec<Arc<VendorConfig>> = sorted
+        .iter()
+        .filter_map(|r| vendors.iter().find(|(c, _)| c.name == r.vendor))
+        .filter(|(_, bound)| *bound)
+        .map(|(c, _)| c.clone())
+        .collect();
+    if order.is_empty() {
+        let names: Vec<&str> = sorted.iter().map(|r| r.vendor.as_str()).collect();
+        return Err(SubmitError::NoRoute(format!(
+            "{} (none of the account's route vendors {names:?} has a bound session)",
+            req.to
+        )));
+    }
+    Ok(order)
 }
 
 /// The route: the vendors in the order to try, among those bound anywhere in the fleet.
@@ -679,6 +774,54 @@ mod tests {
             }),
             "validity_seconds"
         );
+    }
+
+    fn vendor(name: &str) -> Arc<VendorConfig> {
+        let r = crate::fleet::config::tests::row(name);
+        Arc::new(crate::fleet::config::parse(&r).config.expect("valid row"))
+    }
+
+    #[test]
+    fn an_account_route_goes_by_priority_and_skips_unbound_and_unknown_vendors() {
+        use smpp_db::accounts::RouteEntry;
+        let e = |vendor: &str, priority| RouteEntry {
+            vendor: vendor.into(),
+            priority,
+        };
+        let table = vec![
+            (vendor("a"), true),
+            (vendor("b"), false),
+            (vendor("c"), true),
+        ];
+        let names =
+            |r: Vec<Arc<VendorConfig>>| r.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        let route = [e("c", 20), e("nope", 1), e("b", 5), e("a", 10)];
+        assert_eq!(
+            names(account_route(&req(), &route, &table).unwrap()),
+            ["a", "c"]
+        );
+        // Only unbound or unknown ones: no route, and the error names them.
+        let err = account_route(&req(), &[e("b", 1), e("nope", 2)], &table).unwrap_err();
+        assert!(
+            matches!(&err, SubmitError::NoRoute(m) if m.contains("\"b\"") && m.contains("nope")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_raw_part_is_sent_as_it_came() {
+        let raw = RawPart {
+            data_coding: 0x08,
+            esm_class: 0x40,
+            short_message: vec![5, 0, 3, 9, 2, 1, 0, 0x41],
+            sar: None,
+            message_payload: None,
+        };
+        let s = raw_submit(&req(), &raw);
+        assert_eq!((s.data_coding, s.esm_class), (0x08, 0x40));
+        assert_eq!(s.short_message, raw.short_message);
+        assert!(s.registered_delivery);
+        assert_eq!(s.destination_addr, "+15551234567");
     }
 
     #[test]

@@ -4,15 +4,18 @@
 
 use chrono::{DateTime, Utc};
 use rusmpp::pdus::{
-    BindReceiver, BindTransceiver, BindTransmitter, DeliverSm, DeliverSmResp, SubmitSm,
+    BindReceiver, BindReceiverResp, BindTransceiver, BindTransceiverResp, BindTransmitter,
+    BindTransmitterResp, DeliverSm, DeliverSmResp, QuerySmResp, SubmitMultiResp, SubmitSm,
+    SubmitSmResp,
 };
 use rusmpp::tlvs::{MessageDeliveryRequestTlvValue, MessageSubmissionRequestTlvValue};
 use rusmpp::types::{AnyOctetString, COctetString, EmptyOrFullCOctetString, OctetString};
+use rusmpp::values::UnsuccessSme;
 use rusmpp::values::{
     DataCoding, EsmClass, InterfaceVersion, MessagePayload, MessageState, Npi, RegisteredDelivery,
     Ton,
 };
-use rusmpp::{Command, CommandStatus, Pdu};
+use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 
 use crate::messaging::receipt::ReceiptStat;
 
@@ -357,6 +360,138 @@ pub fn generic_nack(seq: u32, status: CommandStatus) -> Command {
     Command::new(status, seq, Pdu::GenericNack)
 }
 
+// ---------------------------------------------------------------------------------------------
+// The customer-facing server's side: what we answer to a customer's requests.
+
+/// The SMPP version a customer bound with (its bind's interface_version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CustomerVersion {
+    /// 0x33 or lower: no TLVs at all, on either side.
+    V33,
+    /// 0x34 up to 0x4F.
+    V34,
+    /// 0x50 and above (answered as 5.0).
+    V50,
+}
+
+impl CustomerVersion {
+    pub fn of(v: InterfaceVersion) -> Self {
+        match u8::from(v) {
+            0..=0x33 => Self::V33,
+            0x34..=0x4F => Self::V34,
+            _ => Self::V50,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V33 => "3.3",
+            Self::V34 => "3.4",
+            Self::V50 => "5.0",
+        }
+    }
+
+    /// Whether PDUs to this customer may carry TLVs.
+    pub fn has_tlvs(self) -> bool {
+        self != Self::V33
+    }
+}
+
+/// The successful bind_resp to a bind of `kind`: our system_id, and for 3.4 and later the
+/// sc_interface_version TLV with the version we speak on this session.
+pub fn bind_resp(
+    kind: BindKind,
+    seq: u32,
+    system_id: &str,
+    version: CustomerVersion,
+) -> Result<Command, PduError> {
+    let id = c_str::<16>("system_id", system_id)?;
+    let sc = match version {
+        CustomerVersion::V33 => None,
+        CustomerVersion::V34 => Some(InterfaceVersion::Smpp3_4),
+        CustomerVersion::V50 => Some(InterfaceVersion::Smpp5_0),
+    };
+    let pdu: Pdu = match kind {
+        BindKind::Transmitter => BindTransmitterResp::new(id, sc).into(),
+        BindKind::Receiver => BindReceiverResp::new(id, sc).into(),
+        BindKind::Transceiver => BindTransceiverResp::new(id, sc).into(),
+    };
+    Ok(Command::new(CommandStatus::EsmeRok, seq, pdu))
+}
+
+/// The response to a request with command_id `request`, with a non-zero `status` and no body
+/// (SMPP: the body of such a response is not returned).
+pub fn error_resp(request: u32, seq: u32, status: CommandStatus) -> Command {
+    Command::new(
+        status,
+        seq,
+        Pdu::Other {
+            command_id: CommandId::from(request | 0x8000_0000),
+            body: AnyOctetString::empty(),
+        },
+    )
+}
+
+/// submit_sm_resp with our message id.
+pub fn submit_sm_resp(seq: u32, message_id: &str) -> Result<Command, PduError> {
+    let id = c_str::<65>("message_id", message_id)?;
+    Ok(Command::new(
+        CommandStatus::EsmeRok,
+        seq,
+        SubmitSmResp::new(id, Vec::new()),
+    ))
+}
+
+/// submit_multi_resp: a message id and the destinations that were not accepted, each with
+/// its status.
+pub fn submit_multi_resp(
+    seq: u32,
+    status: CommandStatus,
+    message_id: &str,
+    unsuccess: &[(String, CommandStatus)],
+) -> Result<Command, PduError> {
+    let id = c_str::<65>("message_id", message_id)?;
+    let smes = unsuccess
+        .iter()
+        .map(|(dest, s)| {
+            let (ton, npi, addr) = address("destination_addr", dest)?;
+            Ok(UnsuccessSme::new(ton, npi, addr, *s))
+        })
+        .collect::<Result<Vec<_>, PduError>>()?;
+    Ok(Command::new(
+        status,
+        seq,
+        SubmitMultiResp::new(id, smes, Vec::new()),
+    ))
+}
+
+/// query_sm_resp: the message's state, when it became final ("" while it is not) and the
+/// network error code.
+pub fn query_sm_resp(
+    seq: u32,
+    message_id: &str,
+    final_date: &str,
+    state: MessageState,
+    error_code: u8,
+) -> Result<Command, PduError> {
+    let id = c_str::<65>("message_id", message_id)?;
+    let date = EmptyOrFullCOctetString::from_string(final_date.to_string()).map_err(|_| {
+        PduError::NotAscii {
+            field: "final_date",
+        }
+    })?;
+    Ok(Command::new(
+        CommandStatus::EsmeRok,
+        seq,
+        QuerySmResp::new(id, date, state, error_code),
+    ))
+}
+
+/// cancel_sm_resp (ESME_ROK).
+pub fn cancel_sm_resp(seq: u32) -> Command {
+    Command::new(CommandStatus::EsmeRok, seq, Pdu::CancelSmResp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,6 +656,64 @@ mod tests {
                 max: 64
             }
         );
+    }
+
+    #[test]
+    fn server_answers_encode_as_the_spec_says() {
+        // bind_resp: system_id, then sc_interface_version only from 3.4 on.
+        let v33 = encode(&bind_resp(BindKind::Transmitter, 5, "gw", CustomerVersion::V33).unwrap());
+        assert_eq!(&v33[4..8], &0x8000_0002u32.to_be_bytes());
+        assert_eq!(&v33[16..], b"gw\0");
+        let v34 = encode(&bind_resp(BindKind::Transceiver, 5, "gw", CustomerVersion::V34).unwrap());
+        assert_eq!(&v34[4..8], &0x8000_0009u32.to_be_bytes());
+        // TLV 0x0210, length 1, 0x34.
+        assert_eq!(&v34[16..], &[b'g', b'w', 0, 0x02, 0x10, 0, 1, 0x34]);
+        let v50 = encode(&bind_resp(BindKind::Receiver, 5, "gw", CustomerVersion::V50).unwrap());
+        assert_eq!(*v50.last().unwrap(), 0x50);
+        assert_eq!(
+            CustomerVersion::of(InterfaceVersion::Smpp3_3OrEarlier(0x33)),
+            CustomerVersion::V33
+        );
+        assert_eq!(
+            CustomerVersion::of(InterfaceVersion::Smpp3_4),
+            CustomerVersion::V34
+        );
+        assert_eq!(
+            CustomerVersion::of(InterfaceVersion::Other(0x51)),
+            CustomerVersion::V50
+        );
+        // An error response is the header alone, with the request's response command_id.
+        let e = encode(&error_resp(0x0000_0004, 9, CommandStatus::EsmeRinvbndsts));
+        assert_eq!(
+            e,
+            [0, 0, 0, 16, 0x80, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 9].to_vec()
+        );
+        let ok = encode(&submit_sm_resp(3, "abc").unwrap());
+        assert_eq!(&ok[16..], b"abc\0");
+        let m = encode(
+            &submit_multi_resp(
+                4,
+                CommandStatus::EsmeRok,
+                "m1",
+                &[("4670".into(), CommandStatus::EsmeRinvdstadr)],
+            )
+            .unwrap(),
+        );
+        // message_id, no_unsuccess 1, ton 1 npi 1 "4670", error_status_code 0x0B.
+        assert_eq!(
+            &m[16..],
+            &[
+                b'm', b'1', 0, 1, 1, 1, b'4', b'6', b'7', b'0', 0, 0, 0, 0, 0x0B
+            ]
+        );
+        let q = encode(
+            &query_sm_resp(6, "m1", "260304050607000+", MessageState::Delivered, 11).unwrap(),
+        );
+        assert_eq!(&q[16..19], b"m1\0");
+        assert_eq!(&q[19..36], b"260304050607000+\0");
+        assert_eq!(&q[36..], &[2, 11]);
+        let q = encode(&query_sm_resp(6, "m1", "", MessageState::Enroute, 0).unwrap());
+        assert_eq!(&q[16..], &[b'm', b'1', 0, 0, 1, 0]);
     }
 
     #[test]
