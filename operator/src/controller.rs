@@ -1,16 +1,20 @@
-//! The SmppVendor controller: a short reconcile that dispatches to [`VendorReconciler`]
-//! (apply / cleanup behind a finalizer), a Secret watch so rotations arrive within seconds,
-//! and a periodic requeue that refreshes BOUND and reverts hand edits of owned rows.
+//! What the two controllers share: SmppVendor (vendor.rs) and SmppAccount (account.rs) each
+//! run a short reconcile behind the row-cleanup finalizer, with one context, one
+//! metadata-only Secret watch per scope feeding both (rotations arrive within seconds), a
+//! NOTIFY trigger from the gateways' session tables (BOUND follows at once), and a periodic
+//! requeue that refreshes BOUND and reverts hand edits of owned rows.
 
 use crate::credentials::{CredentialError, SecretSource};
 use crate::events::{Event, EventType, Publisher};
 use crate::metrics::Metrics;
-use crate::row::desired_config;
-use crate::status::{CredState, Observation, SyncState, build_status};
-use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::{SinkExt, Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::serde::Serialize;
+use k8s_openapi::serde::de::DeserializeOwned;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
@@ -18,14 +22,14 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use smpp_crds::{DeletionPolicy, FINALIZER, SmppVendor, condition, reason};
-use smpp_db::providers::{self, Owner, OwnerRef, ServiceProvider, UpsertOutcome};
+use smpp_crds::{FINALIZER, SmppAccount, SmppVendor, condition, reason};
+use smpp_db::providers::{Owner, OwnerRef};
 use smpp_db::{DbError, PgPool};
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 /// Field manager for status writes.
 pub const MANAGER: &str = "smpp-operator";
@@ -63,7 +67,7 @@ impl Error {
 /// Tunables.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Requeue interval of a healthy vendor: status refresh and drift repair.
+    /// Requeue interval of a healthy resource: status refresh and drift repair.
     pub resync: Duration,
     /// Sessions whose heartbeat is older than this are ignored.
     pub session_ttl: chrono::Duration,
@@ -71,6 +75,8 @@ pub struct Settings {
 
 pub struct Context {
     pub client: Client,
+    /// Which account password hash was last checked against which Secret version.
+    pub account_hashes: crate::account::VerifiedHashes,
     pub secrets: SecretSource,
     pub pool: PgPool,
     pub events: Publisher,
@@ -90,6 +96,7 @@ impl Context {
         settings: Settings,
     ) -> Self {
         Context {
+            account_hashes: Default::default(),
             secrets: SecretSource::new(client.clone()),
             client,
             pool,
@@ -111,7 +118,7 @@ impl Context {
         Ok(())
     }
 
-    fn record_failure(&self, uid: &str) -> u32 {
+    pub(crate) fn record_failure(&self, uid: &str) -> u32 {
         let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let n = f.entry(uid.to_string()).or_insert(0);
         *n += 1;
@@ -125,10 +132,11 @@ impl Context {
             .remove(uid);
     }
 
-    async fn publish(&self, v: &SmppVendor, ev: Event) {
-        let reference = v.object_ref(&());
+    /// Publishes `ev` about `obj`; a failure is logged, not fatal (Events are best effort).
+    pub async fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, ev: Event) {
+        let reference = obj.object_ref(&());
         if let Err(e) = self.events.publish(&ev, &reference).await {
-            tracing::warn!(vendor = %v.name_any(), reason = %ev.reason, error = %e, "publishing an Event failed");
+            tracing::warn!(resource = %key(obj), reason = %ev.reason, error = %e, "publishing an Event failed");
         }
     }
 }
@@ -151,15 +159,33 @@ pub fn claim_wins(me: (&Option<Time>, &str), other: Option<(&Option<Time>, &str)
     }
 }
 
-/// What the controller does for an SmppVendor.
-pub trait VendorReconciler {
+/// What a controller does for its kind of resource.
+pub trait Reconciler:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    /// For logs: "vendor", "account".
+    const KIND: &'static str;
+    /// The Secrets it reads, for the Secret watch mapper.
+    fn secret_names(&self) -> Vec<&str>;
     /// Writes the row from spec + Secrets and refreshes status.
     fn reconcile(&self, ctx: &Context) -> impl Future<Output = Result<Action, Error>> + Send;
-    /// Deletes or orphans the row per deletionPolicy (finalizer).
+    /// Releases the row (finalizer).
     fn cleanup(&self, ctx: &Context) -> impl Future<Output = Result<Action, Error>> + Send;
 }
 
-fn normal(reason: &str, action: &str, note: String) -> Event {
+/// "<namespace>/<name>", for logs.
+pub fn key<K: Resource>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+pub fn normal(reason: &str, action: &str, note: String) -> Event {
     Event {
         type_: EventType::Normal,
         reason: reason.into(),
@@ -168,7 +194,7 @@ fn normal(reason: &str, action: &str, note: String) -> Event {
     }
 }
 
-fn warning(reason: &str, action: &str, note: String) -> Event {
+pub fn warning(reason: &str, action: &str, note: String) -> Event {
     Event {
         type_: EventType::Warning,
         reason: reason.into(),
@@ -177,107 +203,30 @@ fn warning(reason: &str, action: &str, note: String) -> Event {
     }
 }
 
-fn owner_of(v: &SmppVendor) -> Owner {
+/// The row owner `obj` writes as.
+pub fn owner_of<K: Resource>(obj: &K) -> Owner {
     Owner {
-        namespace: v.namespace().unwrap_or_default(),
-        name: v.name_any(),
-        uid: v.uid().unwrap_or_default(),
-        generation: v.metadata.generation.unwrap_or(0),
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+        uid: obj.uid().unwrap_or_default(),
+        generation: obj.meta().generation.unwrap_or(0),
     }
 }
 
-fn synced(instance_name: &str, row: &ServiceProvider) -> SyncState {
-    SyncState::Synced {
-        instance_name: instance_name.into(),
-        vendor_id: row.id,
-    }
-}
-
-/// Writes the row, adopting an unowned one and resolving ownership conflicts. Events to
-/// publish are pushed to `events`.
-async fn write_row(
-    v: &SmppVendor,
-    ctx: &Context,
-    config: &providers::ProviderConfig,
-    events: &mut Vec<Event>,
-) -> Result<SyncState, DbError> {
-    ctx.ensure_schema().await?;
-    let owner = owner_of(v);
-    let name = v.instance_name();
-    // Adoption or takeover changes ownership; then the next round writes the config.
-    for _ in 0..3 {
-        match providers::upsert_owned(&ctx.pool, &name, &owner, config).await? {
-            UpsertOutcome::Created(row) => {
-                tracing::info!(instance = %name, id = %row.id, "row created");
-                events.push(normal(
-                    "Created",
-                    "CreateRow",
-                    format!(
-                        "created row {name:?} (id {}) in vendor_mgmt.service_providers",
-                        row.id
-                    ),
-                ));
-                return Ok(synced(&name, &row));
-            }
-            UpsertOutcome::Updated {
-                row,
-                changed,
-                drift,
-            } => {
-                let fields = changed.join(", ");
-                tracing::info!(instance = %name, id = %row.id, columns = %fields, drift, "row updated");
-                if drift {
-                    ctx.metrics.drift_reverted.inc();
-                    events.push(warning("DriftReverted", "RevertRow", format!("row {name:?} was edited outside the operator (columns: {fields}); reverted to the spec. Change the SmppVendor instead of the row")));
-                } else if !changed.is_empty() {
-                    events.push(normal(
-                        "Updated",
-                        "UpdateRow",
-                        format!("updated row {name:?}: {fields}"),
-                    ));
-                }
-                return Ok(synced(&name, &row));
-            }
-            UpsertOutcome::Unchanged(row) => return Ok(synced(&name, &row)),
-            UpsertOutcome::Unowned(row) => {
-                if providers::adopt(&ctx.pool, &name, &owner).await?.is_some() {
-                    events.push(normal("Adopted", "AdoptRow", format!("took over row {name:?} (id {}), which was managed by hand; it now follows this resource", row.id)));
-                }
-            }
-            UpsertOutcome::OwnedByOther { owner: other, .. } => {
-                if !may_take_over(v, &other, ctx).await {
-                    return Ok(SyncState::Conflict {
-                        instance_name: name,
-                        owner: format!("{}/{}", other.namespace, other.name),
-                    });
-                }
-                if providers::transfer(&ctx.pool, &name, &other.uid, &owner)
-                    .await?
-                    .is_some()
-                {
-                    events.push(normal("TookOver", "AdoptRow", format!("row {name:?} was owned by {}/{} (uid {}), which is gone or newer; this older resource now owns it", other.namespace, other.name, other.uid)));
-                }
-            }
-        }
-    }
-    Ok(SyncState::DatabaseError(format!(
-        "ownership of row {name:?} kept changing; will retry"
-    )))
-}
-
-/// Asks the apiserver (not the cache, which may still be filling) about the row's owner.
-async fn may_take_over(v: &SmppVendor, other: &OwnerRef, ctx: &Context) -> bool {
-    let api: Api<SmppVendor> = Api::namespaced(ctx.client.clone(), &other.namespace);
+/// Whether `obj` may take a row over from `other`, another resource of its kind. Asks the
+/// apiserver (not the cache, which may still be filling) about `other`.
+pub async fn may_take_over<K: Reconciler>(obj: &K, other: &OwnerRef, ctx: &Context) -> bool {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &other.namespace);
     match api.get_opt(&other.name).await {
         Ok(Some(o)) if o.uid().as_deref() == Some(other.uid.as_str()) => {
             // A deleting owner releases the row in its cleanup; wait for that.
-            !o.is_deleting()
+            o.meta().deletion_timestamp.is_none()
                 && claim_wins(
                     (
-                        &v.metadata.creation_timestamp,
-                        v.uid().as_deref().unwrap_or_default(),
+                        &obj.meta().creation_timestamp,
+                        obj.uid().as_deref().unwrap_or_default(),
                     ),
-                    Some((&o.metadata.creation_timestamp, other.uid.as_str())),
+                    Some((&o.meta().creation_timestamp, other.uid.as_str())),
                 )
         }
         Ok(_) => true, // owner gone (or re-created with another uid): the claim is stale
@@ -288,165 +237,74 @@ async fn may_take_over(v: &SmppVendor, other: &OwnerRef, ctx: &Context) -> bool 
     }
 }
 
-impl VendorReconciler for SmppVendor {
-    async fn reconcile(&self, ctx: &Context) -> Result<Action, Error> {
-        let mut events = Vec::new();
-        let previous = self.status.as_ref();
-        let (creds, sync, db_error) = match ctx.secrets.resolve(self).await {
-            Err(e) if e.is_transient() => return Err(Error::Credentials(e)),
-            Err(e) => (
-                CredState::Failed {
-                    reason: e.reason(),
-                    message: e.to_string(),
-                },
-                SyncState::WaitingForCredentials,
-                None,
-            ),
-            Ok(c) => match write_row(self, ctx, &desired_config(&self.spec, &c), &mut events).await
-            {
-                Ok(sync) => (CredState::Resolved, sync, None),
-                Err(e) => {
-                    let sync = if e.is_unavailable() {
-                        SyncState::DatabaseUnavailable(e.to_string())
-                    } else {
-                        SyncState::DatabaseError(e.to_string())
-                    };
-                    (CredState::Resolved, sync, Some(e))
-                }
-            },
-        };
-        let previous_id = previous
-            .and_then(|s| s.vendor_id.as_deref())
-            .and_then(|s| Uuid::parse_str(s).ok());
-        let vendor_id = match &sync {
-            SyncState::Synced { vendor_id, .. } => Some(*vendor_id),
-            SyncState::Conflict { .. } => None,
-            SyncState::DatabaseUnavailable(_) | SyncState::DatabaseError(_) => previous_id,
-            SyncState::WaitingForCredentials => owned_row_id(self, ctx).await.or(previous_id),
-        };
-        let sessions = match (vendor_id, db_error.is_some()) {
-            (Some(id), false) => {
-                smpp_db::status::vendor_sessions(&ctx.pool, id, ctx.settings.session_ttl)
-                    .await
-                    // e.g. a state this version does not know (UnknownSlotState): Bound is Unknown.
-                    .inspect_err(|e| tracing::warn!(vendor = %self.name_any(), error = %e, "cannot read vendor_sessions"))
-                    .ok()
-            }
-            _ => None,
-        };
-        let observation = Observation {
-            generation: self.metadata.generation.unwrap_or(0),
-            creds,
-            sync,
-            vendor_id,
-            sessions,
-            desired: self.desired_sessions(),
-            suspended: self.spec.suspend,
-        };
-        let now = Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_default());
-        let status = build_status(&observation, previous, now);
-        transition_events(previous, &status, &mut events);
-        if previous != Some(&status) {
-            let api: Api<SmppVendor> =
-                Api::namespaced(ctx.client.clone(), &self.namespace().unwrap_or_default());
-            let patch = serde_json::json!({
-                "apiVersion": "smpp.io/v1alpha1", "kind": "SmppVendor", "status": status,
-            });
-            api.patch_status(
-                &self.name_any(),
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
-        }
-        for ev in events {
-            ctx.publish(self, ev).await;
-        }
-        if let Some(e) = db_error {
-            return Err(Error::Db(e));
-        }
-        Ok(Action::requeue(ctx.settings.resync))
-    }
-
-    async fn cleanup(&self, ctx: &Context) -> Result<Action, Error> {
-        ctx.ensure_schema().await?;
-        let name = self.instance_name();
-        let uid = self.uid().unwrap_or_default();
-        match self.spec.deletion_policy {
-            DeletionPolicy::Delete => {
-                if providers::delete_owned(&ctx.pool, &name, &uid).await? {
-                    ctx.publish(
-                        self,
-                        normal(
-                            "Deleted",
-                            "DeleteRow",
-                            format!(
-                                "deleted row {name:?} (deletionPolicy Delete); gateways unbind"
-                            ),
-                        ),
-                    )
-                    .await;
-                }
-            }
-            DeletionPolicy::Orphan => {
-                if providers::orphan(&ctx.pool, &name, &uid).await? {
-                    ctx.publish(self, normal("Orphaned", "OrphanRow", format!("kept row {name:?} and cleared its owner (deletionPolicy Orphan); it is managed by hand again"))).await;
-                }
-            }
-        }
-        Ok(Action::await_change())
-    }
+/// Now, to the second (what a condition's lastTransitionTime holds).
+pub fn now() -> Time {
+    Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_default())
 }
 
-/// Id of the row this resource owns, if any (best effort: used for status only).
-async fn owned_row_id(v: &SmppVendor, ctx: &Context) -> Option<Uuid> {
-    let row = providers::get_by_instance_name(&ctx.pool, &v.instance_name())
-        .await
-        .ok()??;
-    (row.owner_uid == v.uid()).then_some(row.id)
+/// Writes `status` to `obj`'s status subresource (server-side apply, this field manager).
+pub async fn patch_status<K: Reconciler, S: Serialize>(
+    ctx: &Context,
+    obj: &K,
+    status: &S,
+) -> Result<(), kube::Error> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Events for condition changes: conflict and credential problems (Warning), and Ready
 /// leaving (Warning) or coming back (Normal).
-fn transition_events(
-    previous: Option<&smpp_crds::SmppVendorStatus>,
-    now: &smpp_crds::SmppVendorStatus,
+pub fn transition_events(
+    previous: Option<&[Condition]>,
+    now: &[Condition],
     events: &mut Vec<Event>,
 ) {
-    let reason_of = |s: Option<&smpp_crds::SmppVendorStatus>, t: &str| {
-        s.and_then(|s| s.condition(t))
-            .map(|c| (c.status.clone(), c.reason.clone()))
+    let find = |cs: Option<&[Condition]>, t: &str| -> Option<Condition> {
+        cs.and_then(|cs| cs.iter().find(|c| c.type_ == t)).cloned()
     };
     for t in [condition::SYNCED, condition::CREDENTIALS_RESOLVED] {
-        let (Some(c), before) = (now.condition(t), reason_of(previous, t)) else {
+        let (Some(c), before) = (find(Some(now), t), find(previous, t)) else {
             continue;
         };
         // Synced=False/Pending only echoes the credentials problem, which has its own Event.
         let echo = c.reason == reason::PENDING;
+        let before = before.map(|b| (b.status, b.reason));
         if c.status == "False" && !echo && before != Some((c.status.clone(), c.reason.clone())) {
             events.push(warning(&c.reason, "Reconcile", c.message.clone()));
         }
     }
     // Ready leaving or coming back; one Event per reason (a missing Secret has its own already).
-    let ready_before = previous.and_then(|s| s.condition(condition::READY));
-    if let Some(ready) = now.condition(condition::READY)
-        && let Some(ev) = crate::events::ready_transition(ready_before, ready)
+    let ready_before = find(previous, condition::READY);
+    if let Some(ready) = find(Some(now), condition::READY)
+        && let Some(ev) = crate::events::ready_transition(ready_before.as_ref(), &ready)
         && !events.iter().any(|e| e.reason == ev.reason)
     {
         events.push(ev);
     }
 }
 
-async fn reconcile(v: Arc<SmppVendor>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn run_reconcile<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let start = Instant::now();
-    let ns = v.namespace().unwrap_or_default();
-    let uid = v.uid().unwrap_or_default();
-    let action = if v.is_deleting() { "cleanup" } else { "apply" };
-    let api: Api<SmppVendor> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, v, |event| async {
+    let uid = obj.uid().unwrap_or_default();
+    let action = if obj.meta().deletion_timestamp.is_some() {
+        "cleanup"
+    } else {
+        "apply"
+    };
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
-            Finalizer::Apply(v) => v.reconcile(&ctx).await,
-            Finalizer::Cleanup(v) => v.cleanup(&ctx).await,
+            Finalizer::Apply(o) => o.reconcile(&ctx).await,
+            Finalizer::Cleanup(o) => o.cleanup(&ctx).await,
         }
     })
     .await
@@ -462,70 +320,142 @@ async fn reconcile(v: Arc<SmppVendor>, ctx: Arc<Context>) -> Result<Action, Erro
     result
 }
 
-fn error_policy(v: Arc<SmppVendor>, error: &Error, ctx: Arc<Context>) -> Action {
-    let n = ctx.record_failure(&v.uid().unwrap_or_default());
+fn error_policy<K: Reconciler>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let n = ctx.record_failure(&obj.uid().unwrap_or_default());
     let delay = backoff(n);
     tracing::warn!(
-        vendor = %format!("{}/{}", v.namespace().unwrap_or_default(), v.name_any()),
+        kind = K::KIND, resource = %key(&*obj),
         error = %error, attempt = n, retry_in_ms = delay.as_millis() as u64,
         "reconcile failed; retrying"
     );
     Action::requeue(delay)
 }
 
-/// The vendors in the Secret's namespace that reference it.
-fn vendors_using(
-    store: &Store<SmppVendor>,
+/// The resources in the Secret's namespace that reference it.
+fn using_secret<K: Reconciler>(
+    store: &Store<K>,
     namespace: Option<String>,
     name: &str,
-) -> Vec<ObjectRef<SmppVendor>> {
+) -> Vec<ObjectRef<K>> {
     store
         .state()
         .iter()
-        .filter(|v| v.namespace() == namespace && v.secret_names().contains(&name))
-        .map(|v| ObjectRef::from_obj(&**v))
+        .filter(|o| o.namespace() == namespace && o.secret_names().contains(&name))
+        .map(|o| ObjectRef::from_obj(&**o))
         .collect()
 }
 
-/// Runs the controller until the future is dropped (leadership lost) or a signal arrives.
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
-    let client = ctx.client.clone();
-    let (vendors, secrets): (Api<SmppVendor>, Api<PartialObjectMeta<Secret>>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
-    let controller = Controller::new(vendors, watcher::Config::default().any_semantic());
+type SecretMeta = PartialObjectMeta<Secret>;
+
+/// Passes each change of the Secret watch to every controller, in order. The reflector has
+/// updated the index before the change comes out of `events`, so each controller's reconcile
+/// sees the new resourceVersion and re-reads a rotated Secret. A controller that stopped
+/// (its receiver dropped) is skipped.
+async fn fan_out(
+    events: impl Stream<Item = Result<SecretMeta, watcher::Error>>,
+    txs: &mut [mpsc::Sender<SecretMeta>],
+) {
+    let mut events = std::pin::pin!(events);
+    while let Some(ev) = events.next().await {
+        match ev {
+            Ok(s) => {
+                for tx in txs.iter_mut() {
+                    let _ = tx.send(s.clone()).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Secret watch"),
+        }
+    }
+}
+
+/// One controller for `K`: its own watch, the shared Secret changes and the NOTIFY triggers.
+async fn control<K: Reconciler>(
+    ctx: Arc<Context>,
+    api: Api<K>,
+    secrets: impl Stream<Item = SecretMeta> + Send + 'static,
+    triggers: impl Stream<Item = ObjectRef<K>> + Send + 'static,
+) {
+    let controller = Controller::new(api, watcher::Config::default().any_semantic());
     let store = controller.store();
-    // Secrets are watched as metadata only (no values stream through the operator). The
-    // reflector updates the index before the event triggers the reconcile, so the reconcile
-    // sees the new resourceVersion and re-reads the rotated Secret.
-    let (index, writer) = reflector::store::<PartialObjectMeta<Secret>>();
-    ctx.secrets.set_index(namespace.as_deref(), index);
-    let secret_events = reflector::reflector(writer, watcher(secrets, watcher::Config::default()))
-        .touched_objects();
     controller
-        .reconcile_on(crate::session_events::triggers(ctx.pool.clone()))
-        .watches_stream(secret_events, move |s| {
-            vendors_using(&store, s.namespace(), &s.name_any())
+        .reconcile_on(triggers)
+        .watches_stream(secrets.map(Ok::<_, watcher::Error>), move |s| {
+            using_secret(&store, s.namespace(), &s.name_any())
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(run_reconcile::<K>, error_policy::<K>, ctx)
         .for_each(|r| async move {
             match r {
-                Ok((obj, _)) => tracing::debug!(vendor = %obj, "reconciled"),
+                Ok((obj, _)) => tracing::debug!(kind = K::KIND, resource = %obj, "reconciled"),
                 Err(kube::runtime::controller::Error::ReconcilerFailed(_, _)) => {} // logged by error_policy
-                Err(e) => tracing::warn!(error = %e, "controller"),
+                Err(e) => tracing::warn!(kind = K::KIND, error = %e, "controller"),
             }
         })
         .await;
 }
 
+fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs both controllers on `namespace` (None: all) until the future is dropped (leadership
+/// lost) or a signal arrives.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+    let client = ctx.client.clone();
+    // Secrets are watched as metadata only (no values stream through the operator), once for
+    // both controllers.
+    let (index, writer) = reflector::store::<SecretMeta>();
+    ctx.secrets.set_index(namespace.as_deref(), index);
+    let secret_events = reflector::reflector(
+        writer,
+        watcher(scoped(&client, &namespace), watcher::Config::default()).default_backoff(),
+    )
+    .touched_objects();
+    let (vendor_tx, vendor_secrets) = mpsc::channel(256);
+    let (account_tx, account_secrets) = mpsc::channel(256);
+    let mut txs = [vendor_tx, account_tx];
+    let vendors = control::<SmppVendor>(
+        ctx.clone(),
+        scoped(&client, &namespace),
+        vendor_secrets,
+        crate::session_events::vendor_triggers(ctx.pool.clone()),
+    );
+    let accounts = control::<SmppAccount>(
+        ctx.clone(),
+        scoped(&client, &namespace),
+        account_secrets,
+        crate::session_events::account_triggers(ctx.pool.clone()),
+    );
+    tokio::select! {
+        _ = futures::future::join(vendors, accounts) => {}
+        _ = fan_out(secret_events, &mut txs) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
+
+    /// transition_events between two vendor statuses.
+    fn transitions(
+        previous: Option<&smpp_crds::SmppVendorStatus>,
+        now: &smpp_crds::SmppVendorStatus,
+        events: &mut Vec<Event>,
+    ) {
+        transition_events(
+            previous.map(|p| p.conditions.as_slice()),
+            &now.conditions,
+            events,
+        )
+    }
 
     fn t(s: &str) -> Option<Time> {
         Some(Time(s.parse().unwrap()))
@@ -562,8 +492,8 @@ mod tests {
             generation: 1,
             creds: CredState::Resolved,
             sync: SyncState::Synced {
-                instance_name: "x".into(),
-                vendor_id: id,
+                name: "x".into(),
+                id,
             },
             vendor_id: Some(id),
             sessions: None,
@@ -573,18 +503,18 @@ mod tests {
         let now = Time(Default::default());
         let ok = build_status(&o, None, now.clone());
         o.sync = SyncState::Conflict {
-            instance_name: "x".into(),
+            name: "x".into(),
             owner: "ns/a".into(),
         };
         let conflict = build_status(&o, Some(&ok), now.clone());
         let mut evs = Vec::new();
-        transition_events(Some(&ok), &conflict, &mut evs);
+        transitions(Some(&ok), &conflict, &mut evs);
         assert_eq!(
             evs.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(),
             vec!["Conflict"]
         );
         evs.clear();
-        transition_events(Some(&conflict), &conflict, &mut evs);
+        transitions(Some(&conflict), &conflict, &mut evs);
         assert!(evs.is_empty(), "no repeat while the state persists");
 
         // A missing Secret gives one Event (its reason), not a second one for Synced.
@@ -594,7 +524,7 @@ mod tests {
         };
         o.sync = SyncState::WaitingForCredentials;
         let missing = build_status(&o, Some(&ok), now);
-        transition_events(Some(&ok), &missing, &mut evs);
+        transitions(Some(&ok), &missing, &mut evs);
         assert_eq!(
             evs.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(),
             vec!["SecretNotFound"]
@@ -610,8 +540,8 @@ mod tests {
             generation: 1,
             creds: CredState::Resolved,
             sync: SyncState::Synced {
-                instance_name: "x".into(),
-                vendor_id: id,
+                name: "x".into(),
+                id,
             },
             vendor_id: Some(id),
             sessions: Some(VendorSessions {
@@ -629,7 +559,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let mut evs = Vec::new();
-        transition_events(None, &ok, &mut evs);
+        transitions(None, &ok, &mut evs);
         assert_eq!(kinds(&evs), [(EventType::Normal, "Ready".to_string())]);
 
         // The Secret goes away: one Warning SecretNotFound, not a second one for Ready.
@@ -640,7 +570,7 @@ mod tests {
         o.sync = SyncState::WaitingForCredentials;
         let missing = build_status(&o, Some(&ok), now.clone());
         evs.clear();
-        transition_events(Some(&ok), &missing, &mut evs);
+        transitions(Some(&ok), &missing, &mut evs);
         assert_eq!(
             kinds(&evs),
             [(EventType::Warning, "SecretNotFound".to_string())]
@@ -648,7 +578,7 @@ mod tests {
 
         // Back: Normal Ready, naming what it was.
         evs.clear();
-        transition_events(Some(&missing), &ok, &mut evs);
+        transitions(Some(&missing), &ok, &mut evs);
         assert_eq!(kinds(&evs), [(EventType::Normal, "Ready".to_string())]);
         assert!(
             evs[0].note.contains("was SecretNotFound"),
@@ -658,15 +588,53 @@ mod tests {
     }
 
     #[test]
-    fn secret_mapper_finds_referencing_vendors() {
+    fn secret_mapper_finds_referencing_vendors_and_accounts() {
         let (reader, mut writer) = kube::runtime::reflector::store::<SmppVendor>();
         let a = smpp_crds::fixtures::vendor("ns", "a");
         let b = smpp_crds::fixtures::vendor("other", "a");
         writer.apply_watcher_event(&watcher::Event::Apply(a));
         writer.apply_watcher_event(&watcher::Event::Apply(b));
-        let hits = vendors_using(&reader, Some("ns".into()), "a-smpp");
+        let hits = using_secret(&reader, Some("ns".into()), "a-smpp");
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].namespace.as_deref(), Some("ns"));
-        assert!(vendors_using(&reader, Some("ns".into()), "unrelated").is_empty());
+        assert!(using_secret(&reader, Some("ns".into()), "unrelated").is_empty());
+
+        let (reader, mut writer) = kube::runtime::reflector::store::<SmppAccount>();
+        for a in [
+            smpp_crds::fixtures::account("ns", "acme"),
+            smpp_crds::fixtures::account("ns", "other"),
+            smpp_crds::fixtures::account("elsewhere", "acme"),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(a));
+        }
+        let hits = using_secret(&reader, Some("ns".into()), "acme-smpp");
+        assert_eq!(hits.len(), 1);
+        assert_eq!(
+            (hits[0].name.as_str(), hits[0].namespace.as_deref()),
+            ("acme", Some("ns"))
+        );
+    }
+
+    #[tokio::test]
+    async fn every_controller_hears_of_each_secret_change() {
+        let (mut txs, mut rxs): (Vec<_>, Vec<_>) = (0..2).map(|_| mpsc::channel(4)).unzip();
+        let meta = |rv: &str| SecretMeta {
+            metadata: kube::api::ObjectMeta {
+                name: Some("pw".into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let version = |s: Option<SecretMeta>| s.and_then(|s| s.resource_version());
+        fan_out(futures::stream::iter([Ok(meta("7"))]), &mut txs).await;
+        for rx in &mut rxs {
+            assert_eq!(version(rx.next().await).as_deref(), Some("7"));
+        }
+        // A stopped controller (its receiver dropped) does not hold up the other one.
+        drop(rxs.pop());
+        fan_out(futures::stream::iter([Ok(meta("8"))]), &mut txs).await;
+        assert_eq!(version(rxs[0].next().await).as_deref(), Some("8"));
     }
 }

@@ -1,5 +1,6 @@
-//! Reading the password, CA and client certificate from the Secrets a vendor references.
-//! Messages name the Secret and key and say what to do, never the value.
+//! Reading the password, CA and client certificate from the Secrets a vendor references, and
+//! the password an account references. Messages name the Secret and key and say what to do,
+//! never the value.
 
 use crate::row::Credentials;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
@@ -11,12 +12,12 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ParsedCertificate;
 use rustls::sign::CertifiedKey;
-use smpp_crds::{MAX_PASSWORD_LEN_V34, SmppVendor, reason};
+use smpp_crds::{MAX_PASSWORD_LEN_V34, PasswordSecretRef, SmppVendor, reason};
 use smpp_db::Secret;
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
-/// Why the credentials of a vendor could not be resolved.
+/// Why the credentials of a vendor or account could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     #[error(
@@ -28,7 +29,7 @@ pub enum CredentialError {
         key: String,
     },
     #[error(
-        "Secret {namespace}/{name} has no key {key:?} (keys present: {present}); add it or fix the key in the SmppVendor"
+        "Secret {namespace}/{name} has no key {key:?} (keys present: {present}); add it, or fix the key the resource's secret reference names"
     )]
     KeyMissing {
         namespace: String,
@@ -37,13 +38,15 @@ pub enum CredentialError {
         present: String,
     },
     #[error(
-        "the password in Secret {namespace}/{name} key {key:?} is longer than {max} characters, which SMPP 3.4 bind_* does not allow; store the password the vendor issued (vendors truncate or refuse longer ones)"
+        "the password in Secret {namespace}/{name} key {key:?} is longer than {max} characters, which SMPP 3.4 bind_* does not allow; {hint}"
     )]
     PasswordTooLong {
         namespace: String,
         name: String,
         key: String,
         max: usize,
+        /// What to store instead: a vendor's password is issued, a customer's chosen.
+        hint: &'static str,
     },
     #[error("Secret {namespace}/{name} key {key:?} is not usable: {why}")]
     Invalid {
@@ -102,7 +105,10 @@ impl CredentialError {
 /// Which part of a TLS/credential Secret a key holds, for validation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Material {
+    /// A vendor's bind password (we send it).
     Password,
+    /// A customer account's bind password (customers send it; only its hash is stored).
+    CustomerPassword,
     CaBundle,
     Certificate,
     PrivateKey,
@@ -143,7 +149,7 @@ pub fn extract(
         let (namespace, name, key) = ids();
         let why = why.to_string();
         match material {
-            Material::Password => CredentialError::Invalid {
+            Material::Password | Material::CustomerPassword => CredentialError::Invalid {
                 namespace,
                 name,
                 key,
@@ -167,7 +173,7 @@ pub fn extract(
     };
     let text = String::from_utf8(bytes.0.clone()).map_err(|_| invalid("not UTF-8 text"))?;
     match material {
-        Material::Password => {
+        Material::Password | Material::CustomerPassword => {
             // `kubectl create secret --from-file` keeps the file's final newline.
             let pw = text
                 .strip_suffix('\n')
@@ -178,11 +184,17 @@ pub fn extract(
             }
             if pw.chars().count() > MAX_PASSWORD_LEN_V34 {
                 let (namespace, name, key) = ids();
+                let hint = if material == Material::CustomerPassword {
+                    "choose one of at most 8 characters (customers cannot send a longer one)"
+                } else {
+                    "store the password the vendor issued (vendors truncate or refuse longer ones)"
+                };
                 return Err(CredentialError::PasswordTooLong {
                     namespace,
                     name,
                     key,
                     max: MAX_PASSWORD_LEN_V34,
+                    hint,
                 });
             }
             Ok(pw)
@@ -272,9 +284,17 @@ pub fn check_client_pair(cert_pem: &str, key_pem: &str) -> Result<(), (&'static 
     }
 }
 
+/// A password read from a Secret, with the Secret's resourceVersion: a new version may hold
+/// a new password, the same version holds the same one.
+#[derive(Clone, Debug)]
+pub struct Password {
+    pub value: Secret,
+    pub version: String,
+}
+
 /// Where Secrets are read from: a GET, or a copy kept from an earlier GET while the
 /// Secret's resourceVersion (from the metadata-only watch) has not moved. Only Secrets a
-/// vendor references are ever fetched, so only those are kept.
+/// vendor or account references are ever fetched, so only those are kept.
 pub struct SecretSource {
     client: Client,
     /// Metadata of the watched Secrets, updated before the watch event triggers a reconcile;
@@ -345,21 +365,31 @@ impl SecretSource {
         Ok(secret)
     }
 
+    /// The password `r` points at in `namespace`, checked as `material`.
+    pub async fn password(
+        &self,
+        namespace: &str,
+        r: &PasswordSecretRef,
+        material: Material,
+    ) -> Result<Password, CredentialError> {
+        let secret = self.get(namespace, &r.name).await?;
+        let value = extract(secret.as_ref(), namespace, &r.name, &r.key, material)?;
+        Ok(Password {
+            value: Secret::new(value),
+            version: secret
+                .and_then(|s| s.resource_version())
+                .unwrap_or_default(),
+        })
+    }
+
     /// Reads everything `vendor` references from its namespace.
     pub async fn resolve(&self, vendor: &SmppVendor) -> Result<Credentials, CredentialError> {
         let namespace = vendor.namespace().unwrap_or_default();
         let ns = namespace.as_str();
         let pw_ref = &vendor.spec.bind.password_secret_ref;
-        let pw_secret = self.get(ns, &pw_ref.name).await?;
-        let password = extract(
-            pw_secret.as_ref(),
-            ns,
-            &pw_ref.name,
-            &pw_ref.key,
-            Material::Password,
-        )?;
+        let password = self.password(ns, pw_ref, Material::Password).await?;
         let mut creds = Credentials {
-            password: Secret::new(password),
+            password: password.value,
             ..Default::default()
         };
         if let Some(ca) = &vendor.spec.tls.ca_secret_ref {
@@ -440,6 +470,36 @@ mod tests {
         assert!(!e.to_string().contains("waytoolong"), "{e}");
         assert!(!format!("{e:?}").contains("waytoolong"));
         assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn a_customer_password_too_long_says_to_choose_a_shorter_one() {
+        let s = secret(&[("password", "ninechars")]);
+        let e = extract(
+            Some(&s),
+            "ns",
+            "acme-smpp",
+            "password",
+            Material::CustomerPassword,
+        )
+        .unwrap_err();
+        assert_eq!(e.reason(), "PasswordTooLong");
+        let msg = e.to_string();
+        assert!(msg.contains("at most 8 characters (customers"), "{msg}");
+        assert!(!msg.contains("ninechars") && !format!("{e:?}").contains("ninechars"));
+        let ok = secret(&[("password", "eight888\n")]);
+        assert_eq!(
+            extract(Some(&ok), "ns", "s", "password", Material::CustomerPassword).unwrap(),
+            "eight888"
+        );
+        let e = extract(
+            Some(&secret(&[("password", "")])),
+            "ns",
+            "s",
+            "password",
+            Material::CustomerPassword,
+        );
+        assert_eq!(e.unwrap_err().reason(), "InvalidSecret");
     }
 
     // Throwaway PKI made for these tests only (openssl, EC P-256): a CA, a client certificate

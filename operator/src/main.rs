@@ -1,6 +1,9 @@
 //! smpp-operator: reconciles SmppVendor resources into vendor_mgmt.service_providers and
-//! reports the gateways' bind state back in their status.
+//! SmppAccount resources into vendor_mgmt.customer_accounts, and reports the gateways' binds
+//! back in their status.
 
+mod account;
+mod account_status;
 mod controller;
 mod credentials;
 mod events;
@@ -9,16 +12,17 @@ mod metrics;
 mod row;
 mod session_events;
 mod status;
+mod vendor;
 
 use anyhow::Context as _;
 use clap::Parser;
-use smpp_crds::SmppVendor;
+use smpp_crds::{SmppAccount, SmppVendor};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// SmppVendor operator.
+/// SmppVendor and SmppAccount operator.
 #[derive(Parser, Debug)]
 // The version names the checkout it was built from: the e2e harness refuses a binary built
 // from another clone that shares the cargo target dir (cargo does not rebuild for that).
@@ -37,7 +41,8 @@ struct Args {
     #[arg(long, env = "POD_NAME", default_value_t = default_identity())]
     pod_name: String,
     /// Namespaces to watch, comma-separated (or the flag repeated); all namespaces when
-    /// absent. Each needs the RBAC for SmppVendors and Secrets (the chart's Roles).
+    /// absent. Each needs the RBAC for SmppVendors, SmppAccounts and Secrets (the chart's
+    /// Roles).
     #[arg(long, env = "WATCH_NAMESPACE", value_delimiter = ',')]
     watch_namespace: Vec<String>,
     /// Elect a leader through the Lease before reconciling. `false` for a single replica:
@@ -53,7 +58,7 @@ struct Args {
     /// Seconds after which a silent leader loses the Lease.
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
-    /// Seconds between status refreshes / drift checks of each vendor.
+    /// Seconds between status refreshes / drift checks of each vendor and account.
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 5)]
     resync_seconds: u64,
     /// Gateway sessions with an older heartbeat are ignored; the gateways give up a slot
@@ -141,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
             r = leading.wait_for(|l| *l) => { r.context("leader election stopped")?; }
             _ = &mut shutdown => break,
         }
-        tracing::info!(identity = %args.pod_name, "leading: reconciling SmppVendors");
+        tracing::info!(identity = %args.pod_name, "leading: reconciling SmppVendors and SmppAccounts");
         metrics.leader.set(1);
         tokio::select! {
             _ = futures::future::join_all(scopes.iter().map(|ns| controller::run(ctx.clone(), ns.clone()))) => {
@@ -186,38 +191,60 @@ fn watch_scopes(namespaces: &[String]) -> Vec<Option<String>> {
     scopes
 }
 
-/// Migrates the schema and checks the SmppVendor API in every watched scope, retrying until
-/// all work; /ready turns 200 then. Reconciles run meanwhile and report what is missing in
-/// status.
+/// Migrates the schema and checks the SmppVendor and SmppAccount APIs in every watched scope,
+/// retrying until all work; /ready turns 200 then. Reconciles run meanwhile and report what
+/// is missing in status.
 async fn initialise(ctx: Arc<controller::Context>, scopes: Vec<Option<String>>) {
     let mut delay = Duration::from_millis(500);
     loop {
-        let mut crd = Ok(());
-        for scope in &scopes {
-            let api: kube::Api<SmppVendor> = match scope {
-                Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
-                None => kube::Api::all(ctx.client.clone()),
-            };
-            if let Err(e) = api.list(&kube::api::ListParams::default().limit(1)).await {
-                crd = Err(e);
-                break;
-            }
-        }
+        let crds = check_apis(&ctx.client, &scopes).await;
         let schema = ctx.ensure_schema().await;
-        match (crd, schema) {
-            (Ok(_), Ok(())) => {
+        match (crds, schema) {
+            (Ok(()), Ok(())) => {
                 ctx.metrics.ready.store(true, Ordering::Relaxed);
                 tracing::info!("ready");
                 return;
             }
-            (Err(e), _) => {
-                tracing::error!(error = %e, "cannot list SmppVendors; is the CRD installed (kubectl apply -f crds/smppvendor.yaml) and may this service account list them?")
+            (Err((plural, file, e)), _) => {
+                tracing::error!(error = %e, "cannot list {plural}; is the CRD installed (kubectl apply -f crds/{file}; the chart installs both) and may this service account list them?")
             }
             (_, Err(e)) => tracing::error!(error = %e, "migrating the vendor_mgmt schema failed"),
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(30));
     }
+}
+
+/// Lists each kind once per scope; the first failure names the kind and its CRD file.
+async fn check_apis(
+    client: &kube::Client,
+    scopes: &[Option<String>],
+) -> Result<(), (&'static str, &'static str, kube::Error)> {
+    for scope in scopes {
+        list_one::<SmppVendor>(client, scope)
+            .await
+            .map_err(|e| ("SmppVendors", "smppvendor.yaml", e))?;
+        list_one::<SmppAccount>(client, scope)
+            .await
+            .map_err(|e| ("SmppAccounts", "smppaccount.yaml", e))?;
+    }
+    Ok(())
+}
+
+async fn list_one<K>(client: &kube::Client, scope: &Option<String>) -> Result<(), kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: kube::Api<K> = match scope {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    };
+    api.list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map(|_| ())
 }
 
 async fn shutdown_signal() {

@@ -1,8 +1,10 @@
-//! SmppVendor spec + resolved Secrets → the service_providers columns. The one place that
-//! maps the resource onto the row.
+//! SmppVendor spec + resolved Secrets → the service_providers columns, and SmppAccount spec +
+//! password hash → the customer_accounts columns. The one place that maps a resource onto its
+//! row.
 
-use smpp_crds::SmppVendorSpec;
+use smpp_crds::{SmppAccount, SmppVendorSpec};
 use smpp_db::Secret;
+use smpp_db::accounts::AccountConfig;
 use smpp_db::providers::ProviderConfig;
 
 /// Values read from the Secrets a vendor references. Debug never shows them.
@@ -47,6 +49,123 @@ pub fn desired_config(spec: &SmppVendorSpec, creds: &Credentials) -> ProviderCon
         message_id_receipt_format: spec.messaging.message_ids.receipt.as_str().into(),
         long_messages: spec.messaging.long_messages.as_str().into(),
         default_alphabet: spec.messaging.default_alphabet.as_str().into(),
+    }
+}
+
+/// The customer_accounts row the operator wants for `account`. `password_hash` is the
+/// argon2id hash of its Secret's password (the password itself never reaches the row).
+pub fn desired_account(account: &SmppAccount, password_hash: String) -> AccountConfig {
+    let spec = &account.spec;
+    AccountConfig {
+        system_id: spec.system_id.clone(),
+        password_hash,
+        allowed_cidrs: spec.allowed_source_cidrs.clone(),
+        max_binds: spec.max_binds,
+        max_messages_per_second: spec.max_messages_per_second,
+        allowed_senders: spec.allowed_senders.clone(),
+        allowed_destination_prefixes: spec.allowed_destination_prefixes.clone(),
+        route: sqlx::types::Json(account.route_entries()),
+        forward_receipts: spec.forward_receipts,
+        // suspended keeps the row; gateways refuse binds and close the account's sessions.
+        suspended: spec.suspend,
+    }
+}
+
+/// The columns that differ between two account rows, for the Updated Event (names only: a
+/// hash is no one's business either).
+pub fn account_changes(old: &AccountConfig, new: &AccountConfig) -> Vec<&'static str> {
+    let checks = [
+        ("system_id", old.system_id != new.system_id),
+        ("password_hash", old.password_hash != new.password_hash),
+        ("allowed_cidrs", old.allowed_cidrs != new.allowed_cidrs),
+        ("max_binds", old.max_binds != new.max_binds),
+        (
+            "max_messages_per_second",
+            old.max_messages_per_second != new.max_messages_per_second,
+        ),
+        (
+            "allowed_senders",
+            old.allowed_senders != new.allowed_senders,
+        ),
+        (
+            "allowed_destination_prefixes",
+            old.allowed_destination_prefixes != new.allowed_destination_prefixes,
+        ),
+        ("route", old.route != new.route),
+        (
+            "forward_receipts",
+            old.forward_receipts != new.forward_receipts,
+        ),
+        ("suspended", old.suspended != new.suspended),
+    ];
+    checks
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name)
+        .collect()
+}
+
+#[cfg(test)]
+mod account_tests {
+    use super::*;
+    use smpp_crds::fixtures;
+    use smpp_db::accounts::RouteEntry;
+
+    #[test]
+    fn maps_every_account_field() {
+        let a = fixtures::account("ns", "acme");
+        let c = desired_account(&a, "$argon2id$hash".into());
+        assert_eq!(c.system_id, "acme");
+        assert_eq!(c.password_hash, "$argon2id$hash");
+        assert_eq!(c.allowed_cidrs, ["203.0.113.0/24", "2001:db8::/32"]);
+        assert_eq!(c.max_binds, 2);
+        assert_eq!(c.max_messages_per_second, Some(50));
+        assert_eq!(c.allowed_senders, ["ACME"]);
+        assert_eq!(c.allowed_destination_prefixes, ["1", "44"]);
+        // In order of preference, whatever the order in the manifest.
+        assert_eq!(
+            c.route.0,
+            [
+                RouteEntry {
+                    vendor: "messaging.sinch-atlanta".into(),
+                    priority: 10
+                },
+                RouteEntry {
+                    vendor: "messaging.backup".into(),
+                    priority: 20
+                },
+            ]
+        );
+        assert!(c.forward_receipts);
+        assert!(!c.suspended);
+    }
+
+    #[test]
+    fn a_minimal_account_writes_the_column_defaults() {
+        let spec: smpp_crds::SmppAccountSpec = serde_json::from_value(serde_json::json!({
+            "systemId": "min", "passwordSecretRef": {"name": "min-smpp"}
+        }))
+        .unwrap();
+        let c = desired_account(&SmppAccount::new("min", spec), "h".into());
+        assert_eq!(c.max_binds, 1);
+        assert_eq!(c.max_messages_per_second, None);
+        assert!(c.allowed_cidrs.is_empty() && c.allowed_senders.is_empty());
+        assert!(c.allowed_destination_prefixes.is_empty());
+        assert!(c.route.0.is_empty(), "no route: the default routing");
+        assert!(c.forward_receipts && !c.suspended);
+    }
+
+    #[test]
+    fn suspend_and_changes_are_named_by_column() {
+        let a = fixtures::account("ns", "acme");
+        let before = desired_account(&a, "h1".into());
+        let after = desired_account(&a.clone().suspended().with_max_binds(5), "h2".into());
+        assert!(after.suspended);
+        assert_eq!(
+            account_changes(&before, &after),
+            ["password_hash", "max_binds", "suspended"]
+        );
+        assert!(account_changes(&before, &before).is_empty());
     }
 }
 

@@ -1,14 +1,20 @@
-//! Reconcile a vendor as soon as a gateway changes one of its bind slots, so BOUND in
-//! `kubectl get smppvendors` follows the gateways within a moment instead of at the next
-//! periodic refresh. The periodic refresh stays as the safety net (missed notifications,
-//! heartbeats going stale).
+//! Reconcile a resource as soon as a gateway changes one of its sessions, so BOUND in
+//! `kubectl get smppvendors` / `smppaccounts` follows the gateways within a moment instead of
+//! at the next periodic refresh. The periodic refresh stays as the safety net (missed
+//! notifications, heartbeats going stale).
+//!
+//! Both tables NOTIFY with the row id as payload: vendor_sessions on
+//! [`smpp_db::status::SESSIONS_CHANNEL`] (the vendor id), account_sessions on
+//! [`smpp_db::accounts::SESSIONS_CHANNEL`] (the account id).
 
 use futures::{Stream, StreamExt};
+use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
-use smpp_crds::SmppVendor;
+use smpp_crds::{SmppAccount, SmppVendor};
 use smpp_db::PgPool;
-use smpp_db::status::SESSIONS_CHANNEL;
+use smpp_db::providers::OwnerRef;
 use sqlx::postgres::PgListener;
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -22,34 +28,58 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// SmppVendors whose row's vendor_sessions changed, as reconcile triggers.
-pub fn triggers(pool: PgPool) -> impl Stream<Item = ObjectRef<SmppVendor>> + Send + 'static {
+/// SmppVendors whose row's vendor_sessions changed.
+pub fn vendor_triggers(pool: PgPool) -> impl Stream<Item = ObjectRef<SmppVendor>> + Send {
+    triggers(
+        pool,
+        smpp_db::status::SESSIONS_CHANNEL,
+        |pool, id| async move { smpp_db::providers::get(&pool, id).await.ok()??.owner() },
+    )
+}
+
+/// SmppAccounts whose account's account_sessions changed.
+pub fn account_triggers(pool: PgPool) -> impl Stream<Item = ObjectRef<SmppAccount>> + Send {
+    triggers(
+        pool,
+        smpp_db::accounts::SESSIONS_CHANNEL,
+        |pool, id| async move { smpp_db::accounts::get(&pool, id).await.ok()??.owner() },
+    )
+}
+
+/// The resources owning the rows whose ids arrive on `channel`, as reconcile triggers.
+/// `owner_of` looks the row's owner up (rows managed by hand have none).
+fn triggers<K, F, Fut>(
+    pool: PgPool,
+    channel: &'static str,
+    owner_of: F,
+) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + 'static,
+    F: Fn(PgPool, Uuid) -> Fut + Send + 'static,
+    Fut: Future<Output = Option<OwnerRef>> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel::<Uuid>(4096);
-    let guard = AbortOnDrop(tokio::spawn(listen(pool.clone(), tx)));
+    let guard = AbortOnDrop(tokio::spawn(listen(pool.clone(), channel, tx)));
     futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
         rx.recv().await.map(|id| (id, (rx, guard)))
     })
     .filter_map(move |id| {
-        let pool = pool.clone();
-        async move { owner_of(&pool, id).await }
+        let owner = owner_of(pool.clone(), id);
+        async move {
+            let owner = owner.await?;
+            Some(ObjectRef::new(&owner.name).within(&owner.namespace))
+        }
     })
 }
 
-/// The SmppVendor owning row `id`, if any (rows managed by hand have none).
-async fn owner_of(pool: &PgPool, id: Uuid) -> Option<ObjectRef<SmppVendor>> {
-    let row = smpp_db::providers::get(pool, id).await.ok()??;
-    let owner = row.owner()?;
-    Some(ObjectRef::new(&owner.name).within(&owner.namespace))
-}
-
-/// LISTENs on the sessions channel, reconnecting with backoff while PostgreSQL is away.
-async fn listen(pool: PgPool, tx: mpsc::Sender<Uuid>) {
+/// LISTENs on `channel`, reconnecting with backoff while PostgreSQL is away.
+async fn listen(pool: PgPool, channel: &'static str, tx: mpsc::Sender<Uuid>) {
     let mut delay = Duration::from_millis(500);
     loop {
-        match listen_once(&pool, &tx).await {
+        match listen_once(&pool, channel, &tx).await {
             Ok(()) => return, // the controller is gone
             Err(e) => {
-                tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "LISTEN {SESSIONS_CHANNEL} interrupted")
+                tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "LISTEN {channel} interrupted")
             }
         }
         tokio::time::sleep(delay).await;
@@ -57,9 +87,13 @@ async fn listen(pool: PgPool, tx: mpsc::Sender<Uuid>) {
     }
 }
 
-async fn listen_once(pool: &PgPool, tx: &mpsc::Sender<Uuid>) -> Result<(), sqlx::Error> {
+async fn listen_once(
+    pool: &PgPool,
+    channel: &str,
+    tx: &mpsc::Sender<Uuid>,
+) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(SESSIONS_CHANNEL).await?;
+    listener.listen(channel).await?;
     loop {
         // try_recv: Ok(None) when the connection dropped, so we notice and resubscribe.
         let Some(n) = listener.try_recv().await? else {

@@ -1,9 +1,14 @@
-//! Pure computation of an SmppVendor's status from what one reconcile observed. Conditions
+//! Pure computation of a resource's status from what one reconcile observed. Conditions
 //! keep their lastTransitionTime while their status stays the same, so an unchanged world
 //! produces an identical status and no write.
+//!
+//! The condition builders, Synced, CredentialsResolved and the transition stamping are shared
+//! by SmppVendor (here) and SmppAccount (account_status.rs); Bound and the vendor's Ready are
+//! the vendor's own.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use smpp_crds::{SessionStatus, SmppVendorStatus, condition, reason};
+use smpp_db::DbError;
 use smpp_db::status::VendorSessions;
 use uuid::Uuid;
 
@@ -22,8 +27,9 @@ pub enum CredState {
 pub enum SyncState {
     /// The row matches the spec.
     Synced {
-        instance_name: String,
-        vendor_id: Uuid,
+        /// The row's key (instance_name, system_id).
+        name: String,
+        id: Uuid,
     },
     /// Not written because the Secrets could not be resolved; the last good row stays.
     WaitingForCredentials,
@@ -31,12 +37,37 @@ pub enum SyncState {
     DatabaseUnavailable(String),
     /// PostgreSQL answered with an error.
     DatabaseError(String),
-    /// An older SmppVendor owns the row with this instanceName.
-    Conflict {
-        instance_name: String,
-        owner: String,
-    },
+    /// An older resource of the same kind owns the row with this key.
+    Conflict { name: String, owner: String },
 }
+
+impl SyncState {
+    /// A failed write, as DatabaseUnavailable or DatabaseError.
+    pub fn from_db_error(e: &DbError) -> Self {
+        if e.is_unavailable() {
+            SyncState::DatabaseUnavailable(e.to_string())
+        } else {
+            SyncState::DatabaseError(e.to_string())
+        }
+    }
+}
+
+/// What the Synced condition names for a kind of resource: its table, the spec field that
+/// keys the row, and how to resolve a conflict.
+pub struct RowKind {
+    pub kind: &'static str,
+    pub table: &'static str,
+    pub key_field: &'static str,
+    pub conflict_fix: &'static str,
+}
+
+/// SmppVendor rows.
+pub const VENDOR_ROWS: RowKind = RowKind {
+    kind: "SmppVendor",
+    table: "vendor_mgmt.service_providers",
+    key_field: "instanceName",
+    conflict_fix: "re-create this one with another spec.instanceName",
+};
 
 /// Everything one reconcile learned.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,7 +83,8 @@ pub struct Observation {
     pub suspended: bool,
 }
 
-fn cond(
+/// A condition with `ok` as True / False / Unknown (None); stamped later by [`stamp`].
+pub fn cond(
     type_: &str,
     ok: Option<bool>,
     reason: &str,
@@ -74,12 +106,19 @@ fn cond(
     }
 }
 
-fn synced_condition(o: &Observation) -> Condition {
-    let (ok, reason, msg) = match &o.sync {
-        SyncState::Synced { instance_name, vendor_id } => (
+/// Synced: whether the row matches the spec, and what to do when it cannot.
+pub fn synced_condition(sync: &SyncState, generation: i64, rows: &RowKind) -> Condition {
+    let RowKind {
+        kind,
+        table,
+        key_field,
+        conflict_fix,
+    } = rows;
+    let (ok, reason, msg) = match sync {
+        SyncState::Synced { name, id } => (
             true,
             reason::SYNCED,
-            format!("row {instance_name:?} (id {vendor_id}) in vendor_mgmt.service_providers matches the spec"),
+            format!("row {name:?} (id {id}) in {table} matches the spec"),
         ),
         SyncState::WaitingForCredentials => (
             false,
@@ -96,30 +135,31 @@ fn synced_condition(o: &Observation) -> Condition {
             reason::DATABASE_ERROR,
             format!("writing the row failed; check the operator log and the vendor_mgmt schema: {e}"),
         ),
-        SyncState::Conflict { instance_name, owner } => (
+        SyncState::Conflict { name, owner } => (
             false,
             reason::CONFLICT,
-            format!("instanceName {instance_name:?} is already managed by the older SmppVendor {owner}; this resource does not touch that row. Delete one of them, or re-create this one with another spec.instanceName"),
+            format!("{key_field} {name:?} is already managed by the older {kind} {owner}; this resource does not touch that row. Delete one of them, or {conflict_fix}"),
         ),
     };
-    cond(condition::SYNCED, Some(ok), reason, msg, o.generation)
+    cond(condition::SYNCED, Some(ok), reason, msg, generation)
 }
 
-fn creds_condition(o: &Observation) -> Condition {
-    match &o.creds {
+/// CredentialsResolved: `resolved` says what was read when it worked.
+pub fn creds_condition(creds: &CredState, generation: i64, resolved: &str) -> Condition {
+    match creds {
         CredState::Resolved => cond(
             condition::CREDENTIALS_RESOLVED,
             Some(true),
             reason::RESOLVED,
-            "password (and TLS material, if referenced) read from the Secrets".into(),
-            o.generation,
+            resolved.into(),
+            generation,
         ),
         CredState::Failed { reason, message } => cond(
             condition::CREDENTIALS_RESOLVED,
             Some(false),
             reason,
             message.clone(),
-            o.generation,
+            generation,
         ),
     }
 }
@@ -270,7 +310,7 @@ fn ready_condition(o: &Observation, others: &[Condition; 3]) -> Condition {
 }
 
 /// Keeps the previous lastTransitionTime when the status did not change.
-fn stamp(mut c: Condition, previous: &[Condition], now: &Time) -> Condition {
+pub fn stamp(mut c: Condition, previous: &[Condition], now: &Time) -> Condition {
     c.last_transition_time = match previous.iter().find(|p| p.type_ == c.type_) {
         Some(p) if p.status == c.status => p.last_transition_time.clone(),
         _ => now.clone(),
@@ -293,8 +333,12 @@ pub fn build_status(
             .and_then(|p| p.last_error.clone()),
     };
     let three = [
-        synced_condition(o),
-        creds_condition(o),
+        synced_condition(&o.sync, o.generation, &VENDOR_ROWS),
+        creds_condition(
+            &o.creds,
+            o.generation,
+            "password (and TLS material, if referenced) read from the Secrets",
+        ),
         bound_condition(o, last_error.as_deref()),
     ];
     let ready = ready_condition(o, &three);
@@ -374,8 +418,8 @@ mod tests {
             generation: 3,
             creds: CredState::Resolved,
             sync: SyncState::Synced {
-                instance_name: "ns.v".into(),
-                vendor_id: id,
+                name: "ns.v".into(),
+                id,
             },
             vendor_id: Some(id),
             sessions: Some(sessions(2, &[("bound", None), ("bound", None)])),
@@ -509,7 +553,7 @@ mod tests {
     fn conflict_wins_over_everything_and_shows_no_sessions() {
         let mut o = obs();
         o.sync = SyncState::Conflict {
-            instance_name: "X".into(),
+            name: "X".into(),
             owner: "ns/older".into(),
         };
         o.vendor_id = None;

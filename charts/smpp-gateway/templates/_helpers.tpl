@@ -55,17 +55,17 @@ cluster-wide. */}}
 {{- end -}}
 {{- end -}}
 
-{{/* What the operator may do on SmppVendors, their Secrets and Events: one list for the
-Roles of each watched namespace and for the cluster-wide ClusterRole. */}}
+{{/* What the operator may do on SmppVendors, SmppAccounts, their Secrets and Events: one
+list for the Roles of each watched namespace and for the cluster-wide ClusterRole. */}}
 {{- define "smpp.operator.rules" -}}
 - apiGroups: ["smpp.io"]
-  resources: ["smppvendors"]
+  resources: ["smppvendors", "smppaccounts"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["smpp.io"]
-  resources: ["smppvendors/status"]
+  resources: ["smppvendors/status", "smppaccounts/status"]
   verbs: ["patch"]
 - apiGroups: ["smpp.io"]
-  resources: ["smppvendors/finalizers"]
+  resources: ["smppvendors/finalizers", "smppaccounts/finalizers"]
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["secrets"]
