@@ -82,20 +82,30 @@ pub fn apply(env: &Env, ns: &str, yaml: &str) -> Result<(bool, String), Operator
 
 static CRD: OnceCell<()> = OnceCell::const_new();
 
-/// Applies crds/smppvendor.yaml (server-side, so it is idempotent) once per test binary and
-/// waits until the apiserver serves it.
+/// The CRDs smpp-operator expects (the chart installs both): file under crds/, and name.
+pub const CRDS: &[(&str, &str)] = &[
+    ("smppvendor.yaml", "smppvendors.smpp.io"),
+    ("smppaccount.yaml", "smppaccounts.smpp.io"),
+];
+
+/// Applies crds/smppvendor.yaml and crds/smppaccount.yaml (server-side, so it is idempotent)
+/// once per test binary and waits until the apiserver serves them.
 pub async fn install_crd(env: &Env) -> Result<(), OperatorError> {
     CRD.get_or_try_init(|| async {
-        run(env
-            .kubectl()
-            .args(["apply", "--server-side", "--force-conflicts", "-f"])
-            .arg(repo_root().join("crds/smppvendor.yaml")))?;
-        run(env.kubectl().args([
-            "wait",
-            "--for=condition=Established",
-            "crd/smppvendors.smpp.io",
-            "--timeout=60s",
-        ]))?;
+        for (file, _) in CRDS {
+            run(env
+                .kubectl()
+                .args(["apply", "--server-side", "--force-conflicts", "-f"])
+                .arg(repo_root().join("crds").join(file)))?;
+        }
+        for (_, name) in CRDS {
+            run(env.kubectl().args([
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{name}"),
+                "--timeout=60s",
+            ]))?;
+        }
         Ok(())
     })
     .await

@@ -840,6 +840,26 @@ const MATRIX: &[(&str, &str, &str, Scope, bool, bool)] = &[
         true,
         true,
     ),
+    ("get", "smppaccounts.smpp.io", "", Scope::Own, true, true),
+    ("list", "smppaccounts.smpp.io", "", Scope::Own, true, true),
+    ("watch", "smppaccounts.smpp.io", "", Scope::Own, true, true),
+    ("patch", "smppaccounts.smpp.io", "", Scope::Own, true, true),
+    (
+        "patch",
+        "smppaccounts.smpp.io",
+        "status",
+        Scope::Own,
+        true,
+        true,
+    ),
+    (
+        "update",
+        "smppaccounts.smpp.io",
+        "finalizers",
+        Scope::Own,
+        true,
+        true,
+    ),
     ("get", "secrets", "", Scope::Own, true, true),
     ("list", "secrets", "", Scope::Own, true, true),
     ("watch", "secrets", "", Scope::Own, true, true),
@@ -856,6 +876,22 @@ const MATRIX: &[(&str, &str, &str, Scope, bool, bool)] = &[
     (
         "update",
         "smppvendors.smpp.io",
+        "",
+        Scope::Own,
+        false,
+        false,
+    ),
+    (
+        "delete",
+        "smppaccounts.smpp.io",
+        "",
+        Scope::Own,
+        false,
+        false,
+    ),
+    (
+        "update",
+        "smppaccounts.smpp.io",
         "",
         Scope::Own,
         false,
@@ -894,6 +930,15 @@ const MATRIX: &[(&str, &str, &str, Scope, bool, bool)] = &[
     ("get", "secrets", "", Scope::All, false, true),
     ("list", "smppvendors.smpp.io", "", Scope::Other, false, true),
     ("list", "smppvendors.smpp.io", "", Scope::All, false, true),
+    (
+        "list",
+        "smppaccounts.smpp.io",
+        "",
+        Scope::Other,
+        false,
+        true,
+    ),
+    ("list", "smppaccounts.smpp.io", "", Scope::All, false, true),
     (
         "create",
         "events.events.k8s.io",
@@ -984,7 +1029,7 @@ fn operator_rbac_is_least_privilege_and_cluster_wide_adds_exactly_the_cluster_re
         changed, expected,
         "the opt-in changes exactly the cluster reads"
     );
-    assert_eq!(expected.len(), 6);
+    assert_eq!(expected.len(), 8);
 
     // More namespaces by value (a Role and RoleBinding in each), and a Lease with 2 replicas.
     let extra = fresh_ns(&env, "rbacextra-watched");
@@ -1007,6 +1052,14 @@ fn operator_rbac_is_least_privilege_and_cluster_wide_adds_exactly_the_cluster_re
     ));
     assert!(ask(
         ("patch", "smppvendors.smpp.io", "status", Scope::Other),
+        &extra
+    ));
+    assert!(ask(
+        ("list", "smppaccounts.smpp.io", "", Scope::Other),
+        &extra
+    ));
+    assert!(ask(
+        ("patch", "smppaccounts.smpp.io", "status", Scope::Other),
         &extra
     ));
     assert!(ask(

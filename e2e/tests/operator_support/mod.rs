@@ -189,16 +189,22 @@ impl Harness {
     }
 
     pub fn vendor_json(&self, name: &str) -> anyhow::Result<Value> {
-        Ok(serde_json::from_str(&self.kubectl(&[
-            "get",
-            "smppvendor",
-            name,
-            "-o",
-            "json",
-        ])?)?)
+        self.resource_json("smppvendor", name)
     }
 
-    /// Waits until condition `type_` of `name` has `status` (and `reason`, if given).
+    pub fn account_json(&self, name: &str) -> anyhow::Result<Value> {
+        self.resource_json("smppaccount", name)
+    }
+
+    /// `kubectl get <kind> <name> -o json`.
+    pub fn resource_json(&self, kind: &str, name: &str) -> anyhow::Result<Value> {
+        Ok(serde_json::from_str(
+            &self.kubectl(&["get", kind, name, "-o", "json"])?,
+        )?)
+    }
+
+    /// Waits until condition `type_` of SmppVendor `name` has `status` (and `reason`, if
+    /// given).
     pub async fn wait_condition(
         &self,
         name: &str,
@@ -206,9 +212,34 @@ impl Harness {
         status: &str,
         reason: Option<&str>,
     ) -> Value {
-        let what = format!("{name} {type_}={status} {reason:?}");
+        self.wait_condition_of("smppvendor", name, type_, status, reason)
+            .await
+    }
+
+    /// [`Harness::wait_condition`] of an SmppAccount.
+    pub async fn wait_account_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Value {
+        self.wait_condition_of("smppaccount", name, type_, status, reason)
+            .await
+    }
+
+    /// Waits until condition `type_` of `kind`/`name` has `status` (and `reason`, if given).
+    pub async fn wait_condition_of(
+        &self,
+        kind: &str,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Value {
+        let what = format!("{kind} {name} {type_}={status} {reason:?}");
         until(&what, T, || async {
-            let v = self.vendor_json(name)?;
+            let v = self.resource_json(kind, name)?;
             let c = v["status"]["conditions"]
                 .as_array()
                 .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned());
@@ -286,25 +317,34 @@ impl Harness {
     /// SmppVendor (spec + status) and every Event of the namespace. Each source must be read
     /// and non-empty: a failed `kubectl` or a missing log fails the check.
     pub fn assert_no_secret_leaks(&self, secrets: &[&str]) {
+        self.assert_no_secret_leaks_in(&["smppvendors"], secrets);
+    }
+
+    /// [`Harness::assert_no_secret_leaks`] over the resources of each of `kinds` (plural
+    /// names, e.g. "smppaccounts").
+    pub fn assert_no_secret_leaks_in(&self, kinds: &[&str], secrets: &[&str]) {
         let read = |args: &[&str]| {
             self.kubectl(args)
                 .unwrap_or_else(|e| panic!("leak check: kubectl {}: {e:#}", args.join(" ")))
         };
         self.op.assert_no_secret_in_log(secrets);
-        let vendors = read(&["get", "smppvendors", "-o", "yaml"]);
-        let count = read(&["get", "smppvendors", "-o", "name"]).lines().count();
-        // `kubectl describe` of no objects prints nothing (the notice goes to stderr); of
-        // some, it must print something.
-        let describe = (count > 0).then(|| read(&["describe", "smppvendors"]));
-        for (what, text) in [
-            ("SmppVendors", Some(vendors)),
-            ("kubectl describe smppvendors", describe),
-            ("Events", Some(read(&["get", "events", "-o", "yaml"]))),
-        ] {
-            if let Some(text) = text {
-                smpp_e2e::leak::assert_no_secret(what, &text, secrets);
+        for kind in kinds {
+            let objects = read(&["get", kind, "-o", "yaml"]);
+            let count = read(&["get", kind, "-o", "name"]).lines().count();
+            // `kubectl describe` of no objects prints nothing (the notice goes to stderr); of
+            // some, it must print something.
+            let describe = (count > 0).then(|| read(&["describe", kind]));
+            smpp_e2e::leak::assert_no_secret(kind, &objects, secrets);
+            if let Some(text) = describe {
+                smpp_e2e::leak::assert_no_secret(
+                    &format!("kubectl describe {kind}"),
+                    &text,
+                    secrets,
+                );
             }
         }
+        let events = read(&["get", "events", "-o", "yaml"]);
+        smpp_e2e::leak::assert_no_secret("Events", &events, secrets);
     }
 }
 
@@ -340,6 +380,31 @@ fn impersonating_kubeconfig(env: &Env, ns: &str) -> PathBuf {
     .unwrap();
     assert_eq!(who, "system:serviceaccount:smpp-system:smpp-operator");
     copy
+}
+
+/// An examples/ file moved into the test namespace `ns` (its Namespace document dropped: the
+/// harness created the namespace).
+pub fn example(ns: &str, file: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join("examples").join(file)).unwrap();
+    text.split("\n---\n")
+        .filter(|doc| !doc.contains("kind: Namespace"))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+        .replace("namespace: messaging", &format!("namespace: {ns}"))
+}
+
+/// An SmppAccount named `name` binding as `system_id` (Secret `<name>-smpp`), with
+/// `extra_spec` lines appended to its spec.
+pub fn account_yaml(name: &str, system_id: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: smpp.io/v1alpha1
+kind: SmppAccount
+metadata: {{name: {name}}}
+spec:
+  systemId: {system_id}
+  passwordSecretRef: {{name: {name}-smpp}}
+{extra_spec}"
+    )
 }
 
 /// An SmppVendor named `name` (Secret `<name>-smpp`), with `extra_spec` lines appended to
