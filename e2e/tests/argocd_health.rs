@@ -323,17 +323,23 @@ fn example_applications_sync_the_crd_first() {
     assert!(options(vendors).contains(&"SkipDryRunOnMissingResource=true".to_string()));
     assert_eq!(crds["spec"]["syncPolicy"]["automated"]["prune"], false);
 
-    // The CRD Application holds exactly the CRD.
-    let crd_file = root
-        .join(crds["spec"]["source"]["path"].as_str().unwrap())
-        .join(
-            crds["spec"]["source"]["directory"]["include"]
-                .as_str()
-                .unwrap(),
-        );
-    let crd: Value = serde_yaml::from_str(&std::fs::read_to_string(&crd_file).unwrap()).unwrap();
-    assert_eq!(crd["kind"], "CustomResourceDefinition");
-    assert_eq!(crd["metadata"]["name"], "smppvendors.smpp.io");
+    // The CRD Application holds exactly the CRDs the operator needs, each file one CRD.
+    let crd_dir = root.join(crds["spec"]["source"]["path"].as_str().unwrap());
+    let include = crds["spec"]["source"]["directory"]["include"]
+        .as_str()
+        .unwrap();
+    let names: Vec<String> = include
+        .trim_matches(['{', '}'])
+        .split(',')
+        .map(|f| {
+            let crd: Value =
+                serde_yaml::from_str(&std::fs::read_to_string(crd_dir.join(f)).unwrap()).unwrap();
+            assert_eq!(crd["kind"], "CustomResourceDefinition", "{f}");
+            crd["metadata"]["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let wanted: Vec<&str> = smpp_e2e::operator::CRDS.iter().map(|(_, n)| *n).collect();
+    assert_eq!(names, wanted);
 
     // The chart leaves the CRD to smpp-crds; its value files exist.
     let source = &chart["spec"]["source"];
