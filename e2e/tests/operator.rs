@@ -8,27 +8,15 @@
 
 mod operator_support;
 
-use operator_support::{Harness, T, vendor_yaml};
+use operator_support::{Harness, T, example, vendor_yaml};
 use smpp_e2e::env::Env;
 use smpp_e2e::operator::{apply, namespace_with_crd, run};
-use smpp_e2e::process::repo_root;
 use smpp_e2e::wait::until;
 use sqlx::postgres::PgPoolOptions;
 use std::time::Duration;
 
 const PASSWORD: &str = "s3cr3tpw";
 const ROTATED: &str = "r0tat3d!";
-
-/// examples/ files moved into the test namespace.
-fn example(ns: &str, file: &str) -> String {
-    let text = std::fs::read_to_string(repo_root().join("examples").join(file)).unwrap();
-    // Drop the Namespace document; the harness created the namespace.
-    text.split("\n---\n")
-        .filter(|doc| !doc.contains("kind: Namespace"))
-        .collect::<Vec<_>>()
-        .join("\n---\n")
-        .replace("namespace: messaging", &format!("namespace: {ns}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_lifecycle_row_columns_rotation_drift_delete() {
