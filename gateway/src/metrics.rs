@@ -28,6 +28,13 @@ pub struct Metrics {
     pub mo: IntCounterVec,
     pub forwards: IntCounterVec,
     pub redis_errors: IntCounterVec,
+    pub customer_binds: IntGaugeVec,
+    pub customer_bind_failures: IntCounterVec,
+    pub customer_submits: IntCounterVec,
+    pub customer_throttled: IntCounterVec,
+    pub customer_connections: IntGauge,
+    pub customer_sessions_closed: IntCounterVec,
+    pub customer_deliveries: IntCounterVec,
 }
 
 impl Metrics {
@@ -113,6 +120,43 @@ impl Metrics {
             "Failed Redis operations, by operation",
             &["op"],
         );
+        let customer_binds = ig(
+            "smpp_customer_binds",
+            "Customer sessions bound to this pod's SMPP server, by account (system_id) and bind type",
+            &["account", "bind_type"],
+        );
+        let customer_bind_failures = ic(
+            "smpp_customer_bind_failures_total",
+            "Customer binds refused, by reason",
+            &["reason"],
+        );
+        let customer_submits = ic(
+            "smpp_customer_submits_total",
+            "Customer submits (one per destination of a submit_multi) by account and outcome",
+            &["account", "outcome"],
+        );
+        let customer_throttled = ic(
+            "smpp_customer_throttled_total",
+            "Customer submits answered ESME_RTHROTTLED (the account's maxMessagesPerSecond)",
+            &["account"],
+        );
+        let customer_sessions_closed = ic(
+            "smpp_customer_sessions_closed_total",
+            "Customer connections closed, by reason",
+            &["reason"],
+        );
+        let customer_deliveries = ic(
+            "smpp_customer_deliver_sm_total",
+            "deliver_sm sent to customers, by outcome (ok, refused, timeout, closed)",
+            &["outcome"],
+        );
+        let customer_connections = IntGauge::new(
+            "smpp_customer_connections",
+            "Open connections to this pod's SMPP server",
+        )
+        .expect("metric");
+        r.register(Box::new(customer_connections.clone()))
+            .expect("register");
         let submit_latency = HistogramVec::new(
             HistogramOpts::new(
                 "smpp_submit_duration_seconds",
@@ -198,6 +242,13 @@ impl Metrics {
             mo,
             forwards,
             redis_errors,
+            customer_binds,
+            customer_bind_failures,
+            customer_submits,
+            customer_throttled,
+            customer_connections,
+            customer_sessions_closed,
+            customer_deliveries,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The fleet: vendor configuration from PostgreSQL, hot reload, the fleet-wide bind budget,
 //! and the supervisors and workers that hold this pod's binds.
 
+pub mod account_watcher;
 pub mod accounts;
 pub mod backoff;
 pub mod budget;

@@ -14,4 +14,4 @@ pub mod store;
 pub mod submit;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

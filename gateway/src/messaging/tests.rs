@@ -33,28 +33,28 @@ use crate::smpp::trace::Tracer;
 
 /// How the fake vendor behaves.
 #[derive(Clone, Default)]
-struct Behaviour {
+pub(crate) struct Behaviour {
     /// submit_sm_resp ids in upper-case hex (receipts stay decimal).
-    hex_ids: bool,
+    pub(crate) hex_ids: bool,
     /// Answer the first N submits with ESME_RTHROTTLED.
-    throttle_first: u32,
+    pub(crate) throttle_first: u32,
     /// Answer every submit with this error status.
-    reject: Option<CommandStatus>,
+    pub(crate) reject: Option<CommandStatus>,
     /// Never answer submits.
-    silent: bool,
+    pub(crate) silent: bool,
     /// Send the receipt before the submit_sm_resp.
-    receipt_first: bool,
+    pub(crate) receipt_first: bool,
     /// Hold receipts until the test releases them.
-    hold_receipts: bool,
+    pub(crate) hold_receipts: bool,
 }
 
 /// What the test sees of the fake vendor.
-struct Vendor {
-    submits: Arc<AtomicU32>,
+pub(crate) struct Vendor {
+    pub(crate) submits: Arc<AtomicU32>,
     /// Releases that many held receipts.
-    release: mpsc::UnboundedSender<usize>,
+    pub(crate) release: mpsc::UnboundedSender<usize>,
     /// Statuses of the deliver_sm_resp the gateway sent.
-    resps: mpsc::UnboundedReceiver<CommandStatus>,
+    pub(crate) resps: mpsc::UnboundedReceiver<CommandStatus>,
 }
 
 fn receipt(id: u64, seq: u32) -> Command {
@@ -72,7 +72,7 @@ fn receipt(id: u64, seq: u32) -> Command {
 
 /// Plays a vendor on `peer`: answers submits, sends receipts, resends a receipt answered
 /// with a temporary error.
-fn fake_vendor(peer: tokio::io::DuplexStream, b: Behaviour) -> Vendor {
+pub(crate) fn fake_vendor(peer: tokio::io::DuplexStream, b: Behaviour) -> Vendor {
     let submits = Arc::new(AtomicU32::new(0));
     let (release, mut released) = mpsc::unbounded_channel::<usize>();
     let (resp_tx, resps) = mpsc::unbounded_channel();
@@ -165,14 +165,14 @@ impl Observer for Forward {
     }
 }
 
-struct Core {
-    messenger: Messenger,
-    memory: Arc<MemoryStore>,
-    vendors: Vec<Arc<VendorConfig>>,
+pub(crate) struct Core {
+    pub(crate) messenger: Messenger,
+    pub(crate) memory: Arc<MemoryStore>,
+    pub(crate) vendors: Vec<Arc<VendorConfig>>,
 }
 
 /// One bound session per vendor `(name, priority, behaviour)`, all on this "pod".
-fn core(vendors: &[(&str, i32, Behaviour)]) -> (Core, Vec<Vendor>) {
+pub(crate) fn core(vendors: &[(&str, i32, Behaviour)]) -> (Core, Vec<Vendor>) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let memory = Arc::new(MemoryStore::default());
     let store: Store = memory.clone();
