@@ -8,9 +8,13 @@
 
 mod operator_support;
 
-use operator_support::{Harness, T, example, vendor_yaml};
+use operator_support::{
+    CountingRelay, Harness, T, apiserver_addr, apply_operator_rbac, example, kubeconfig_as,
+    kubeconfig_via, vendor_yaml,
+};
 use smpp_e2e::env::Env;
 use smpp_e2e::operator::{apply, namespace_with_crd, run};
+use smpp_e2e::process::repo_root;
 use smpp_e2e::wait::until;
 use sqlx::postgres::PgPoolOptions;
 use std::time::Duration;
@@ -164,7 +168,11 @@ async fn example_lifecycle_row_columns_rotation_drift_delete() {
         "{metrics}"
     );
     assert!(metrics.contains("smpp_operator_reconcile_duration_seconds_bucket"));
-    assert!(metrics.contains("smpp_operator_leader 1"));
+    assert_eq!(
+        operator_support::leader_gauge(&metrics),
+        Some(1),
+        "{metrics}"
+    );
     h.assert_no_secret_leaks(&[PASSWORD, ROTATED, "handedit"]);
 
     // deletionPolicy Delete: the row goes, then the resource.
@@ -373,6 +381,25 @@ async fn invalid_manifests_are_refused_with_readable_messages() {
         ),
         &["spec.bind.interfaceVersion"],
     );
+    // The CEL rule on reconnect: the longest delay is at least the first one, also when the
+    // longest is left to its default (60 s); equal delays are fine.
+    let cel = "reconnect.maxDelaySeconds must be at least reconnect.initialDelaySeconds";
+    refused(
+        vendor_yaml(
+            "r",
+            "  reconnect: {initialDelaySeconds: 30, maxDelaySeconds: 10}\n",
+        ),
+        &["spec.reconnect", cel],
+    );
+    refused(
+        vendor_yaml("q", "  reconnect: {initialDelaySeconds: 120}\n"),
+        &["spec.reconnect", cel],
+    );
+    let (ok, out) = apply(vendor_yaml(
+        "e",
+        "  reconnect: {initialDelaySeconds: 5, maxDelaySeconds: 5}\n",
+    ));
+    assert!(ok, "equal reconnect delays must be accepted: {out}");
 
     // instanceName is fixed at creation: change, add and remove are refused.
     let (ok, out) = apply(vendor_yaml("i", "  instanceName: first-name\n"));
@@ -553,10 +580,10 @@ async fn only_the_lease_holder_reconciles() {
     h.wait_condition("l", "Synced", "True", Some("Synced"))
         .await;
     let instance = format!("{}.l", h.ns);
-    assert!(h.metrics().contains("smpp_operator_leader 1"));
+    assert!(h.leads());
     for standby in [&second, &third] {
         let m = standby.metrics();
-        assert!(m.contains("smpp_operator_leader 0"), "{m}");
+        assert_eq!(operator_support::leader_gauge(&m), Some(0), "{m}");
         assert!(
             !m.contains("smpp_operator_reconciles_total{result=\"ok\"}"),
             "a standby reconciled"
@@ -568,10 +595,9 @@ async fn only_the_lease_holder_reconciles() {
     let stopped_at = std::time::Instant::now();
     h.operator.as_ref().unwrap().signal(15);
     let leader = until("a standby leads after SIGTERM", T, || async {
-        let lead = |r: &Harness| r.metrics().contains("smpp_operator_leader 1");
-        Ok(if lead(&second) {
+        Ok(if second.leads() {
             Some(2)
-        } else if lead(&third) {
+        } else if third.leads() {
             Some(3)
         } else {
             None
@@ -606,12 +632,7 @@ async fn only_the_lease_holder_reconciles() {
     until(
         "the last replica leads",
         Duration::from_secs(LEASE) + T,
-        || async {
-            Ok(other
-                .metrics()
-                .contains("smpp_operator_leader 1")
-                .then_some(()))
-        },
+        || async { Ok(other.leads().then_some(())) },
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", other.log_text()));
@@ -758,4 +779,321 @@ async fn bound_follows_the_gateways_vendor_sessions_at_once() {
     let note = h.wait_event_with("Ready", "was BindFailed").await;
     assert!(note.contains("2/2 binds up"), "{note}");
     h.assert_no_secret_leaks(&[PASSWORD]);
+}
+
+/// A row owned by an SmppVendor that is gone (deleted while the operator was away, its
+/// finalizer removed by hand, so the row was never cleaned up): a new resource with the same
+/// instanceName takes it over (Event TookOver naming the old owner), keeping the row's id so
+/// the gateways' vendor_id stays, and writes its own spec and credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_whose_owner_is_gone_is_taken_over() {
+    let mut h = Harness::start("tookover").await;
+    let instance = format!("shared-{}", h.ns);
+    h.secret("first-smpp", PASSWORD);
+    h.secret("second-smpp", ROTATED);
+    h.apply_ok(&vendor_yaml(
+        "first",
+        &format!("  instanceName: {instance}\n"),
+    ));
+    let row = h
+        .wait_row(&instance, "first's row", |r| {
+            r.owner_name.as_deref() == Some("first")
+        })
+        .await;
+    let first_uid = h.vendor_json("first").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The operator is away; first is deleted and its finalizer removed by hand.
+    h.operator.as_ref().unwrap().signal(15);
+    until("the operator exits", T, || {
+        let exited = h.operator.as_mut().unwrap().has_exited();
+        async move { Ok(exited.then_some(())) }
+    })
+    .await
+    .unwrap();
+    h.kubectl(&["delete", "smppvendor", "first", "--wait=false"])
+        .unwrap();
+    h.kubectl(&[
+        "patch",
+        "smppvendor",
+        "first",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])
+    .unwrap();
+    until("first is gone", T, || async {
+        Ok(h.vendor_json("first").is_err().then_some(()))
+    })
+    .await
+    .unwrap();
+    let orphaned = h.row(&instance).await.unwrap();
+    assert_eq!(
+        orphaned.owner_uid.as_deref(),
+        Some(first_uid.as_str()),
+        "the row still names its gone owner"
+    );
+
+    h.op.http_port = smpp_e2e::sink::free_port().unwrap();
+    h.spawn_operator();
+    h.wait_ready().await;
+    h.apply_ok(&vendor_yaml(
+        "second",
+        &format!("  instanceName: {instance}\n"),
+    ));
+    let note = h.wait_event("TookOver").await;
+    assert!(
+        note.contains(&format!("{}/first", h.ns)) && note.contains(&first_uid),
+        "{note}"
+    );
+    let now = h
+        .wait_row(&instance, "second's row with its spec", |r| {
+            r.owner_name.as_deref() == Some("second")
+                && r.config.host == "second.example.net"
+                && r.config.password.expose() == ROTATED
+        })
+        .await;
+    assert_eq!(
+        now.id, row.id,
+        "a takeover keeps the row's id (the gateways' vendor_id)"
+    );
+    let second_uid = h.vendor_json("second").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(now.owner_uid.as_deref(), Some(second_uid.as_str()));
+    h.wait_condition("second", "Synced", "True", Some("Synced"))
+        .await;
+    assert_eq!(
+        h.vendor_json("second").unwrap()["status"]["vendorId"],
+        row.id.to_string()
+    );
+    h.assert_no_secret_leaks(&[PASSWORD, ROTATED]);
+}
+
+/// Sum of `smpp_operator_reconciles_total` over its result labels.
+fn reconciles(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("smpp_operator_reconciles_total"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The first token of a log line: its timestamp (tracing's RFC 3339, UTC).
+fn logged_at(line: &str) -> chrono::DateTime<chrono::Utc> {
+    line.split_whitespace()
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no timestamp in {line:?}"))
+}
+
+/// A leader that can no longer renew its Lease (its RBAC for leases revoked: every renewal is
+/// refused) steps down before the Lease expires for the others. It stops reconciling before
+/// the renewTime it last wrote plus the lease duration; the standby takes the Lease only after
+/// that expiry; and the old leader reconciles nothing more while the new one works. The times
+/// compared are the leader's log, and the Lease's renewTime and acquireTime as the apiserver
+/// stored them: events, not samples.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_steps_down_before_its_lease_can_be_taken() {
+    let mut h = Harness::start("stepdown").await;
+    const LEASE: u64 = 15;
+    h.op.lease_duration_seconds = LEASE;
+    // The leader runs as an identity of its own: the operator's ClusterRole in this namespace,
+    // and the Lease rights through a RoleBinding the test deletes.
+    apply_operator_rbac(&h.env);
+    let ns = h.ns.clone();
+    h.apply_ok(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: stepdown-operator}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: smpp-system-smpp-operator}}
+subjects: [{{kind: ServiceAccount, name: stepdown, namespace: {ns}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: stepdown-lease}}
+rules: [{{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, create, update]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: stepdown-lease}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: stepdown-lease}}
+subjects: [{{kind: ServiceAccount, name: stepdown, namespace: {ns}}}]
+"
+    ));
+    h.op.kubeconfig = kubeconfig_as(&h.env, &ns, &format!("system:serviceaccount:{ns}:stepdown"));
+    let resync = h.op.resync_seconds;
+    h.restart_with_resync(resync).await;
+    until("the restricted replica leads", T, || async {
+        Ok(h.leads().then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", h.log_text()));
+    let standby = h.replica_as("standby", h.env.kubeconfig.clone()).await;
+    assert!(!standby.leads());
+    h.secret("s-smpp", PASSWORD);
+    h.apply_ok(&vendor_yaml("s", ""));
+    h.wait_condition("s", "Synced", "True", Some("Synced"))
+        .await;
+    let leader_id = format!("operator-{ns}-{}", h.op.http_port);
+    let standby_id = format!("operator-{ns}-{}", standby.op.http_port);
+    let lease_name = format!("smpp-operator-{ns}");
+    let lease = || -> (String, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>, i64) {
+        let v: serde_json::Value =
+            serde_json::from_str(&h.kubectl(&["get", "lease", &lease_name, "-o", "json"]).unwrap())
+                .unwrap();
+        let time = |k: &str| v["spec"][k].as_str().map(|t| t.parse().unwrap());
+        (
+            v["spec"]["holderIdentity"].as_str().unwrap_or("").to_string(),
+            time("renewTime"),
+            time("acquireTime"),
+            v["spec"]["leaseDurationSeconds"].as_i64().unwrap(),
+        )
+    };
+    assert_eq!(lease().0, leader_id);
+
+    let log_from = h.log_text().len();
+    let new_log = || h.log_text()[log_from..].to_string();
+    h.kubectl(&["delete", "rolebinding", "stepdown-lease"])
+        .unwrap();
+    // After the first refused renewal the Lease keeps the last renewTime the leader wrote.
+    until("a refused renewal", T, || async {
+        Ok(new_log()
+            .contains("renewing the leader Lease failed")
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+    let (holder, renewed, _, duration) = lease();
+    assert_eq!(holder, leader_id, "nobody may hold the Lease yet");
+    let expiry = renewed.unwrap() + chrono::Duration::seconds(duration);
+
+    let line = until("the leader stops reconciling", T, || async {
+        Ok(new_log()
+            .lines()
+            .find(|l| l.contains("lost the leader Lease: stopped reconciling"))
+            .map(String::from))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", new_log()));
+    let stepped_down = logged_at(&line);
+    assert!(
+        stepped_down < expiry,
+        "stepped down at {stepped_down}, after its Lease expired at {expiry}:\n{}",
+        new_log()
+    );
+    until("the old leader reports leader 0", T, || async {
+        Ok((!h.leads()).then_some(()))
+    })
+    .await
+    .unwrap();
+    let old_rounds = reconciles(&h.metrics());
+
+    until(
+        "the standby leads",
+        Duration::from_secs(LEASE) + T,
+        || async { Ok(standby.leads().then_some(())) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", standby.log_text()));
+    let (holder, _, acquired, _) = lease();
+    assert_eq!(holder, standby_id);
+    let acquired = acquired.unwrap();
+    assert!(
+        acquired > expiry && acquired > stepped_down,
+        "the standby took the Lease at {acquired}: before it expired ({expiry}) or before the \
+         leader stepped down ({stepped_down})"
+    );
+
+    // The new leader works; the old one, which could still write status (only its Lease
+    // rights are gone), reconciles nothing.
+    h.apply_ok(&vendor_yaml("s", "  maxBinds: 4\n"));
+    h.wait_row(
+        &format!("{ns}.s"),
+        "the new leader applied maxBinds 4",
+        |r| r.config.max_binds == 4,
+    )
+    .await;
+    let new_rounds = reconciles(&standby.metrics());
+    until("two more rounds of the new leader", T, || async {
+        Ok((reconciles(&standby.metrics()) >= new_rounds + 2).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        reconciles(&h.metrics()),
+        old_rounds,
+        "the old leader reconciled after stepping down"
+    );
+    h.assert_operator_alive();
+}
+
+/// Secrets are watched as metadata only: Secrets of the watched namespace that no vendor
+/// references never reach the operator. They hold several MB, far more than everything the
+/// apiserver sends the operator in this test (counted by a TCP relay the operator's kubeconfig
+/// points at, TLS end to end), which would hold them had it listed or watched Secrets in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrelated_secrets_never_reach_the_operator() {
+    let mut h = Harness::start("metaonly").await;
+    const SECRETS: usize = 6;
+    const SIZE: usize = 700 * 1024;
+    let dir = repo_root().join("target/e2e-logs");
+    let blob = dir.join(format!("blob-{}", h.ns));
+    let data: Vec<u8> = (0..SIZE).map(|_| rand::random::<u8>()).collect();
+    std::fs::write(&blob, &data).unwrap();
+    // `kubectl create` keeps no last-applied copy of the data in an annotation (which a
+    // metadata watch would carry).
+    for i in 0..SECRETS {
+        h.kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            &format!("big-{i}"),
+            &format!("--from-file=blob={}", blob.display()),
+        ])
+        .unwrap();
+    }
+    // A fresh operator, through the relay, lists the namespace's Secrets with the big ones in
+    // it.
+    let relay = CountingRelay::start(apiserver_addr(&h.env)).await.unwrap();
+    h.op.kubeconfig = kubeconfig_via(&h.env, &h.ns, relay.port);
+    let resync = h.op.resync_seconds;
+    h.restart_with_resync(resync).await;
+    h.secret("m-smpp", PASSWORD);
+    h.apply_ok(&vendor_yaml("m", ""));
+    h.wait_condition("m", "Synced", "True", Some("Synced"))
+        .await;
+    // A change to each big Secret is a watch event; the rotation after them arrives through
+    // the same watch, so once it is applied those events were delivered too.
+    for i in 0..SECRETS {
+        h.kubectl(&["annotate", "secret", &format!("big-{i}"), "touched=yes"])
+            .unwrap();
+    }
+    h.secret("m-smpp", ROTATED);
+    let instance = format!("{}.m", h.ns);
+    h.wait_row(&instance, "rotated through the watch", |r| {
+        r.config.password.expose() == ROTATED
+    })
+    .await;
+    let read = relay.received();
+    let held = (SECRETS * SIZE) as u64;
+    eprintln!("the apiserver sent the operator {read} bytes; unrelated Secrets hold {held}");
+    assert!(
+        read > 0,
+        "nothing passed the relay: the operator did not use it"
+    );
+    assert!(
+        read < held / 2,
+        "the apiserver sent the operator {read} bytes in all, against {held} bytes of data in \
+         Secrets it does not use: it fetched their content"
+    );
+    h.assert_operator_alive();
+    for i in 0..SECRETS {
+        h.kubectl(&["delete", "secret", &format!("big-{i}")])
+            .unwrap();
+    }
+    let _ = std::fs::remove_file(&blob);
 }

@@ -95,22 +95,51 @@ fn conflict_is_false(r: Result<Lease, kube::Error>) -> Result<bool, kube::Error>
     }
 }
 
+/// Whether a leader whose last successful renewal started `since_renewal` ago may lead until
+/// its next decision. That decision comes at the latest one renew interval (the sleep) plus one
+/// bounded round (at most another renew interval) later, and the lease must still be ours for
+/// the others then. Pure.
+pub fn keeps_leading(since_renewal: Duration, renew_every: Duration, duration: Duration) -> bool {
+    since_renewal + renew_every * 2 < duration
+}
+
+/// Why a round of the election did not answer.
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("no answer from the apiserver within {0:?}")]
+    Timeout(Duration),
+}
+
 /// Runs the election forever, publishing whether this replica leads. A leader that cannot
-/// renew steps down once the lease would have expired, before anyone else may take over.
+/// renew (errors, or requests that hang) steps down before the lease could expire for the
+/// others, so two replicas never both believe they lead.
 pub async fn run(client: Client, cfg: LeaseConfig, tx: watch::Sender<bool>) {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let mut last_renewed: Option<std::time::Instant> = None;
     loop {
-        let leading = match try_acquire(&api, &cfg).await {
+        // The others count from the renewTime written, taken before the request: count from
+        // there too, so a slow answer does not push the step-down past the expiry.
+        let started = std::time::Instant::now();
+        let round = tokio::time::timeout(cfg.renew_every, try_acquire(&api, &cfg))
+            .await
+            .map_err(|_| RoundError::Timeout(cfg.renew_every))
+            .and_then(|r| r.map_err(RoundError::from));
+        let leading = match round {
             Ok(true) => {
-                last_renewed = Some(std::time::Instant::now());
+                last_renewed = Some(started);
                 true
             }
             Ok(false) => false,
             Err(e) => {
                 tracing::warn!(error = %e, lease = %cfg.name, "renewing the leader Lease failed");
-                // Step down a renew interval before the lease expires for the others.
-                last_renewed.is_some_and(|t| t.elapsed() + cfg.renew_every < cfg.duration)
+                let keep = last_renewed
+                    .is_some_and(|t| keeps_leading(t.elapsed(), cfg.renew_every, cfg.duration));
+                if !keep && last_renewed.is_some() {
+                    tracing::warn!(lease = %cfg.name, "cannot renew the leader Lease: stepping down before it expires");
+                }
+                keep
             }
         };
         if !leading {
@@ -144,6 +173,21 @@ mod tests {
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn a_leader_that_cannot_renew_steps_down_two_intervals_before_expiry() {
+        let (every, lease) = (Duration::from_secs(3), Duration::from_secs(15));
+        assert!(keeps_leading(Duration::ZERO, every, lease));
+        assert!(keeps_leading(Duration::from_millis(8_999), every, lease));
+        // From 9 s on, the next decision could come at 15 s: step down now.
+        assert!(!keeps_leading(Duration::from_secs(9), every, lease));
+        // A lease too short for two intervals: step down at the first failure.
+        assert!(!keeps_leading(
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::from_secs(2)
+        ));
     }
 
     #[test]

@@ -109,6 +109,11 @@ impl Harness {
 
     /// Another operator replica on the same namespace, database and Lease.
     pub async fn replica(&self, tag: &str) -> Harness {
+        self.replica_as(tag, self.op.kubeconfig.clone()).await
+    }
+
+    /// [`Harness::replica`] with its own kubeconfig (another identity).
+    pub async fn replica_as(&self, tag: &str, kubeconfig: PathBuf) -> Harness {
         let mut r = Harness {
             env: self.env.clone(),
             ns: self.ns.clone(),
@@ -117,6 +122,7 @@ impl Harness {
             op: OperatorCmd {
                 log: self.op.log.with_extension(format!("{tag}.log")),
                 http_port: smpp_e2e::sink::free_port().unwrap(),
+                kubeconfig,
                 ..self.op.clone()
             },
         };
@@ -154,6 +160,13 @@ impl Harness {
     pub fn metrics(&self) -> String {
         let url = format!("http://127.0.0.1:{}/metrics", self.op.http_port);
         run(Command::new("curl").args(["-fsS", "--max-time", "2", &url])).unwrap()
+    }
+
+    /// Whether this replica leads: the value of its `smpp_operator_leader` sample (not a
+    /// substring of the page, which the HELP line "1 while this replica holds the Lease"
+    /// would match).
+    pub fn leads(&self) -> bool {
+        leader_gauge(&self.metrics()) == Some(1)
     }
 
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
@@ -348,13 +361,33 @@ impl Harness {
     }
 }
 
+/// The `smpp_operator_leader` sample of a metrics page.
+pub fn leader_gauge(metrics: &str) -> Option<i64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("smpp_operator_leader "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Applies crds/rbac.yaml and writes a kubeconfig whose user impersonates its ServiceAccount.
 fn impersonating_kubeconfig(env: &Env, ns: &str) -> PathBuf {
+    apply_operator_rbac(env);
+    kubeconfig_as(env, ns, "system:serviceaccount:smpp-system:smpp-operator")
+}
+
+/// crds/rbac.yaml (ServiceAccount smpp-system/smpp-operator, the ClusterRole
+/// `smpp-system-smpp-operator` and their bindings), applied as the admin.
+pub fn apply_operator_rbac(env: &Env) {
     if let Err(e) = run(env.kubectl().args(["create", "namespace", "smpp-system"])) {
         assert!(e.to_string().contains("AlreadyExists"), "{e}");
     }
     let rbac = repo_root().join("crds/rbac.yaml");
     run(env.kubectl().arg("apply").arg("-f").arg(&rbac)).expect("applying crds/rbac.yaml");
+}
+
+/// A kubeconfig (target/e2e-logs/kubeconfig-<ns>) whose user is the admin impersonating
+/// `user`: the apiserver authorises its requests as `user`, through RBAC.
+pub fn kubeconfig_as(env: &Env, ns: &str, user: &str) -> PathBuf {
     let copy = repo_root().join(format!("target/e2e-logs/kubeconfig-{ns}"));
     std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
     let raw = run(env
@@ -362,7 +395,7 @@ fn impersonating_kubeconfig(env: &Env, ns: &str) -> PathBuf {
         .args(["config", "view", "--raw", "--minify", "-o", "json"]))
     .unwrap();
     let mut config: Value = serde_json::from_str(&raw).unwrap();
-    config["users"][0]["user"]["as"] = "system:serviceaccount:smpp-system:smpp-operator".into();
+    config["users"][0]["user"]["as"] = user.into();
     std::fs::write(&copy, serde_json::to_string(&config).unwrap()).unwrap();
     let kc = |args: &[&str]| {
         run(Command::new(env.bin_dir.join("kubectl"))
@@ -378,7 +411,7 @@ fn impersonating_kubeconfig(env: &Env, ns: &str) -> PathBuf {
         "jsonpath={.status.userInfo.username}",
     ])
     .unwrap();
-    assert_eq!(who, "system:serviceaccount:smpp-system:smpp-operator");
+    assert_eq!(who, user);
     copy
 }
 
@@ -422,4 +455,100 @@ spec:
     passwordSecretRef: {{name: {name}-smpp}}
 {extra_spec}"
     )
+}
+
+/// A plain TCP relay on 127.0.0.1 in front of `upstream` that counts the bytes it passes from
+/// upstream to its clients. TLS runs end to end through it, so a client pointed at it talks to
+/// the real server and the count is exactly what that server sent the client.
+pub struct CountingRelay {
+    pub port: u16,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingRelay {
+    pub async fn start(upstream: std::net::SocketAddr) -> std::io::Result<Self> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let received = std::sync::Arc::new(AtomicU64::new(0));
+        let counter = received.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async move {
+                        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                        let _ = sw.shutdown().await;
+                    };
+                    let down = async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n) = sr.read(&mut buf).await {
+                            if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            counter.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        let _ = cw.shutdown().await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        Ok(Self {
+            port,
+            received,
+            task,
+        })
+    }
+
+    /// Bytes passed from upstream to the clients so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for CountingRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The admin kubeconfig as JSON.
+fn admin_kubeconfig(env: &Env) -> Value {
+    let raw = run(env
+        .kubectl()
+        .args(["config", "view", "--raw", "--minify", "-o", "json"]))
+    .unwrap();
+    serde_json::from_str(&raw).unwrap()
+}
+
+/// Where the environment's apiserver listens (from its kubeconfig).
+pub fn apiserver_addr(env: &Env) -> std::net::SocketAddr {
+    let config = admin_kubeconfig(env);
+    let server = config["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .unwrap_or_default();
+    server
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|e| panic!("apiserver address {server:?}: {e}"))
+}
+
+/// A copy of the admin kubeconfig (target/e2e-logs/kubeconfig-<ns>) whose server is
+/// `https://127.0.0.1:<port>` (the apiserver's certificate names 127.0.0.1).
+pub fn kubeconfig_via(env: &Env, ns: &str, port: u16) -> PathBuf {
+    let mut config = admin_kubeconfig(env);
+    config["clusters"][0]["cluster"]["server"] = format!("https://127.0.0.1:{port}").into();
+    let copy = repo_root().join(format!("target/e2e-logs/kubeconfig-{ns}"));
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::write(&copy, serde_json::to_string(&config).unwrap()).unwrap();
+    copy
 }
