@@ -10,13 +10,17 @@ use smpp_gateway::api::auth::ApiKeys;
 use smpp_gateway::api::forward::Forwarder;
 use smpp_gateway::api::http;
 use smpp_gateway::api::messages::MessagesApi;
+use smpp_gateway::api::smpp::limits::Settings;
+use smpp_gateway::api::smpp::slots::PgSlots;
+use smpp_gateway::api::smpp::tls::ReloadingTls;
+use smpp_gateway::api::smpp::{Deps, OutboxFeed, ReceiptFeed, Server as SmppServer};
 use smpp_gateway::fleet::accounts::AccountRegistry;
 use smpp_gateway::fleet::budget::Fleet;
 use smpp_gateway::fleet::manager::{Ctx, Manager};
 use smpp_gateway::fleet::peers::Peers;
 use smpp_gateway::fleet::sessions::{AckAll, Inbound, SessionIndex};
 use smpp_gateway::fleet::state::Registry;
-use smpp_gateway::fleet::watcher;
+use smpp_gateway::fleet::{account_watcher, watcher};
 use smpp_gateway::messaging::callbacks::{Callbacks, RetryPolicy};
 use smpp_gateway::messaging::outbox::Outbox;
 use smpp_gateway::messaging::receipts::ReceiptHandler;
@@ -105,6 +109,77 @@ struct ServeArgs {
     /// How long shutdown waits for sessions to unbind.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 10)]
     shutdown_timeout_seconds: u64,
+    #[command(flatten)]
+    smpp: SmppArgs,
+}
+
+/// The customer-facing SMPP server (docs/customers.md). No address: no listener.
+#[derive(Args, Debug)]
+struct SmppArgs {
+    /// Plain SMPP listener for customers, e.g. 0.0.0.0:2775.
+    #[arg(long, env = "SMPP_ADDR")]
+    smpp_addr: Option<String>,
+    /// SMPP over TLS for customers, e.g. 0.0.0.0:2776 (needs the cert and key files).
+    #[arg(long, env = "SMPP_TLS_ADDR")]
+    smpp_tls_addr: Option<String>,
+    /// PEM certificate chain of the TLS listener; reloaded when it changes.
+    #[arg(long, env = "SMPP_TLS_CERT_FILE")]
+    smpp_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the TLS listener; reloaded when it changes.
+    #[arg(long, env = "SMPP_TLS_KEY_FILE")]
+    smpp_tls_key_file: Option<PathBuf>,
+    /// Customer connections open at once (plain and TLS together).
+    #[arg(long, env = "SMPP_MAX_CONNECTIONS", default_value_t = 2000)]
+    smpp_max_connections: usize,
+    /// Requests of one customer session in flight; more get ESME_RMSGQFUL. Also the
+    /// deliver_sm sent to it before their deliver_sm_resp.
+    #[arg(long, env = "SMPP_WINDOW", default_value_t = 100)]
+    smpp_window: usize,
+    /// Largest customer PDU (command_length); a larger one closes that session.
+    #[arg(long, env = "SMPP_MAX_PDU_BYTES", default_value_t = 71680)]
+    smpp_max_pdu_bytes: usize,
+    /// A customer session with no PDU (enquire_link included) for this long is unbound.
+    #[arg(long, env = "SMPP_IDLE_TIMEOUT_SECONDS", default_value_t = 120)]
+    smpp_idle_timeout_seconds: u64,
+    /// PDUs queued for one customer's writer; a customer that does not read and fills it is
+    /// disconnected.
+    #[arg(long, env = "SMPP_WRITER_QUEUE", default_value_t = 1024)]
+    smpp_writer_queue: usize,
+    /// How long a deliver_sm to a customer waits for its deliver_sm_resp.
+    #[arg(long, env = "SMPP_RESPONSE_TIMEOUT_SECONDS", default_value_t = 10)]
+    smpp_response_timeout_seconds: u64,
+    /// Failed binds per minute one source address may make before its binds are refused.
+    #[arg(long, env = "SMPP_FAILED_BINDS_PER_MINUTE", default_value_t = 10)]
+    smpp_failed_binds_per_minute: u32,
+    /// system_id in our bind_resp (at most 15 characters).
+    #[arg(long, env = "SMPP_SYSTEM_ID", default_value = "smpp-gateway")]
+    smpp_system_id: String,
+}
+
+impl SmppArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            max_connections: self.smpp_max_connections,
+            window: self.smpp_window.max(1),
+            max_pdu: self.smpp_max_pdu_bytes,
+            idle_timeout: Duration::from_secs(self.smpp_idle_timeout_seconds.max(1)),
+            writer_queue: self.smpp_writer_queue,
+            response_timeout: Duration::from_secs(self.smpp_response_timeout_seconds.max(1)),
+            failed_binds_per_minute: self.smpp_failed_binds_per_minute,
+            system_id: self.smpp_system_id.clone(),
+            ..Settings::default()
+        }
+    }
+}
+
+/// Binds an SMPP listener address given as a flag.
+async fn smpp_listener(flag: &str, addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let a: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("{flag} {addr:?} is not host:port (e.g. 0.0.0.0:2775)"))?;
+    tokio::net::TcpListener::bind(a)
+        .await
+        .with_context(|| format!("cannot listen on {a} ({flag})"))
 }
 
 #[derive(Args, Debug)]
@@ -202,7 +277,14 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     unset_empty(&mut args.mo_url);
     unset_empty(&mut args.advertise_addr);
     unset_empty(&mut args.pod_ip);
-    for p in [&mut args.api_keys_file, &mut args.callback_secret_file] {
+    unset_empty(&mut args.smpp.smpp_addr);
+    unset_empty(&mut args.smpp.smpp_tls_addr);
+    for p in [
+        &mut args.api_keys_file,
+        &mut args.callback_secret_file,
+        &mut args.smpp.smpp_tls_cert_file,
+        &mut args.smpp.smpp_tls_key_file,
+    ] {
         if p.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             *p = None;
         }
@@ -255,6 +337,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         Some((_, h)) => Arc::new(h.clone()),
         None => Arc::new(AckAll),
     };
+    let outbox = messaging.as_ref().map(|(_, h)| h.outbox.clone());
     let messages_api = messaging.map(|(m, _)| {
         Arc::new(MessagesApi {
             keys: keys.clone(),
@@ -268,11 +351,43 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             pod: pod.clone(),
         })
     });
+    // The SMPP listeners are bound now (a port in use fails the start) and accept once the
+    // schema exists and this pod has its gateway_pods row (bind slots need it).
+    let smpp_plain = match &args.smpp.smpp_addr {
+        Some(a) => Some(smpp_listener("--smpp-addr", a).await?),
+        None => None,
+    };
+    let smpp_tls = match &args.smpp.smpp_tls_addr {
+        None => None,
+        Some(a) => {
+            let (Some(cert), Some(key)) = (
+                args.smpp.smpp_tls_cert_file.clone(),
+                args.smpp.smpp_tls_key_file.clone(),
+            ) else {
+                bail!("--smpp-tls-addr needs --smpp-tls-cert-file and --smpp-tls-key-file");
+            };
+            let tls = ReloadingTls::new(cert, key).context("the SMPP TLS certificate")?;
+            Some((smpp_listener("--smpp-tls-addr", a).await?, tls))
+        }
+    };
+    let smpp = SmppServer::new(Deps {
+        settings: args.smpp.settings(),
+        accounts: accounts.clone(),
+        slots: Arc::new(PgSlots {
+            pool: pool.clone(),
+            pod: pod.clone(),
+            ttl: smpp_db::sessions::SLOT_TTL,
+        }),
+        messages: messages_api.clone(),
+        receipts: outbox.map(|o| Arc::new(OutboxFeed(o)) as Arc<dyn ReceiptFeed>),
+        metrics: metrics.clone(),
+        pod: pod.clone(),
+    })?;
     let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.http_addr))?;
-    tracing::info!(pod = %pod, http = %args.http_addr, advertise = ?advertise, redis = args.redis_url.is_some(), api_keys = keys.len(), "smpp-gateway starting");
+    tracing::info!(pod = %pod, http = %args.http_addr, advertise = ?advertise, redis = args.redis_url.is_some(), api_keys = keys.len(), smpp = ?args.smpp.smpp_addr, smpp_tls = ?args.smpp.smpp_tls_addr, "smpp-gateway starting");
 
     let http_stop = CancellationToken::new();
     let server = warp::serve(http::routes(
@@ -313,6 +428,26 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         sessions: sessions.clone(),
         inbound,
     });
+    let account_watch = tokio::spawn(account_watcher::run(
+        pool.clone(),
+        accounts.clone(),
+        Arc::new(smpp.clone()),
+        metrics.clone(),
+        schema_ready.clone(),
+        stop.clone(),
+    ));
+    if smpp_plain.is_some() || smpp_tls.is_some() {
+        tokio::spawn(start_smpp(
+            smpp.clone(),
+            smpp_plain,
+            smpp_tls,
+            pool.clone(),
+            pod.clone(),
+            advertise.clone(),
+            schema_ready.clone(),
+            stop.clone(),
+        ));
+    }
     let watch = tokio::spawn(watcher::run(
         pool.clone(),
         Manager::new(ctx),
@@ -322,8 +457,12 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     ));
 
     shutdown_signal().await;
-    tracing::info!("shutting down: unbinding every session");
+    tracing::info!("shutting down: unbinding every customer, then every vendor session");
+    // Customers first: their submits in flight still have the vendor sessions.
+    smpp.shutdown(Duration::from_secs(args.shutdown_timeout_seconds))
+        .await;
     stop.cancel();
+    let _ = account_watch.await;
     let manager = watch.await.context("config watcher task")?;
     manager
         .shutdown(Duration::from_secs(args.shutdown_timeout_seconds))
@@ -338,6 +477,43 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let _ = http_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts accepting customers once the schema exists and this pod has its gateway_pods row
+/// (a bind slot row refers to it); until then connections wait in the listen backlog.
+#[allow(clippy::too_many_arguments)]
+async fn start_smpp(
+    server: SmppServer,
+    plain: Option<tokio::net::TcpListener>,
+    tls: Option<(tokio::net::TcpListener, Arc<ReloadingTls>)>,
+    pool: sqlx::PgPool,
+    pod: String,
+    advertise: Option<String>,
+    schema_ready: CancellationToken,
+    stop: CancellationToken,
+) {
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = schema_ready.cancelled() => {}
+    }
+    let mut delay = Duration::from_millis(200);
+    while let Err(e) = smpp_db::sessions::heartbeat_pod(&pool, &pod, advertise.as_deref()).await {
+        tracing::warn!(error = %e, "SMPP server waits for PostgreSQL (this pod's gateway_pods row)");
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    if let Some(l) = plain {
+        tracing::info!(addr = ?l.local_addr().ok(), "SMPP server accepting customers");
+        server.serve(l, None);
+    }
+    if let Some((l, t)) = tls {
+        tracing::info!(addr = ?l.local_addr().ok(), "SMPP TLS server accepting customers");
+        t.watch(smpp_gateway::api::smpp::tls::RELOAD_EVERY, stop.clone());
+        server.serve(l, Some(t));
+    }
 }
 
 /// The Redis store, the receipt handler and the submit path.
