@@ -35,6 +35,10 @@ pub struct Metrics {
     pub customer_connections: IntGauge,
     pub customer_sessions_closed: IntCounterVec,
     pub customer_deliveries: IntCounterVec,
+    /// Customer receipts through the outbox, by account id and event (`outbox::Event`).
+    pub outbox: IntCounterVec,
+    /// Receipts waiting in an account's outbox, as its consumers last saw it.
+    pub outbox_depth: IntGaugeVec,
 }
 
 impl Metrics {
@@ -119,6 +123,16 @@ impl Metrics {
             "smpp_redis_errors_total",
             "Failed Redis operations, by operation",
             &["op"],
+        );
+        let outbox = ic(
+            "smpp_outbox_receipts_total",
+            "Customer receipts by account and event (pushed, delivered, redelivered, failed, expired)",
+            &["account", "event"],
+        );
+        let outbox_depth = ig(
+            "smpp_outbox_depth",
+            "Receipts waiting in a customer account's outbox (stream length)",
+            &["account"],
         );
         let customer_binds = ig(
             "smpp_customer_binds",
@@ -249,6 +263,8 @@ impl Metrics {
             customer_connections,
             customer_sessions_closed,
             customer_deliveries,
+            outbox,
+            outbox_depth,
         }
     }
 

@@ -1,68 +1,836 @@
 //! The per-account outbox of customer receipts: a Redis stream per account (`ob:{<account>}`,
-//! one hash tag, so cluster mode works) with one consumer group. The receipt handler
-//! [`Outbox::push`]es a receipt when a customer's message turns final; each bound RX/TRX
-//! session of that account, on any pod, runs [`Outbox::consume`]. A receipt leaves the stream
-//! only after the customer answered its deliver_sm with deliver_sm_resp (XACK + XDEL), so it
-//! survives gateway restarts and waits, up to the DLR TTL, while the customer is unbound.
+//! one hash tag, so every command and script stays on one cluster slot) with one consumer
+//! group. The receipt handler [`Outbox::push`]es a receipt when a customer's message turns
+//! final; each bound RX/TRX session of that account, on any pod, runs [`Outbox::consume`].
 //!
-//! Skeleton: the API the SMPP server calls. The consumer loop is filled in next.
+//! - A receipt leaves the stream only after the customer answered its deliver_sm with a
+//!   positive deliver_sm_resp (XACK + XDEL): it survives gateway restarts and waits while the
+//!   customer is unbound, up to the DLR TTL (older entries are trimmed and counted `expired`).
+//! - Each receipt goes to one session at a time (the consumer group). One that is refused or
+//!   times out is parked on the placeholder consumer [`PARKED`] and retried by any session of
+//!   the account after a backoff that doubles per attempt, up to `retry_max`.
+//! - A session that stops (unbind, shutdown) hands its pending receipts back at once (parked
+//!   with a long idle time, so the next poll of any session takes them); those of a session
+//!   that died (pod killed) are taken over once they have been idle for `claim_idle`.
+//! - Sessions poll (`poll`); a push on the same pod wakes that account's local sessions at
+//!   once. Blocking reads would hold the shared, multiplexed Redis connection.
+//!
+//! Delivery is at least once: a customer may see a receipt twice when its deliver_sm_resp
+//! was lost, or when a session was taken for dead while it was still waiting for an answer
+//! (`claim_idle` must exceed the sessions' response timeout).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::messaging::customer::{CustomerLink, CustomerReceipt};
+use crate::messaging::customer::{CustomerLink, CustomerReceipt, DeliverError};
 use crate::messaging::store::{Conn, StoreError};
 use crate::metrics::Metrics;
 
+/// The consumer group every session of an account reads in.
+pub const GROUP: &str = "sessions";
+/// The placeholder consumer of refused receipts waiting for their retry, and of those a
+/// stopped session handed back. Session names never start with `~`.
+pub const PARKED: &str = "~parked";
+/// The stream field holding the receipt (JSON of `CustomerReceipt`).
+const FIELD: &str = "r";
+
+/// The stream of an account.
+pub fn key(account: Uuid) -> String {
+    format!("ob:{{{account}}}")
+}
+
+/// Timing of the outbox. `OutboxConfig::new(ttl)` has the production defaults.
+#[derive(Clone, Debug)]
+pub struct OutboxConfig {
+    /// The DLR TTL: older receipts are dropped and counted as expired.
+    pub ttl: Duration,
+    /// A receipt pending this long on another session is taken over (that session is gone).
+    pub claim_idle: Duration,
+    /// How often an idle session looks for work.
+    pub poll: Duration,
+    /// Receipts read per round.
+    pub batch: usize,
+    /// Deliveries in flight per session.
+    pub window: usize,
+    /// Backoff of a refused receipt: `retry_first`, doubled per attempt, at most `retry_max`.
+    pub retry_first: Duration,
+    pub retry_max: Duration,
+    /// How often a session trims expired receipts, reads the depth and forgets dead sessions.
+    pub housekeeping: Duration,
+    /// A session holding nothing and silent this long is gone: its name is removed from the
+    /// group (killed pods' names would pile up).
+    pub forget_after: Duration,
+}
+
+impl OutboxConfig {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            claim_idle: Duration::from_secs(30),
+            poll: Duration::from_millis(500),
+            batch: 64,
+            window: 16,
+            retry_first: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            housekeeping: Duration::from_secs(10),
+            forget_after: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What happened to receipts, as the `event` label of `smpp_outbox_receipts_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Written to the outbox.
+    Pushed,
+    /// Answered by the customer and removed.
+    Delivered,
+    /// A delivery attempt that was not the receipt's first (a retry or a takeover).
+    Redelivered,
+    /// A delivery attempt the customer refused or did not answer in time.
+    Failed,
+    /// Dropped after the TTL without being delivered.
+    Expired,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Pushed => "pushed",
+            Event::Delivered => "delivered",
+            Event::Redelivered => "redelivered",
+            Event::Failed => "failed",
+            Event::Expired => "expired",
+        }
+    }
+}
+
+/// One entry of the pending list (XPENDING's extended form).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub id: String,
+    pub consumer: String,
+    pub idle: Duration,
+    pub deliveries: u64,
+}
+
+/// The wait before a receipt refused `deliveries` times is retried.
+pub fn backoff(cfg: &OutboxConfig, deliveries: u64) -> Duration {
+    let doublings = deliveries.saturating_sub(1).min(20) as u32;
+    cfg.retry_first
+        .saturating_mul(1u32 << doublings)
+        .min(cfg.retry_max)
+}
+
+/// How long `p` must have been idle before session `me` may take it: its own at once (a
+/// session holds nothing between rounds), a parked one after its backoff, another session's
+/// after `claim_idle` (that session is taken for dead).
+pub fn claim_after(cfg: &OutboxConfig, p: &Pending, me: &str) -> Duration {
+    if p.consumer == me {
+        Duration::ZERO
+    } else if p.consumer == PARKED {
+        backoff(cfg, p.deliveries)
+    } else {
+        cfg.claim_idle
+    }
+}
+
+/// The stream id before which entries are older than `ttl` (ids are milliseconds).
+pub fn min_id(now: SystemTime, ttl: Duration) -> String {
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("{}-0", now.saturating_sub(ttl).as_millis())
+}
+
+/// Whether entry `id` is older than `ttl`. An id that does not parse is not expired.
+pub fn expired(id: &str, now: SystemTime, ttl: Duration) -> bool {
+    let Some(ms) = id.split('-').next().and_then(|m| m.parse::<u64>().ok()) else {
+        return false;
+    };
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Duration::from_millis(ms) + ttl < now
+}
+
+// Moves every receipt pending on a stopping session to PARKED with a long idle time (JUSTID:
+// its attempt count stays), so any session's next poll takes them, then removes the session's
+// name. Atomic, so nothing is read by that name in between; nothing at all when the stream or
+// the group is gone.
+const HAND_BACK: &str = r"
+local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], '-', '+', 100000, ARGV[2])
+if not ok then return 0 end
+local ids = {}
+for _, e in ipairs(p) do ids[#ids + 1] = e[1] end
+for i = 1, #ids, 500 do
+  local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[3], '0'}
+  for j = i, math.min(i + 499, #ids) do args[#args + 1] = ids[j] end
+  args[#args + 1] = 'IDLE'
+  args[#args + 1] = ARGV[4]
+  args[#args + 1] = 'JUSTID'
+  redis.call(unpack(args))
+end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return #ids
+";
+
+// Forgets sessions that hold nothing and have not read for ARGV[2] ms (killed pods): their
+// names would pile up in the group. Atomic: one that holds a receipt is never removed.
+const FORGET_DEAD: &str = r"
+local ok, cs = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return 0 end
+local n = 0
+for _, c in ipairs(cs) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] ~= ARGV[3] and f['pending'] == 0 and f['idle'] > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    n = n + 1
+  end
+end
+return n
+";
+
 /// The outbox of every account, on one Redis connection (the store's).
 pub struct Outbox {
-    #[allow(dead_code)]
     conn: Conn,
-    ttl: Duration,
-    #[allow(dead_code)]
+    cfg: OutboxConfig,
     metrics: Arc<Metrics>,
+    /// Wakes this pod's sessions of an account when a receipt is pushed here; with the
+    /// number of sessions using it.
+    wakers: Mutex<HashMap<Uuid, (Arc<Notify>, usize)>>,
 }
 
 impl Outbox {
-    /// `ttl` is the DLR TTL (`--dlr-ttl`, the store's `ttl()`): older receipts are trimmed and
-    /// counted as expired.
+    /// `ttl` is the DLR TTL (`--dlr-ttl`, the store's `ttl()`); the rest is the default.
     pub fn new(conn: Conn, ttl: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self { conn, ttl, metrics })
+        Self::with_config(conn, OutboxConfig::new(ttl), metrics)
+    }
+
+    pub fn with_config(conn: Conn, cfg: OutboxConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            conn,
+            cfg,
+            metrics,
+            wakers: Mutex::new(HashMap::new()),
+        })
     }
 
     /// How long a receipt waits for a session of its account.
     pub fn ttl(&self) -> Duration {
-        self.ttl
+        self.cfg.ttl
     }
 
-    /// Appends a receipt to `account`'s outbox. Ok means it is in Redis (the caller may then
-    /// acknowledge the vendor's deliver_sm); Err means it is not, and the caller answers the
-    /// vendor with a temporary error so it redelivers.
-    pub async fn push(&self, _account: Uuid, _r: &CustomerReceipt) -> Result<(), StoreError> {
+    pub fn config(&self) -> &OutboxConfig {
+        &self.cfg
+    }
+
+    fn count(&self, account: Uuid, e: Event, n: u64) {
+        if n > 0 {
+            self.metrics
+                .outbox
+                .with_label_values(&[&account.to_string(), e.as_str()])
+                .inc_by(n);
+        }
+    }
+
+    /// Appends a receipt to `account`'s outbox (and trims what expired). Ok means it is in
+    /// Redis: the caller may acknowledge the vendor's deliver_sm. Err means it is not: the
+    /// caller answers the vendor with a temporary error so it redelivers.
+    pub async fn push(&self, account: Uuid, r: &CustomerReceipt) -> Result<(), StoreError> {
+        let key = key(account);
+        let json = serde_json::to_string(r).expect("receipt");
+        let mut pipe = redis::pipe();
+        pipe.cmd("XADD")
+            .arg(&key)
+            .arg("*")
+            .arg(FIELD)
+            .arg(json)
+            .ignore()
+            .cmd("XTRIM")
+            .arg(&key)
+            .arg("MINID")
+            .arg(min_id(SystemTime::now(), self.cfg.ttl))
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(self.cfg.ttl.as_secs().max(1))
+            .ignore();
+        let mut c = self.conn.clone();
+        let (trimmed,): (u64,) = pipe.query_async(&mut c).await?;
+        self.count(account, Event::Pushed, 1);
+        self.count(account, Event::Expired, trimmed);
+        if let Some((n, _)) = self.wakers.lock().expect("wakers").get(&account) {
+            n.notify_waiters();
+        }
         Ok(())
     }
 
     /// Delivers `account`'s receipts over `link` (one bound RX/TRX session) until `stop` is
-    /// cancelled or the link reports [`crate::messaging::customer::DeliverError::Closed`].
+    /// cancelled or the link reports [`DeliverError::Closed`]; up to `window` deliveries are
+    /// in flight at once, so `link` must take concurrent calls.
     ///
     /// `consumer` names this session in the consumer group and must be unique in the fleet
-    /// (e.g. `<pod>:<session id>`). Each receipt goes to exactly one of the account's
-    /// sessions; one that is refused or times out stays pending on this session and is
-    /// retried with a bounded backoff. On return (stop or close) the receipts pending on this
-    /// session are handed back at once, so another session takes them without waiting; those
-    /// of a session that died (pod killed) are taken over by the others after a minimum idle
-    /// time. The task never panics on Redis errors: it logs, waits and retries.
+    /// (e.g. `<pod>:<session id>`; not starting with `~`). Each receipt goes to one of the
+    /// account's sessions; one that is refused or times out is retried (by any session)
+    /// with a bounded backoff. On return (stop or close) the receipts pending on this
+    /// session are handed back at once, so another session takes them without waiting.
+    /// Redis errors never end the task: it logs, waits and tries again.
     pub fn consume(
         self: &Arc<Self>,
-        _account: Uuid,
-        _consumer: String,
-        _link: Arc<dyn CustomerLink>,
+        account: Uuid,
+        consumer: String,
+        link: Arc<dyn CustomerLink>,
         stop: CancellationToken,
     ) -> JoinHandle<()> {
-        tokio::spawn(async move { stop.cancelled().await })
+        let c = Consumer {
+            outbox: self.clone(),
+            account,
+            key: key(account),
+            name: consumer,
+            link,
+            stop,
+        };
+        tokio::spawn(c.run())
+    }
+
+    fn waker(&self, account: Uuid) -> Arc<Notify> {
+        let mut w = self.wakers.lock().expect("wakers");
+        let e = w
+            .entry(account)
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
+        e.1 += 1;
+        e.0.clone()
+    }
+
+    fn drop_waker(&self, account: Uuid) {
+        let mut w = self.wakers.lock().expect("wakers");
+        if let Some(e) = w.get_mut(&account) {
+            e.1 -= 1;
+            if e.1 == 0 {
+                w.remove(&account);
+            }
+        }
+    }
+
+    /// Receipts in `account`'s outbox and those pending (read, not acknowledged), for tests
+    /// and diagnostics.
+    pub async fn depth(&self, account: Uuid) -> Result<(u64, u64), StoreError> {
+        let mut c = self.conn.clone();
+        let len: u64 = redis::cmd("XLEN")
+            .arg(key(account))
+            .query_async(&mut c)
+            .await?;
+        // The summary form: count, lowest id, highest id, per-consumer counts.
+        let pending: redis::RedisResult<(u64, redis::Value, redis::Value, redis::Value)> =
+            redis::cmd("XPENDING")
+                .arg(key(account))
+                .arg(GROUP)
+                .query_async(&mut c)
+                .await;
+        let pending = match pending {
+            Ok((n, ..)) => n,
+            Err(e) if is_nogroup(&e) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        Ok((len, pending))
+    }
+}
+
+/// An entry read or claimed for delivery.
+#[derive(Debug)]
+struct Entry {
+    id: String,
+    /// None when the entry is gone (trimmed) or does not parse.
+    receipt: Option<CustomerReceipt>,
+    /// This attempt's number (1: first).
+    attempt: u64,
+}
+
+/// What a delivery attempt ended in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Answered: remove it.
+    Done,
+    /// Gone or past the TTL: remove it, never deliver.
+    Drop { expired: bool },
+    /// Refused or unanswered: park it for a retry.
+    Retry,
+    /// The session closed: it stays with us until the hand-back.
+    Closed,
+}
+
+enum Round {
+    Worked,
+    Idle,
+    Closed,
+}
+
+/// The raw replies: XREADGROUP's (`None`: nothing new) and XCLAIM's entries.
+type StreamReply = Option<Vec<(String, Vec<(String, Option<Vec<String>>)>)>>;
+type Entries = Vec<(String, Option<Vec<String>>)>;
+
+struct Consumer {
+    outbox: Arc<Outbox>,
+    account: Uuid,
+    key: String,
+    name: String,
+    link: Arc<dyn CustomerLink>,
+    stop: CancellationToken,
+}
+
+impl Consumer {
+    fn cfg(&self) -> &OutboxConfig {
+        &self.outbox.cfg
+    }
+
+    fn conn(&self) -> Conn {
+        self.outbox.conn.clone()
+    }
+
+    async fn run(self) {
+        let wake = self.outbox.waker(self.account);
+        let mut housekeeping = tokio::time::Instant::now();
+        let mut errors = 0u32;
+        tracing::debug!(account = %self.account, consumer = %self.name, "outbox consumer started");
+        while !self.stop.is_cancelled() {
+            // Armed before the round, so a push during it is not missed.
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let wait = match self.round(&mut housekeeping).await {
+                Ok(Round::Worked) => {
+                    errors = 0;
+                    continue;
+                }
+                Ok(Round::Closed) => break,
+                Ok(Round::Idle) => {
+                    errors = 0;
+                    self.cfg().poll
+                }
+                Err(e) => {
+                    errors += 1;
+                    self.outbox
+                        .metrics
+                        .redis_errors
+                        .with_label_values(&["outbox"])
+                        .inc();
+                    if errors == 1 || errors.is_multiple_of(30) {
+                        tracing::warn!(account = %self.account, consumer = %self.name, error = %e, failures = errors, "outbox: cannot read the account's receipts from Redis; retrying");
+                    }
+                    (self.cfg().poll * errors.min(10)).min(Duration::from_secs(5))
+                }
+            };
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        self.outbox.drop_waker(self.account);
+        self.hand_back().await;
+    }
+
+    /// One poll: housekeeping when due, new receipts and the pending ones this session may
+    /// take, delivered.
+    async fn round(&self, housekeeping: &mut tokio::time::Instant) -> Result<Round, StoreError> {
+        if tokio::time::Instant::now() >= *housekeeping {
+            // Not a reason to stop delivering: logged, and tried again next time.
+            if let Err(e) = self.housekeeping().await {
+                self.outbox
+                    .metrics
+                    .redis_errors
+                    .with_label_values(&["outbox"])
+                    .inc();
+                tracing::warn!(account = %self.account, consumer = %self.name, error = %e, "outbox: cannot trim the account's outbox or read its depth");
+            }
+            *housekeeping = tokio::time::Instant::now() + self.cfg().housekeeping;
+        }
+        let (fresh, pending) = match self.read().await {
+            Ok(r) => r,
+            Err(e) if is_nogroup(&e) => {
+                self.ensure_group().await?;
+                return Ok(Round::Worked);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut entries = self.entries(flatten(fresh), 1);
+        let takeable: Vec<Pending> = pending
+            .into_iter()
+            .filter(|p| p.idle >= claim_after(self.cfg(), p, &self.name))
+            .collect();
+        if !takeable.is_empty() {
+            entries.extend(self.claim(&takeable).await?);
+        }
+        if entries.is_empty() {
+            return Ok(Round::Idle);
+        }
+        self.deliver(entries).await
+    }
+
+    /// New entries for this session, and the pending list (the part idle long enough to
+    /// matter), in one round trip.
+    async fn read(&self) -> redis::RedisResult<(StreamReply, Vec<Pending>)> {
+        let cfg = self.cfg();
+        let min_idle = cfg.retry_first.min(cfg.claim_idle);
+        let mut pipe = redis::pipe();
+        pipe.cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.name)
+            .arg("COUNT")
+            .arg(cfg.batch)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(">")
+            .cmd("XPENDING")
+            .arg(&self.key)
+            .arg(GROUP)
+            .arg("IDLE")
+            .arg(min_idle.as_millis() as u64)
+            .arg("-")
+            .arg("+")
+            .arg(cfg.batch);
+        let mut c = self.conn();
+        let (fresh, pending): (StreamReply, Vec<(String, String, u64, u64)>) =
+            pipe.query_async(&mut c).await?;
+        let pending = pending
+            .into_iter()
+            .map(|(id, consumer, idle, deliveries)| Pending {
+                id,
+                consumer,
+                idle: Duration::from_millis(idle),
+                deliveries,
+            })
+            .collect();
+        Ok((fresh, pending))
+    }
+
+    /// Takes `ps` over (each only if still idle long enough: another session may have been
+    /// quicker). XCLAIM counts the attempt.
+    async fn claim(&self, ps: &[Pending]) -> Result<Vec<Entry>, StoreError> {
+        let mut pipe = redis::pipe();
+        for p in ps {
+            pipe.cmd("XCLAIM")
+                .arg(&self.key)
+                .arg(GROUP)
+                .arg(&self.name)
+                .arg(claim_after(self.cfg(), p, &self.name).as_millis() as u64)
+                .arg(&p.id);
+        }
+        let mut c = self.conn();
+        let claimed: Vec<Entries> = pipe.query_async(&mut c).await?;
+        let attempts: HashMap<&str, u64> = ps
+            .iter()
+            .map(|p| (p.id.as_str(), p.deliveries + 1))
+            .collect();
+        let mut out = Vec::new();
+        for (id, fields) in claimed.into_iter().flatten() {
+            let attempt = attempts.get(id.as_str()).copied().unwrap_or(2);
+            out.extend(self.entries(vec![(id, fields)], attempt));
+        }
+        Ok(out)
+    }
+
+    fn entries(&self, raw: Entries, attempt: u64) -> Vec<Entry> {
+        raw.into_iter()
+            .map(|(id, fields)| {
+                let receipt = fields.and_then(|f| parse_fields(&f));
+                if receipt.is_none() {
+                    tracing::warn!(account = %self.account, entry = %id, "outbox entry is gone or unreadable; dropping it");
+                }
+                Entry {
+                    id,
+                    receipt,
+                    attempt,
+                }
+            })
+            .collect()
+    }
+
+    /// Delivers `entries` (up to `window` at once), then removes the answered ones and
+    /// parks the refused ones, in one round trip.
+    async fn deliver(&self, entries: Vec<Entry>) -> Result<Round, StoreError> {
+        let ttl = self.cfg().ttl;
+        let attempts = futures::stream::iter(entries)
+            .map(|e| async move {
+                let outcome = match &e.receipt {
+                    None => Outcome::Drop { expired: false },
+                    Some(_) if expired(&e.id, SystemTime::now(), ttl) => {
+                        Outcome::Drop { expired: true }
+                    }
+                    Some(r) => match self.link.deliver(r).await {
+                        Ok(()) => Outcome::Done,
+                        Err(DeliverError::Closed) => Outcome::Closed,
+                        Err(e) => {
+                            tracing::debug!(account = %self.account, consumer = %self.name, error = %e, "receipt not accepted; it is retried");
+                            Outcome::Retry
+                        }
+                    },
+                };
+                (e, outcome)
+            })
+            .buffer_unordered(self.cfg().window)
+            .collect::<Vec<_>>();
+        // A stop while the customer has not answered: what is in flight goes back with the
+        // hand-back (the customer may then see it twice; it is never lost).
+        let results = tokio::select! {
+            r = attempts => r,
+            _ = self.stop.cancelled() => return Ok(Round::Closed),
+        };
+        self.settle(&results).await?;
+        Ok(if results.iter().any(|(_, o)| *o == Outcome::Closed) {
+            Round::Closed
+        } else {
+            Round::Worked
+        })
+    }
+
+    async fn settle(&self, results: &[(Entry, Outcome)]) -> Result<(), StoreError> {
+        let (mut done, mut retry) = (Vec::new(), Vec::new());
+        let (mut delivered, mut expired, mut failed, mut again) = (0, 0, 0, 0);
+        for (e, o) in results {
+            if e.attempt > 1 && matches!(o, Outcome::Done | Outcome::Retry) {
+                again += 1;
+            }
+            match o {
+                Outcome::Done => {
+                    delivered += 1;
+                    done.push(e.id.as_str());
+                }
+                Outcome::Drop { expired: x } => {
+                    expired += u64::from(*x);
+                    done.push(e.id.as_str());
+                }
+                Outcome::Retry => {
+                    failed += 1;
+                    retry.push(e.id.as_str());
+                }
+                Outcome::Closed => {}
+            }
+        }
+        let mut pipe = redis::pipe();
+        if !done.is_empty() {
+            pipe.cmd("XACK")
+                .arg(&self.key)
+                .arg(GROUP)
+                .arg(&done)
+                .ignore()
+                .cmd("XDEL")
+                .arg(&self.key)
+                .arg(&done)
+                .ignore();
+        }
+        if !retry.is_empty() {
+            // JUSTID: parking is not an attempt. The idle time restarts: the backoff counts
+            // from now.
+            pipe.cmd("XCLAIM")
+                .arg(&self.key)
+                .arg(GROUP)
+                .arg(PARKED)
+                .arg(0)
+                .arg(&retry)
+                .arg("JUSTID")
+                .ignore();
+        }
+        if !done.is_empty() || !retry.is_empty() {
+            let mut c = self.conn();
+            let () = pipe.query_async(&mut c).await?;
+        }
+        let o = &self.outbox;
+        o.count(self.account, Event::Delivered, delivered);
+        o.count(self.account, Event::Expired, expired);
+        o.count(self.account, Event::Failed, failed);
+        o.count(self.account, Event::Redelivered, again);
+        Ok(())
+    }
+
+    /// Creates the group (from the stream's start, so nothing pushed before is skipped) and
+    /// the stream when missing; a stream made here expires like a pushed one.
+    async fn ensure_group(&self) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.key)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await;
+        match r {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e.into()),
+        }
+        let _: i64 = redis::cmd("EXPIRE")
+            .arg(&self.key)
+            .arg(self.cfg().ttl.as_secs().max(1))
+            .arg("NX")
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Trims what expired, reads the depth and forgets dead sessions' names.
+    async fn housekeeping(&self) -> Result<(), StoreError> {
+        let cfg = self.cfg();
+        let mut pipe = redis::pipe();
+        pipe.cmd("XTRIM")
+            .arg(&self.key)
+            .arg("MINID")
+            .arg(min_id(SystemTime::now(), cfg.ttl))
+            .cmd("XLEN")
+            .arg(&self.key)
+            .add_command(eval(
+                FORGET_DEAD,
+                &self.key,
+                &[GROUP, &cfg.forget_after.as_millis().to_string(), PARKED],
+            ))
+            .ignore();
+        let mut c = self.conn();
+        let (trimmed, depth): (u64, i64) = pipe.query_async(&mut c).await?;
+        self.outbox.count(self.account, Event::Expired, trimmed);
+        self.outbox
+            .metrics
+            .outbox_depth
+            .with_label_values(&[&self.account.to_string()])
+            .set(depth);
+        Ok(())
+    }
+
+    /// Gives this session's pending receipts back (see HAND_BACK). On failure they are taken
+    /// over after `claim_idle`, as a dead session's are.
+    async fn hand_back(&self) {
+        // Idle long enough for any threshold (a year), so the next poll takes them.
+        let idle = Duration::from_secs(365 * 86_400).as_millis().to_string();
+        let mut c = self.conn();
+        let r: redis::RedisResult<u64> =
+            eval(HAND_BACK, &self.key, &[GROUP, &self.name, PARKED, &idle])
+                .query_async(&mut c)
+                .await;
+        match r {
+            Ok(n) => {
+                tracing::debug!(account = %self.account, consumer = %self.name, handed_back = n, "outbox consumer stopped")
+            }
+            Err(e) => {
+                tracing::warn!(account = %self.account, consumer = %self.name, error = %e, "outbox: cannot hand this session's receipts back; other sessions take them over after the claim idle time")
+            }
+        }
+    }
+}
+
+fn flatten(r: StreamReply) -> Entries {
+    r.into_iter().flatten().flat_map(|(_, es)| es).collect()
+}
+
+fn parse_fields(f: &[String]) -> Option<CustomerReceipt> {
+    f.chunks_exact(2)
+        .find(|kv| kv[0] == FIELD)
+        .and_then(|kv| serde_json::from_str(&kv[1]).ok())
+}
+
+/// The stream or its group is missing (first bind, or the stream expired), alone or in a
+/// pipeline.
+fn is_nogroup(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOGROUP")
+        || e.clone()
+            .into_server_errors()
+            .is_some_and(|es| es.iter().any(|(_, s)| s.code() == "NOGROUP"))
+}
+
+/// EVAL (see `store::redis`: survives a script cache flush) on one key.
+fn eval(script: &str, key: &str, args: &[&str]) -> redis::Cmd {
+    let mut c = redis::cmd("EVAL");
+    c.arg(script).arg(1).arg(key).arg(args);
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> OutboxConfig {
+        OutboxConfig::new(Duration::from_secs(3600))
+    }
+
+    fn pending(consumer: &str, idle_ms: u64, deliveries: u64) -> Pending {
+        Pending {
+            id: "1-0".into(),
+            consumer: consumer.into(),
+            idle: Duration::from_millis(idle_ms),
+            deliveries,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_per_attempt_and_is_bounded() {
+        let c = cfg();
+        let secs: Vec<u64> = [1, 2, 3, 4, 7, 100, u64::MAX]
+            .iter()
+            .map(|d| backoff(&c, *d).as_secs())
+            .collect();
+        assert_eq!(secs, [1, 2, 4, 8, 60, 60, 60]);
+        assert_eq!(backoff(&c, 0), c.retry_first);
+    }
+
+    #[test]
+    fn who_may_take_a_pending_receipt_and_when() {
+        let c = cfg();
+        // Its own: at once (nothing is in flight between rounds).
+        assert_eq!(claim_after(&c, &pending("me", 0, 1), "me"), Duration::ZERO);
+        // Parked after a refusal: after the backoff of its attempts.
+        assert_eq!(
+            claim_after(&c, &pending(PARKED, 0, 3), "me"),
+            Duration::from_secs(4)
+        );
+        // Another session's: only once that session is taken for dead.
+        assert_eq!(claim_after(&c, &pending("other", 0, 1), "me"), c.claim_idle);
+    }
+
+    #[test]
+    fn entries_older_than_the_ttl_are_expired() {
+        let ttl = Duration::from_secs(60);
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        assert!(expired("939000-0", now, ttl));
+        assert!(!expired("941000-5", now, ttl));
+        assert!(!expired("not-an-id", now, ttl));
+        assert_eq!(min_id(now, ttl), "940000-0");
+        assert_eq!(min_id(UNIX_EPOCH, ttl), "0-0");
+    }
+
+    #[test]
+    fn an_entry_is_read_back_from_its_field() {
+        let r = CustomerReceipt {
+            message_id: "m".into(),
+            to: "1".into(),
+            from: "2".into(),
+            status: crate::messaging::model::MessageStatus::Delivered,
+            submitted_at: chrono::Utc::now(),
+            done_at: chrono::Utc::now(),
+            error_code: None,
+        };
+        let f = vec![FIELD.to_string(), serde_json::to_string(&r).unwrap()];
+        assert_eq!(parse_fields(&f), Some(r));
+        assert_eq!(parse_fields(&["x".into(), "{}".into()]), None);
+        assert_eq!(parse_fields(&[FIELD.into(), "not json".into()]), None);
+    }
+
+    #[test]
+    fn event_labels() {
+        let all = [
+            Event::Pushed,
+            Event::Delivered,
+            Event::Redelivered,
+            Event::Failed,
+            Event::Expired,
+        ];
+        let labels: Vec<&str> = all.iter().map(|e| e.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["pushed", "delivered", "redelivered", "failed", "expired"]
+        );
     }
 }

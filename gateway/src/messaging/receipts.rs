@@ -4,6 +4,7 @@
 //! a temporary error (the dropped reply answers ESME_RX_T_APPN), so the vendor sends it again.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use std::sync::atomic::Ordering;
 
@@ -12,7 +13,7 @@ use rusmpp::{Command, CommandStatus, Pdu};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::fleet::accounts::AccountRegistry;
+use crate::fleet::accounts::{AccountRegistry, CustomerAccount};
 use crate::fleet::config::VendorConfig;
 use crate::fleet::sessions::Inbound;
 use crate::fleet::state::Registry;
@@ -176,13 +177,44 @@ impl ReceiptHandler {
         {
             Some(change) => {
                 self.notify(id, vendor_id, vendor, &change);
-                Ok(())
+                // Before the vendor's deliver_sm is answered: an Err answers it with a
+                // temporary error, and the resent receipt pushes again.
+                self.forward(id, &change).await
             }
             // The message itself is not written yet (cluster write order): let the vendor resend.
             None => Err(crate::messaging::store::StoreError::Corrupt(format!(
                 "message {id} of a correlated receipt is not stored yet"
             ))),
         }
+    }
+
+    /// Puts the customer's receipt in its account's outbox when one is due, then marks the
+    /// message so a resent vendor receipt does not push it twice.
+    async fn forward(
+        &self,
+        id: &str,
+        change: &StatusChange,
+    ) -> Result<(), crate::messaging::store::StoreError> {
+        let Some(c) = &change.customer else {
+            return Ok(());
+        };
+        let account = self.accounts.get(c.origin.account);
+        if !forwards(account.as_deref()) {
+            return Ok(());
+        }
+        self.outbox
+            .push(c.origin.account, &c.receipt(id, change.to))
+            .await?;
+        if let Err(e) = self.store.mark_outboxed(id).await {
+            // It is in the outbox: answering the vendor OK is right; only a resent receipt
+            // would push it again.
+            self.metrics
+                .redis_errors
+                .with_label_values(&["receipt"])
+                .inc();
+            tracing::warn!(message = %id, error = %e, "customer receipt queued, but the message could not be marked; a resent vendor receipt may queue it twice");
+        }
+        Ok(())
     }
 
     /// The per-vendor counters of /api/v1/vendors for a message just submitted.
@@ -223,6 +255,13 @@ impl ReceiptHandler {
     }
 }
 
+/// Whether a customer's receipt goes to its outbox: unless its account is known here and
+/// has receipt forwarding off. An account this pod does not know (yet) gets it: the outbox
+/// keeps it for the TTL, and a receipt lost is worse than one nobody reads.
+pub fn forwards(account: Option<&CustomerAccount>) -> bool {
+    account.is_none_or(|a| a.forward_receipts)
+}
+
 /// The JSON of a status callback (docs/callbacks.md).
 pub fn status_body(
     id: &str,
@@ -241,6 +280,15 @@ pub fn status_body(
     })
 }
 
+/// The waits after each failed attempt to apply an early receipt.
+const PARKED_RETRIES: [Duration; 5] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+];
+
 /// Applies receipts that arrived before their mapping (handed back by `Store::create`).
 pub fn apply_parked(handler: &Arc<ReceiptHandler>, cfg: &VendorConfig, mut parked: Vec<String>) {
     // A receipt parked under several keys (Auto ids) comes back once per key.
@@ -258,17 +306,25 @@ pub fn apply_parked(handler: &Arc<ReceiptHandler>, cfg: &VendorConfig, mut parke
                 continue;
             };
             let keys = receipt_keys(vid, &p.vendor_message_id, fmt);
-            let r = async {
-                let again = serde_json::to_string(&p).expect("parked");
-                if let Some((id, part)) = h.store.correlate_or_park(&keys, &again).await? {
-                    h.apply(&id, part, vid, &vendor, stat, p.err.as_deref())
-                        .await?;
+            // The vendor was answered when it was parked: nobody resends it, so a failure
+            // (Redis, or the customer's outbox) is retried here, a few times.
+            for (attempt, wait) in PARKED_RETRIES.iter().enumerate() {
+                let r = async {
+                    let again = serde_json::to_string(&p).expect("parked");
+                    if let Some((id, part)) = h.store.correlate_or_park(&keys, &again).await? {
+                        h.apply(&id, part, vid, &vendor, stat, p.err.as_deref())
+                            .await?;
+                    }
+                    Ok::<(), crate::messaging::store::StoreError>(())
+                };
+                match r.await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        h.metrics.redis_errors.with_label_values(&["receipt"]).inc();
+                        tracing::warn!(vendor = %vendor, error = %e, attempt = attempt + 1, "cannot apply an early receipt");
+                        tokio::time::sleep(*wait).await;
+                    }
                 }
-                Ok::<(), crate::messaging::store::StoreError>(())
-            };
-            if let Err(e) = r.await {
-                h.metrics.redis_errors.with_label_values(&["receipt"]).inc();
-                tracing::warn!(vendor = %vendor, error = %e, "cannot apply an early receipt");
             }
         }
     });
@@ -336,6 +392,29 @@ mod tests {
         // Without the stored message (Redis hiccup) the callback still goes, with nulls.
         let b = status_body("m1", "v", MessageStatus::Delivered, None);
         assert!(b["client_ref"].is_null() && b["done_at"].is_string());
+    }
+
+    #[test]
+    fn receipts_are_forwarded_unless_the_account_turned_it_off() {
+        let mut a = CustomerAccount {
+            id: Uuid::new_v4(),
+            system_id: "acme".into(),
+            password_hash: String::new(),
+            allowed_cidrs: vec![],
+            max_binds: 1,
+            max_messages_per_second: None,
+            allowed_senders: vec![],
+            allowed_destination_prefixes: vec![],
+            route: vec![],
+            forward_receipts: true,
+            suspended: false,
+            config_version: 1,
+        };
+        assert!(forwards(Some(&a)));
+        // Not known here (yet): kept in the outbox rather than lost.
+        assert!(forwards(None));
+        a.forward_receipts = false;
+        assert!(!forwards(Some(&a)));
     }
 
     #[test]

@@ -9,13 +9,31 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::{IdemBegin, MessageStore, NewMessage, StatusChange, StoreError};
+use super::{CustomerFinal, IdemBegin, MessageStore, NewMessage, StatusChange, StoreError};
+use crate::messaging::customer::Origin;
 use crate::messaging::model::{self, HistoryEntry, MessageStatus, MessageView};
 
 struct Message {
     view: MessageView,
     parts: Vec<MessageStatus>,
     callback_url: Option<String>,
+    origin: Option<Origin>,
+    outboxed: bool,
+}
+
+impl Message {
+    /// The customer's receipt when one is due (the rule of `MessageStore::apply_receipt`).
+    fn customer(&self, final_receipt: bool) -> Option<CustomerFinal> {
+        if !final_receipt || !self.view.status.is_final() || self.outboxed {
+            return None;
+        }
+        Some(CustomerFinal {
+            origin: self.origin.clone()?,
+            submitted_at: self.view.submitted_at,
+            done_at: self.view.done_at.unwrap_or_else(Utc::now),
+            error_code: self.view.error_code.clone(),
+        })
+    }
 }
 
 #[derive(Default)]
@@ -55,6 +73,36 @@ impl MemoryStore {
     }
 }
 
+/// Sets one part's final status and derives the message's; returns the message's status
+/// after it. A part already final, or a message already final, keeps its status.
+fn record_part(
+    m: &mut Message,
+    part: u32,
+    status: MessageStatus,
+    error_code: Option<&str>,
+) -> MessageStatus {
+    let from = m.view.status;
+    let Some(p) = m.parts.get_mut(part as usize) else {
+        return from;
+    };
+    if !status.is_final() || p.is_final() {
+        return from;
+    }
+    *p = status;
+    if from.is_final() {
+        return from;
+    }
+    let to = model::overall(&m.parts);
+    if to.is_final() {
+        m.view.status = to;
+        m.view.done_at = Some(Utc::now());
+        if let Some(e) = error_code {
+            m.view.error_code = Some(e.to_string());
+        }
+    }
+    to
+}
+
 #[async_trait::async_trait]
 impl MessageStore for MemoryStore {
     fn healthy(&self) -> bool {
@@ -89,6 +137,8 @@ impl MessageStore for MemoryStore {
                 },
                 parts: vec![m.status; m.parts as usize],
                 callback_url: m.callback_url.clone(),
+                origin: m.origin.clone(),
+                outboxed: false,
             },
         );
         let mut handed = Vec::new();
@@ -131,34 +181,20 @@ impl MessageStore for MemoryStore {
         };
         m.view.history.push(entry.clone());
         let from = m.view.status;
-        let unchanged = StatusChange {
-            from,
-            to: from,
-            callback_url: m.callback_url.clone(),
-        };
-        let Some(p) = m.parts.get_mut(part as usize) else {
-            return Ok(Some(unchanged));
-        };
-        if !status.is_final() || p.is_final() {
-            return Ok(Some(unchanged));
-        }
-        *p = status;
-        if from.is_final() {
-            return Ok(Some(unchanged));
-        }
-        let to = model::overall(&m.parts);
-        if to.is_final() {
-            m.view.status = to;
-            m.view.done_at = Some(Utc::now());
-            if let Some(e) = error_code {
-                m.view.error_code = Some(e.to_string());
-            }
-        }
+        let to = record_part(m, part, status, error_code);
         Ok(Some(StatusChange {
             from,
             to,
             callback_url: m.callback_url.clone(),
+            customer: m.customer(status.is_final()),
         }))
+    }
+
+    async fn mark_outboxed(&self, id: &str) -> Result<(), StoreError> {
+        if let Some(m) = self.up()?.messages.get_mut(id) {
+            m.outboxed = true;
+        }
+        Ok(())
     }
 
     async fn get(&self, id: &str) -> Result<Option<MessageView>, StoreError> {

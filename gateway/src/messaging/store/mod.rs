@@ -6,11 +6,12 @@
 //!
 //! | Key | Type | What |
 //! |---|---|---|
-//! | `msg:{<id>}` | hash | the message: `vendor`, `vendor_id`, `parts`, `vids` (JSON), `submitted_at`, `status`, `done_at`, `error_code`, `client_ref`, `callback_url`, `p:<n>` (each part's status) |
+//! | `msg:{<id>}` | hash | the message: `vendor`, `vendor_id`, `parts`, `vids` (JSON), `submitted_at`, `status`, `done_at`, `error_code`, `client_ref`, `callback_url`, `p:<n>` (each part's status); for a customer's SMPP submit `origin_account`, `origin_to`, `origin_from`, and `outboxed` once its receipt is in the account's outbox |
 //! | `msg:{<id>}:h` | list | its history, one JSON entry each |
 //! | `c:{<vendor_id>:<id key>}` | string | `<message id>:<part>` for a vendor message id (see `ids`) |
 //! | `c:{<vendor_id>:<id key>}:p` | list | receipts that arrived before that mapping (parked) |
 //! | `idem:{<api key name>:<Idempotency-Key>}` | string | JSON: body hash, state, the first answer |
+//! | `ob:{<account id>}` | stream | a customer account's receipts waiting for its sessions (`outbox`) |
 //!
 //! Every key expires after the DLR TTL (`--dlr-ttl`, 72 h by default).
 
@@ -21,6 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::messaging::customer::{CustomerReceipt, Origin};
 use crate::messaging::model::{HistoryEntry, MessageStatus, MessageView};
 
 pub mod memory;
@@ -56,7 +58,9 @@ pub trait MessageStore: Send + Sync + 'static {
         receipt_json: &str,
     ) -> Result<Option<(String, u32)>, StoreError>;
     /// Records one part's receipt and derives the message's status (`model::overall`); a part
-    /// already final keeps its status. None when the message is not stored.
+    /// already final keeps its status. None when the message is not stored. The change carries
+    /// `customer` when a final receipt finds the message final, with an origin, and not yet
+    /// `mark_outboxed` (so a resent receipt whose first push failed pushes again).
     async fn apply_receipt(
         &self,
         id: &str,
@@ -65,6 +69,9 @@ pub trait MessageStore: Send + Sync + 'static {
         error_code: Option<&str>,
         entry: &HistoryEntry,
     ) -> Result<Option<StatusChange>, StoreError>;
+    /// Notes that the message's customer receipt is in its outbox: later receipts for it
+    /// carry no `customer`. Nothing happens when the message is not stored.
+    async fn mark_outboxed(&self, id: &str) -> Result<(), StoreError>;
     async fn get(&self, id: &str) -> Result<Option<MessageView>, StoreError>;
     /// Claims an Idempotency-Key for a body hash, or says what it holds.
     async fn idem_begin(&self, owner: &str, key: &str, hash: &str)
@@ -103,7 +110,7 @@ pub struct NewMessage {
     pub client_ref: Option<String>,
     pub callback_url: Option<String>,
     /// Set when a customer submitted it over SMPP: its receipt goes to that account's outbox.
-    pub origin: Option<crate::messaging::customer::Origin>,
+    pub origin: Option<Origin>,
 }
 
 /// A status change a receipt caused; the caller sends the callback.
@@ -112,6 +119,32 @@ pub struct StatusChange {
     pub from: MessageStatus,
     pub to: MessageStatus,
     pub callback_url: Option<String>,
+    /// What the customer's receipt needs, when one is due (see `apply_receipt`).
+    pub customer: Option<CustomerFinal>,
+}
+
+/// A final message a customer submitted over SMPP, as its receipt needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerFinal {
+    pub origin: Origin,
+    pub submitted_at: DateTime<Utc>,
+    pub done_at: DateTime<Utc>,
+    pub error_code: Option<String>,
+}
+
+impl CustomerFinal {
+    /// The receipt for message `id`, final with `status`.
+    pub fn receipt(&self, id: &str, status: MessageStatus) -> CustomerReceipt {
+        CustomerReceipt {
+            message_id: id.to_string(),
+            to: self.origin.to.clone(),
+            from: self.origin.from.clone(),
+            status,
+            submitted_at: self.submitted_at,
+            done_at: self.done_at,
+            error_code: self.error_code.clone(),
+        }
+    }
 }
 
 /// An Idempotency-Key's record.

@@ -8,9 +8,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::{
-    IdemBegin, IdemRecord, MessageStore, NewMessage, StatusChange, StoreError, history_key,
-    idem_key, msg_key, parse_mapping,
+    CustomerFinal, IdemBegin, IdemRecord, MessageStore, NewMessage, StatusChange, StoreError,
+    history_key, idem_key, msg_key, parse_mapping,
 };
+use crate::messaging::customer::Origin;
 use crate::messaging::model::{HistoryEntry, MessageStatus, MessageView};
 
 /// A single Redis server or a cluster, behind one connection type. Both reconnect on their
@@ -83,19 +84,30 @@ return false
 ";
 
 /// Applies one part's receipt: records it in the history, sets the part's status (a part
-/// that is already final keeps it: vendors resend), and derives the message's status with
-/// the rule of `model::overall`. Returns {old status, new status, callback_url}, or nil when
-/// the message is not (yet) stored.
+/// that is already final keeps it: vendors resend; an unknown part changes nothing), and
+/// derives the message's status with the rule of `model::overall`. Returns {old status, new
+/// status, callback_url, customer}, or nil when the message is not (yet) stored. `customer`
+/// is {origin_account, origin_to, origin_from, submitted_at, done_at, error_code} when the
+/// receipt is final, the message is final after it, has an origin and is not `outboxed`;
+/// else empty.
 pub const APPLY_RECEIPT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local function customer(status)
+  if ARGV[3] ~= '1' or status == 'submitted' then return {} end
+  if redis.call('HEXISTS', KEYS[1], 'outboxed') == 1 then return {} end
+  local o = redis.call('HMGET', KEYS[1], 'origin_account', 'origin_to', 'origin_from',
+    'submitted_at', 'done_at', 'error_code')
+  if not o[1] then return {} end
+  return o
+end
 local cur = redis.call('HGET', KEYS[1], 'status')
 local cb = redis.call('HGET', KEYS[1], 'callback_url') or ''
 redis.call('RPUSH', KEYS[2], ARGV[6])
 local pkey = 'p:' .. ARGV[1]
 local pcur = redis.call('HGET', KEYS[1], pkey)
-if ARGV[3] == '0' or (pcur and pcur ~= 'submitted') then return {cur, cur, cb} end
+if ARGV[3] == '0' or not pcur or pcur ~= 'submitted' then return {cur, cur, cb, customer(cur)} end
 redis.call('HSET', KEYS[1], pkey, ARGV[2])
-if cur ~= 'submitted' then return {cur, cur, cb} end
+if cur ~= 'submitted' then return {cur, cur, cb, customer(cur)} end
 local new = ARGV[2]
 if new == 'delivered' then
   local n = tonumber(redis.call('HGET', KEYS[1], 'parts'))
@@ -107,7 +119,13 @@ if new ~= 'submitted' then
   redis.call('HSET', KEYS[1], 'status', new, 'done_at', ARGV[5])
   if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error_code', ARGV[4]) end
 end
-return {cur, new, cb}
+return {cur, new, cb, customer(new)}
+";
+
+/// Marks a stored message `outboxed` (never creates one: it would have no TTL).
+const MARK_OUTBOXED: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'outboxed', '1') end
+return 1
 ";
 
 /// The Redis store. Cheap to clone; every call pipelines what it can.
@@ -202,6 +220,11 @@ impl MessageStore for RedisStore {
                 fields.push((k.into(), v.clone()));
             }
         }
+        if let Some(o) = &m.origin {
+            fields.push(("origin_account".into(), o.account.to_string()));
+            fields.push(("origin_to".into(), o.to.clone()));
+            fields.push(("origin_from".into(), o.from.clone()));
+        }
         for p in 0..m.parts {
             fields.push((format!("p:{p}"), m.status.as_str().into()));
         }
@@ -279,7 +302,7 @@ impl MessageStore for RedisStore {
         entry: &HistoryEntry,
     ) -> Result<Option<StatusChange>, StoreError> {
         let mut c = self.conn.clone();
-        let r: Option<(String, String, String)> = self.track(
+        let r: Option<(String, String, String, Vec<Option<String>>)> = self.track(
             self.apply
                 .key(msg_key(id))
                 .key(history_key(id))
@@ -292,7 +315,7 @@ impl MessageStore for RedisStore {
                 .invoke_async(&mut c)
                 .await,
         )?;
-        let Some((from, to, cb)) = r else {
+        let Some((from, to, cb, customer)) = r else {
             return Ok(None);
         };
         let parse = |s: &str| {
@@ -302,7 +325,18 @@ impl MessageStore for RedisStore {
             from: parse(&from)?,
             to: parse(&to)?,
             callback_url: (!cb.is_empty()).then_some(cb),
+            customer: customer_final(id, customer)?,
         }))
+    }
+
+    async fn mark_outboxed(&self, id: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = self.track(
+            eval(MARK_OUTBOXED, &[&msg_key(id)], &[])
+                .query_async(&mut c)
+                .await,
+        )?;
+        Ok(())
     }
 
     async fn get(&self, id: &str) -> Result<Option<MessageView>, StoreError> {
@@ -409,6 +443,33 @@ fn eval(script: &str, keys: &[&str], args: &[&str]) -> Cmd {
     let mut c = redis::cmd("EVAL");
     c.arg(script).arg(keys.len()).arg(keys).arg(args);
     c
+}
+
+/// The `customer` part of APPLY_RECEIPT's answer (empty: none due).
+fn customer_final(id: &str, f: Vec<Option<String>>) -> Result<Option<CustomerFinal>, StoreError> {
+    if f.is_empty() {
+        return Ok(None);
+    }
+    let corrupt = |what: &str| StoreError::Corrupt(format!("message {id}: {what}"));
+    let time = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|d| d.with_timezone(&Utc))
+    };
+    let [account, to, from, submitted_at, done_at, error_code] =
+        <[Option<String>; 6]>::try_from(f).map_err(|_| corrupt("origin fields"))?;
+    Ok(Some(CustomerFinal {
+        origin: Origin {
+            account: account
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| corrupt("origin_account"))?,
+            to: to.unwrap_or_default(),
+            from: from.unwrap_or_default(),
+        },
+        submitted_at: time(&submitted_at).ok_or_else(|| corrupt("submitted_at"))?,
+        done_at: time(&done_at).unwrap_or_else(Utc::now),
+        error_code,
+    }))
 }
 
 fn view(
