@@ -310,9 +310,14 @@ impl Esme {
 
     /// The next PDU within `within`, or what happened instead.
     pub async fn read(&mut self, within: Duration) -> Read {
-        if let Some(c) = self.held.pop_front() {
-            return Read::Pdu(Box::new(c));
+        match self.held.pop_front() {
+            Some(c) => Read::Pdu(Box::new(c)),
+            None => self.read_wire(within).await,
         }
+    }
+
+    /// The next PDU off the wire, past held ones (a response is never among them).
+    async fn read_wire(&mut self, within: Duration) -> Read {
         match tokio::time::timeout(within, self.framed.next()).await {
             Err(_) => Read::Silent,
             Ok(None) | Ok(Some(Err(_))) => Read::Closed,
@@ -333,9 +338,9 @@ impl Esme {
     pub async fn response(&mut self, seq: u32, what: &str) -> Result<Command> {
         let mut held = Vec::new();
         let got = loop {
-            let c = match self.framed_next(what).await {
-                Ok(c) => c,
-                Err(e) => break Err(e),
+            let c = match self.read_wire(self.timeout).await {
+                Read::Pdu(c) => *c,
+                other => break Err(unexpected(what, &other)),
             };
             if c.id() == CommandId::DeliverSm {
                 if self.auto_answer {
@@ -352,15 +357,6 @@ impl Esme {
         };
         self.held.extend(held);
         got
-    }
-
-    /// Like `expect`, but past held PDUs (a response is never among them).
-    async fn framed_next(&mut self, what: &str) -> Result<Command> {
-        match tokio::time::timeout(self.timeout, self.framed.next()).await {
-            Ok(Some(Ok(c))) => Ok(c),
-            Err(_) => Err(unexpected(what, &Read::Silent)),
-            Ok(_) => Err(unexpected(what, &Read::Closed)),
-        }
     }
 
     /// Sends a bind and returns what came back: its response (any status), `Closed` or `Silent`.
@@ -404,7 +400,7 @@ impl Esme {
                 .await?
             }
         };
-        let got = self.read(self.timeout).await;
+        let got = self.read_wire(self.timeout).await;
         if let Read::Pdu(c) = &got
             && c.sequence_number() != seq
         {
@@ -631,6 +627,73 @@ mod tests {
         assert_eq!(text_field(TEXT, "text"), Some("hi there id:9"));
         assert_eq!(text_field(TEXT, "missing"), None);
         assert_eq!(text_field("xid:1", "id"), None, "only at a word start");
+    }
+
+    /// The peer end of a pipe, speaking the same codec.
+    fn pair() -> (Esme, Framed<tokio::io::DuplexStream, CommandCodec>) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        (Esme::over(a), Framed::new(b, CommandCodec::new()))
+    }
+
+    async fn receipt_then_resp(peer: &mut Framed<tokio::io::DuplexStream, CommandCodec>) {
+        let submit = peer.next().await.unwrap().unwrap();
+        let deliver = DeliverSm::builder()
+            .short_message(OctetString::from_slice(b"id:7 stat:DELIVRD err:000").unwrap())
+            .build();
+        peer.send(Command::new(CommandStatus::EsmeRok, 90, deliver))
+            .await
+            .unwrap();
+        let resp = rusmpp::pdus::SubmitSmResp::builder()
+            .message_id(COctetString::from_str("7").unwrap())
+            .build();
+        peer.send(Command::new(
+            CommandStatus::EsmeRok,
+            submit.sequence_number(),
+            resp,
+        ))
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn response_answers_a_receipt_in_between_unless_told_not_to() {
+        let (mut esme, mut peer) = pair();
+        let (a, b) = (Submit::text("a"), Submit::text("b"));
+        let (id, ()) = tokio::join!(esme.submit_ok(&a), receipt_then_resp(&mut peer));
+        assert_eq!(id.unwrap(), "7");
+        let answer = peer.next().await.unwrap().unwrap();
+        assert_eq!(
+            (answer.id(), answer.sequence_number()),
+            (CommandId::DeliverSmResp, 90)
+        );
+
+        esme.set_auto_answer(false);
+        let (id, ()) = tokio::join!(esme.submit_ok(&b), receipt_then_resp(&mut peer));
+        assert_eq!(id.unwrap(), "7");
+        let held = esme.expect("the held receipt").await.unwrap();
+        let r = Receipt::from_command(&held).unwrap();
+        assert_eq!(
+            (r.id.as_deref(), r.stat.as_deref()),
+            (Some("7"), Some("DELIVRD"))
+        );
+        assert!(matches!(
+            esme.read(Duration::from_millis(50)).await,
+            Read::Silent
+        ));
+        let unanswered = tokio::time::timeout(Duration::from_millis(50), peer.next()).await;
+        assert!(unanswered.is_err(), "nothing was answered: {unanswered:?}");
+    }
+
+    #[tokio::test]
+    async fn raw_bytes_follow_the_pdus_sent_before_them() {
+        let (mut esme, mut peer) = pair();
+        esme.send(Pdu::EnquireLink).await.unwrap();
+        let enquire_link_99 = [0, 0, 0, 16, 0, 0, 0, 0x15, 0, 0, 0, 0, 0, 0, 0, 99];
+        esme.send_raw(&enquire_link_99).await.unwrap();
+        for seq in [1, 99] {
+            let c = peer.next().await.unwrap().unwrap();
+            assert_eq!((c.id(), c.sequence_number()), (CommandId::EnquireLink, seq));
+        }
     }
 
     #[test]
