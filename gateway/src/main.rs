@@ -334,11 +334,11 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         ),
     };
     let inbound: Arc<dyn Inbound> = match &messaging {
-        Some((_, h)) => Arc::new(h.clone()),
+        Some((_, h, _)) => Arc::new(h.clone()),
         None => Arc::new(AckAll),
     };
-    let outbox = messaging.as_ref().map(|(_, h)| h.outbox.clone());
-    let messages_api = messaging.map(|(m, _)| {
+    let outbox = messaging.as_ref().map(|(_, _, o)| o.clone());
+    let messages_api = messaging.map(|(m, _, _)| {
         Arc::new(MessagesApi {
             keys: keys.clone(),
             messenger: m,
@@ -516,7 +516,7 @@ async fn start_smpp(
     }
 }
 
-/// The Redis store, the receipt handler and the submit path.
+/// The Redis store, the receipt handler, the submit path and the customers' outbox.
 async fn build_messaging(
     args: &ServeArgs,
     url: &str,
@@ -525,7 +525,7 @@ async fn build_messaging(
     registry: &Arc<Registry>,
     sessions: &Arc<SessionIndex>,
     accounts: &Arc<AccountRegistry>,
-) -> anyhow::Result<(Arc<Messenger>, Arc<ReceiptHandler>)> {
+) -> anyhow::Result<(Arc<Messenger>, Arc<ReceiptHandler>, Arc<Outbox>)> {
     let conn = store::connect(url)
         .await
         .context("REDIS_URL is not a valid Redis URL")?;
@@ -563,7 +563,7 @@ async fn build_messaging(
         callbacks,
         mo_url: args.mo_url.clone(),
         accounts: accounts.clone(),
-        outbox,
+        outbox: outbox.clone(),
     });
     let limits = Limits {
         max_parts: args.max_parts,
@@ -579,7 +579,7 @@ async fn build_messaging(
         limits,
         args.max_inflight_submits,
     ));
-    Ok((messenger, receipts))
+    Ok((messenger, receipts, outbox))
 }
 
 async fn shutdown_signal() {

@@ -195,6 +195,53 @@ end
 return n
 ";
 
+/// Where the receipt handler puts customer receipts: the [`Outbox`] in production,
+/// [`MemoryQueue`] in the fast in-process tests (as `store::memory` is for the store).
+#[async_trait::async_trait]
+pub trait ReceiptQueue: Send + Sync + 'static {
+    /// Ok: it is kept until a session of `account` acknowledges it. Err: it is not.
+    async fn push(&self, account: Uuid, r: &CustomerReceipt) -> Result<(), StoreError>;
+}
+
+#[async_trait::async_trait]
+impl ReceiptQueue for Outbox {
+    async fn push(&self, account: Uuid, r: &CustomerReceipt) -> Result<(), StoreError> {
+        Outbox::push(self, account, r).await
+    }
+}
+
+/// Receipts pushed, in memory; `set_down` makes pushes fail as an unreachable Redis does.
+#[derive(Default)]
+pub struct MemoryQueue {
+    pushed: Mutex<Vec<(Uuid, CustomerReceipt)>>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryQueue {
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Everything pushed so far, oldest first.
+    pub fn pushed(&self) -> Vec<(Uuid, CustomerReceipt)> {
+        self.pushed.lock().expect("queue").clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl ReceiptQueue for MemoryQueue {
+    async fn push(&self, account: Uuid, r: &CustomerReceipt) -> Result<(), StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(StoreError::Corrupt("the memory queue is set down".into()));
+        }
+        self.pushed
+            .lock()
+            .expect("queue")
+            .push((account, r.clone()));
+        Ok(())
+    }
+}
+
 /// The outbox of every account, on one Redis connection (the store's).
 pub struct Outbox {
     conn: Conn,

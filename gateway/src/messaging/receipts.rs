@@ -20,7 +20,7 @@ use crate::fleet::state::Registry;
 use crate::messaging::callbacks::{Callbacks, Kind};
 use crate::messaging::ids;
 use crate::messaging::model::{HistoryEntry, MessageStatus};
-use crate::messaging::outbox::Outbox;
+use crate::messaging::outbox::ReceiptQueue;
 use crate::messaging::receipt::{self, Inbound as Classified, Receipt, ReceiptStat};
 use crate::messaging::store::{self, StatusChange, Store};
 use crate::metrics::Metrics;
@@ -68,8 +68,9 @@ pub struct ReceiptHandler {
     pub mo_url: Option<String>,
     /// Customer accounts: whether a receipt of a customer's message is forwarded.
     pub accounts: Arc<AccountRegistry>,
-    /// Where receipts for customers go (`outbox::Outbox`); the SMPP server's sessions consume it.
-    pub outbox: Arc<Outbox>,
+    /// Where receipts for customers go: the `outbox::Outbox` the SMPP server's sessions
+    /// consume (a `MemoryQueue` in in-process tests).
+    pub outbox: Arc<dyn ReceiptQueue>,
 }
 
 impl Inbound for Arc<ReceiptHandler> {

@@ -15,16 +15,18 @@ use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 
+use crate::fleet::accounts::AccountRegistry;
 use crate::fleet::config::{VendorConfig, parse, tests::row};
 use crate::fleet::sessions::{Inbound, SessionIndex};
 use crate::fleet::state::Registry;
 use crate::messaging::callbacks::{Callbacks, RetryPolicy};
+use crate::messaging::customer::Origin;
 use crate::messaging::model::MessageStatus;
-use crate::messaging::outbox::Outbox;
+use crate::messaging::outbox::MemoryQueue;
 use crate::messaging::receipts::ReceiptHandler;
 use crate::messaging::store::memory::MemoryStore;
 use crate::messaging::store::{MessageStore, Store};
-use crate::messaging::submit::{Limits, MessageRequest, Messenger, SubmitError};
+use crate::messaging::submit::{Extra, Limits, MessageRequest, Messenger, SubmitError};
 use crate::metrics::Metrics;
 use crate::smpp::codec::Codec;
 use crate::smpp::connection::Transport;
@@ -169,6 +171,10 @@ pub(crate) struct Core {
     pub(crate) messenger: Messenger,
     pub(crate) memory: Arc<MemoryStore>,
     pub(crate) vendors: Vec<Arc<VendorConfig>>,
+    /// The customer receipts the handler pushed.
+    pub(crate) queue: Arc<MemoryQueue>,
+    /// The customer accounts the handler looks receipt forwarding up in.
+    pub(crate) accounts: Arc<AccountRegistry>,
 }
 
 /// One bound session per vendor `(name, priority, behaviour)`, all on this "pod".
@@ -177,6 +183,8 @@ pub(crate) fn core(vendors: &[(&str, i32, Behaviour)]) -> (Core, Vec<Vendor>) {
     let memory = Arc::new(MemoryStore::default());
     let store: Store = memory.clone();
     let metrics = Arc::new(Metrics::new());
+    let queue = Arc::new(MemoryQueue::default());
+    let accounts = AccountRegistry::new();
     let receipts = Arc::new(ReceiptHandler {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -190,15 +198,8 @@ pub(crate) fn core(vendors: &[(&str, i32, Behaviour)]) -> (Core, Vec<Vendor>) {
             1,
         ),
         mo_url: None,
-        accounts: crate::fleet::accounts::AccountRegistry::new(),
-        // No message here has an origin, so the outbox is never used: a lazy connection to
-        // nowhere (the outbox has its own tests against Redis).
-        outbox: Outbox::new(
-            futures::executor::block_on(crate::messaging::store::connect("redis://127.0.0.1:1"))
-                .expect("lazy"),
-            Duration::from_secs(60),
-            metrics.clone(),
-        ),
+        accounts: accounts.clone(),
+        outbox: queue.clone(),
     });
     let sessions = Arc::new(SessionIndex::default());
     let mut cfgs = Vec::new();
@@ -237,6 +238,8 @@ pub(crate) fn core(vendors: &[(&str, i32, Behaviour)]) -> (Core, Vec<Vendor>) {
             messenger,
             memory,
             vendors: cfgs,
+            queue,
+            accounts,
         },
         fakes,
     )
@@ -514,4 +517,188 @@ fn the_lua_receipt_rule_names_the_statuses_of_the_model() {
         assert!(lua.contains(&format!("'{s}'")), "{s}");
         assert!(MessageStatus::parse(s).is_some());
     }
+}
+
+fn customer(account: uuid::Uuid) -> Extra {
+    Extra {
+        raw: None,
+        origin: Some(Origin {
+            account,
+            to: "+15551234567".into(),
+            from: "ACME".into(),
+        }),
+    }
+}
+
+/// An account row as the watcher loads it, with receipt forwarding `forward`.
+fn account_row(id: uuid::Uuid, forward: bool) -> smpp_db::accounts::Account {
+    smpp_db::accounts::Account {
+        id,
+        config: smpp_db::accounts::AccountConfig {
+            system_id: "cust".into(),
+            password_hash: String::new(),
+            allowed_cidrs: vec![],
+            max_binds: 1,
+            max_messages_per_second: None,
+            allowed_senders: vec![],
+            allowed_destination_prefixes: vec![],
+            route: sqlx::types::Json(vec![]),
+            forward_receipts: forward,
+            suspended: false,
+        },
+        owner_namespace: None,
+        owner_name: None,
+        owner_uid: None,
+        owner_generation: None,
+        config_version: 1,
+        updated_at: chrono::Utc::now(),
+    }
+}
+
+async fn vendor_answer(v: &mut Vendor) -> CommandStatus {
+    tokio::time::timeout(Duration::from_secs(10), v.resps.recv())
+        .await
+        .expect("no deliver_sm_resp")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_customer_message_turning_final_queues_its_receipt_before_the_vendor_is_answered() {
+    // Held until the message is stored (an early receipt is parked, answered, and queued
+    // when the message is written).
+    let hold = Behaviour {
+        hold_receipts: true,
+        ..Behaviour::default()
+    };
+    let (c, mut fakes) = core(&[("v", 100, hold)]);
+    let account = uuid::Uuid::new_v4();
+    c.accounts.upsert(&account_row(account, true));
+    let a = c
+        .messenger
+        .submit_local_with(&req("hi"), &customer(account), &c.vendors)
+        .await
+        .unwrap();
+    fakes[0].release.send(1).unwrap();
+    assert_eq!(vendor_answer(&mut fakes[0]).await, CommandStatus::EsmeRok);
+    // Answered, so already queued.
+    let pushed = c.queue.pushed();
+    assert_eq!(pushed.len(), 1, "{pushed:?}");
+    let (to, r) = &pushed[0];
+    assert_eq!(*to, account);
+    assert_eq!(
+        (r.message_id.as_str(), r.to.as_str(), r.from.as_str()),
+        (a.id.as_str(), "+15551234567", "ACME")
+    );
+    assert_eq!(r.status, MessageStatus::Delivered);
+    assert!(r.done_at >= r.submitted_at);
+}
+
+#[tokio::test]
+async fn a_receipt_that_cannot_be_queued_gets_a_temporary_error_and_is_queued_once_when_resent() {
+    let hold = Behaviour {
+        hold_receipts: true,
+        ..Behaviour::default()
+    };
+    let (c, mut fakes) = core(&[("v", 100, hold)]);
+    let account = uuid::Uuid::new_v4();
+    let a = c
+        .messenger
+        .submit_local_with(&req("x"), &customer(account), &c.vendors)
+        .await
+        .unwrap();
+    c.queue.set_down(true);
+    fakes[0].release.send(1).unwrap();
+    assert_eq!(
+        vendor_answer(&mut fakes[0]).await,
+        CommandStatus::EsmeRxTAppn,
+        "temporary, so the vendor resends it"
+    );
+    // The status is recorded; only the customer's copy is missing.
+    let v = c.memory.get(&a.id).await.unwrap().unwrap();
+    assert_eq!(v.status, MessageStatus::Delivered);
+    assert!(c.queue.pushed().is_empty());
+    c.queue.set_down(false);
+    fakes[0].release.send(1).unwrap();
+    assert_eq!(vendor_answer(&mut fakes[0]).await, CommandStatus::EsmeRok);
+    let pushed = c.queue.pushed();
+    assert_eq!(pushed.len(), 1, "{pushed:?}");
+    assert_eq!(pushed[0].1.message_id, a.id);
+}
+
+#[tokio::test]
+async fn a_multipart_customer_message_gets_one_receipt_when_it_turns_final() {
+    let hold = Behaviour {
+        hold_receipts: true,
+        ..Behaviour::default()
+    };
+    let (c, mut fakes) = core(&[("v", 100, hold)]);
+    let account = uuid::Uuid::new_v4();
+    let a = c
+        .messenger
+        .submit_local_with(&req(&"a".repeat(400)), &customer(account), &c.vendors)
+        .await
+        .unwrap();
+    assert_eq!(a.parts, 3);
+    fakes[0].release.send(2).unwrap();
+    for _ in 0..2 {
+        assert_eq!(vendor_answer(&mut fakes[0]).await, CommandStatus::EsmeRok);
+    }
+    assert!(c.queue.pushed().is_empty(), "not final after 2 of 3 parts");
+    fakes[0].release.send(1).unwrap();
+    assert_eq!(vendor_answer(&mut fakes[0]).await, CommandStatus::EsmeRok);
+    let pushed = c.queue.pushed();
+    assert_eq!(pushed.len(), 1, "{pushed:?}");
+    assert_eq!(pushed[0].1.status, MessageStatus::Delivered);
+}
+
+#[tokio::test]
+async fn no_receipt_is_queued_for_an_account_without_forwarding_nor_for_an_http_submit() {
+    let (c, mut fakes) = core(&[("v", 100, Behaviour::default())]);
+    let quiet = uuid::Uuid::new_v4();
+    c.accounts.upsert(&account_row(quiet, false));
+    let a = c
+        .messenger
+        .submit_local_with(&req("x"), &customer(quiet), &c.vendors)
+        .await
+        .unwrap();
+    assert_eq!(vendor_answer(&mut fakes[0]).await, CommandStatus::EsmeRok);
+    let b = c
+        .messenger
+        .submit_local(&req("y"), &c.vendors)
+        .await
+        .unwrap();
+    assert_eq!(vendor_answer(&mut fakes[0]).await, CommandStatus::EsmeRok);
+    for id in [&a.id, &b.id] {
+        wait_for(&c.memory, id, "delivered", |v| {
+            v.status == MessageStatus::Delivered
+        })
+        .await;
+    }
+    assert!(c.queue.pushed().is_empty(), "{:?}", c.queue.pushed());
+}
+
+#[tokio::test]
+async fn an_early_receipt_of_a_customer_message_is_queued_once_the_message_is_stored() {
+    let early = Behaviour {
+        receipt_first: true,
+        ..Behaviour::default()
+    };
+    let (c, _fakes) = core(&[("v", 100, early)]);
+    let account = uuid::Uuid::new_v4();
+    let a = c
+        .messenger
+        .submit_local_with(&req("x"), &customer(account), &c.vendors)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.queue.pushed().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pushed = c.queue.pushed();
+    assert_eq!(pushed.len(), 1, "{pushed:?}");
+    assert_eq!(
+        (pushed[0].0, pushed[0].1.message_id.as_str()),
+        (account, a.id.as_str())
+    );
 }
