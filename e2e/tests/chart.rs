@@ -1361,19 +1361,14 @@ async fn operator_runs_with_the_charts_namespaced_rbac_and_env() {
     let _operator = smpp_e2e::process::ChildGuard::spawn("smpp-operator", cmd).unwrap();
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    let ready = format!("http://127.0.0.1:{http_port}/ready");
+    let ready = smpp_e2e::http::local(http_port, "/ready");
     smpp_e2e::wait::until(
         "operator /ready",
         std::time::Duration::from_secs(60),
-        || {
-            let ready = ready.clone();
-            async move {
-                let (ok, _) = output(
-                    Command::new("curl").args(["-fsS", "--max-time", "2", &ready]),
-                    None,
-                );
-                Ok(ok.then_some(()))
-            }
+        || async {
+            let a = smpp_e2e::http::get(&ready, &[]).await?;
+            anyhow::ensure!(a.status == 200, "HTTP {}: {}", a.status, a.body);
+            Ok(Some(()))
         },
     )
     .await

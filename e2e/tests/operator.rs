@@ -152,7 +152,11 @@ async fn example_lifecycle_row_columns_rotation_drift_delete() {
         "{note}"
     );
     assert!(!note.contains("handedit"));
-    assert!(h.metrics().contains("smpp_operator_drift_reverted_total 1"));
+    assert!(
+        h.metrics()
+            .await
+            .contains("smpp_operator_drift_reverted_total 1")
+    );
 
     // A spec change is an ordinary update.
     let (ok, out) =
@@ -162,7 +166,7 @@ async fn example_lifecycle_row_columns_rotation_drift_delete() {
         .await;
     h.wait_event_with("Updated", "max_binds").await;
 
-    let metrics = h.metrics();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("smpp_operator_reconciles_total{result=\"ok\"}"),
         "{metrics}"
@@ -298,7 +302,7 @@ async fn two_resources_one_instance_name_older_wins() {
         .await;
     h.wait_event("Conflict").await;
     // Several resyncs later the row is still first's, untouched by second.
-    let metrics_before = h.metrics();
+    let metrics_before = h.metrics().await;
     until("two more reconcile rounds", T, || async {
         let n = |m: &str| {
             m.lines()
@@ -306,7 +310,7 @@ async fn two_resources_one_instance_name_older_wins() {
                 .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        Ok((n(&h.metrics()) >= n(&metrics_before) + 4).then_some(()))
+        Ok((n(&h.metrics().await) >= n(&metrics_before) + 4).then_some(()))
     })
     .await
     .unwrap();
@@ -546,6 +550,7 @@ async fn postgres_down_reports_database_unavailable_and_recovers() {
     h.assert_operator_alive();
     assert!(
         h.metrics()
+            .await
             .contains("smpp_operator_reconcile_errors_total{reason=\"DatabaseUnavailable\"}")
     );
 
@@ -580,9 +585,9 @@ async fn only_the_lease_holder_reconciles() {
     h.wait_condition("l", "Synced", "True", Some("Synced"))
         .await;
     let instance = format!("{}.l", h.ns);
-    assert!(h.leads());
+    assert!(h.leads().await);
     for standby in [&second, &third] {
-        let m = standby.metrics();
+        let m = standby.metrics().await;
         assert_eq!(operator_support::leader_gauge(&m), Some(0), "{m}");
         assert!(
             !m.contains("smpp_operator_reconciles_total{result=\"ok\"}"),
@@ -595,9 +600,9 @@ async fn only_the_lease_holder_reconciles() {
     let stopped_at = std::time::Instant::now();
     h.operator.as_ref().unwrap().signal(15);
     let leader = until("a standby leads after SIGTERM", T, || async {
-        Ok(if second.leads() {
+        Ok(if second.leads().await {
             Some(2)
-        } else if third.leads() {
+        } else if third.leads().await {
             Some(3)
         } else {
             None
@@ -632,7 +637,7 @@ async fn only_the_lease_holder_reconciles() {
     until(
         "the last replica leads",
         Duration::from_secs(LEASE) + T,
-        || async { Ok(other.leads().then_some(())) },
+        || async { Ok(other.leads().await.then_some(())) },
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", other.log_text()));
@@ -928,12 +933,12 @@ subjects: [{{kind: ServiceAccount, name: stepdown, namespace: {ns}}}]
     let resync = h.op.resync_seconds;
     h.restart_with_resync(resync).await;
     until("the restricted replica leads", T, || async {
-        Ok(h.leads().then_some(()))
+        Ok(h.leads().await.then_some(()))
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", h.log_text()));
     let standby = h.replica_as("standby", h.env.kubeconfig.clone()).await;
-    assert!(!standby.leads());
+    assert!(!standby.leads().await);
     h.secret("s-smpp", PASSWORD);
     h.apply_ok(&vendor_yaml("s", ""));
     h.wait_condition("s", "Synced", "True", Some("Synced"))
@@ -986,16 +991,16 @@ subjects: [{{kind: ServiceAccount, name: stepdown, namespace: {ns}}}]
         new_log()
     );
     until("the old leader reports leader 0", T, || async {
-        Ok((!h.leads()).then_some(()))
+        Ok((!h.leads().await).then_some(()))
     })
     .await
     .unwrap();
-    let old_rounds = reconciles(&h.metrics());
+    let old_rounds = reconciles(&h.metrics().await);
 
     until(
         "the standby leads",
         Duration::from_secs(LEASE) + T,
-        || async { Ok(standby.leads().then_some(())) },
+        || async { Ok(standby.leads().await.then_some(())) },
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", standby.log_text()));
@@ -1017,14 +1022,14 @@ subjects: [{{kind: ServiceAccount, name: stepdown, namespace: {ns}}}]
         |r| r.config.max_binds == 4,
     )
     .await;
-    let new_rounds = reconciles(&standby.metrics());
+    let new_rounds = reconciles(&standby.metrics().await);
     until("two more rounds of the new leader", T, || async {
-        Ok((reconciles(&standby.metrics()) >= new_rounds + 2).then_some(()))
+        Ok((reconciles(&standby.metrics().await) >= new_rounds + 2).then_some(()))
     })
     .await
     .unwrap();
     assert_eq!(
-        reconciles(&h.metrics()),
+        reconciles(&h.metrics().await),
         old_rounds,
         "the old leader reconciled after stepping down"
     );

@@ -67,7 +67,7 @@ impl Harness {
         };
         let from = ok(metrics);
         until(&format!("{n} more reconcile rounds"), T, || async {
-            Ok((ok(&self.metrics()) >= from + n).then_some(()))
+            Ok((ok(&self.metrics().await) >= from + n).then_some(()))
         })
         .await
         .unwrap();
@@ -183,7 +183,7 @@ async fn example_account_row_hash_status_rotation_and_delete() {
     assert!(note.contains("\"acme\""), "{note}");
 
     // No rehash while nothing changes: the row (hash, version) stays as written.
-    h.wait_rounds(&h.metrics(), 4).await;
+    h.wait_rounds(&h.metrics().await, 4).await;
     let same = h.account("acme").await.unwrap();
     assert_eq!(
         (same.config_version, &same.config.password_hash),
@@ -376,7 +376,7 @@ async fn two_accounts_one_system_id_the_older_owns_it_until_it_moves() {
         h.account_json("second").unwrap()["status"]["accountId"],
         Value::Null
     );
-    h.wait_rounds(&h.metrics(), 4).await;
+    h.wait_rounds(&h.metrics().await, 4).await;
     let now = h.account("shared").await.unwrap();
     assert_eq!(
         now.config_version, row.config_version,

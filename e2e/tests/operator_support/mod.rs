@@ -132,13 +132,11 @@ impl Harness {
     }
 
     pub async fn wait_ready(&self) {
-        let url = format!("http://127.0.0.1:{}/ready", self.op.http_port);
+        let url = smpp_e2e::http::local(self.op.http_port, "/ready");
         until("operator /ready", T, || async {
-            Ok(
-                run(Command::new("curl").args(["-fsS", "--max-time", "2", &url]))
-                    .ok()
-                    .map(|_| ()),
-            )
+            let a = smpp_e2e::http::get(&url, &[]).await?;
+            anyhow::ensure!(a.status == 200, "HTTP {}: {}", a.status, a.body);
+            Ok(Some(()))
         })
         .await
         .unwrap_or_else(|e| panic!("{e}\n--- operator log ---\n{}", self.log_text()));
@@ -157,16 +155,20 @@ impl Harness {
         assert!(!exited, "operator exited\n--- log ---\n{}", self.log_text());
     }
 
-    pub fn metrics(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/metrics", self.op.http_port);
-        run(Command::new("curl").args(["-fsS", "--max-time", "2", &url])).unwrap()
+    pub async fn metrics(&self) -> String {
+        let url = smpp_e2e::http::local(self.op.http_port, "/metrics");
+        let a = smpp_e2e::http::get(&url, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.status, 200, "GET {url}: {}", a.body);
+        a.body
     }
 
     /// Whether this replica leads: the value of its `smpp_operator_leader` sample (not a
     /// substring of the page, which the HELP line "1 while this replica holds the Lease"
     /// would match).
-    pub fn leads(&self) -> bool {
-        leader_gauge(&self.metrics()) == Some(1)
+    pub async fn leads(&self) -> bool {
+        leader_gauge(&self.metrics().await) == Some(1)
     }
 
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
