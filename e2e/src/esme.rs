@@ -696,6 +696,16 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn connect_from_uses_the_given_source_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let local: IpAddr = [127, 0, 0, 2].into();
+        let (esme, accepted) = tokio::join!(Esme::connect_from(local, addr), listener.accept());
+        esme.unwrap();
+        assert_eq!(accepted.unwrap().1.ip(), local);
+    }
+
     #[test]
     fn decode_takes_exactly_one_pdu() {
         use tokio_util::codec::Encoder;
