@@ -905,3 +905,99 @@ async fn a_suspended_account_is_unbound_and_a_stopped_gateway_unbinds_its_custom
     g.gw.assert_no_secret_in_log(&[PASSWORD, &m.token]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_without_the_vendor_forwards_the_customers_submit_and_the_account_route_is_followed()
+-> Result {
+    let db = TestDb::new().await?;
+    let m = messaging_env()?;
+    // POD_IP: each pod advertises 127.0.0.1:<http port> for forwarded submits.
+    let a = gateway(&db, &m, "gw-smpp-fwd-a", None, &[("POD_IP", "127.0.0.1")]).await?;
+    let b = gateway(&db, &m, "gw-smpp-fwd-b", None, &[("POD_IP", "127.0.0.1")]).await?;
+    let env = Env::load()?;
+    db.insert_legacy(
+        VENDOR,
+        env.smsc.port,
+        &env.smsc.system_id,
+        &env.smsc.password,
+        &[("max_binds", "1")],
+    )
+    .await?;
+    // One bind in the fleet: find the pod without it.
+    let (holder, other) = wait::until("the vendor bound on one pod", SETTLE, || async {
+        let (x, y) = (a.gw.bound(VENDOR).await?, b.gw.bound(VENDOR).await?);
+        Ok(match (x, y) {
+            (1, 0) => Some((&a, &b)),
+            (0, 1) => Some((&b, &a)),
+            _ => None,
+        })
+    })
+    .await?;
+    // The route names a vendor that does not exist first: the next one takes it.
+    let route = |names: &[(&str, i32)]| {
+        sqlx::types::Json(
+            names
+                .iter()
+                .map(|(v, p)| RouteEntry {
+                    vendor: (*v).into(),
+                    priority: *p,
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    account(
+        &db,
+        &config("routed", |c| c.route = route(&[("ghost", 1), (VENDOR, 2)])),
+    )
+    .await?;
+    account(
+        &db,
+        &config("nowhere", |c| c.route = route(&[("ghost", 1)])),
+    )
+    .await?;
+    let bind = |port: u16, id: &'static str| async move {
+        wait::until(&format!("{id} binds"), SETTLE, || async {
+            let mut e = esme(port).await?;
+            let s = e
+                .bind_status(
+                    BindType::Transmitter,
+                    id,
+                    PASSWORD,
+                    InterfaceVersion::Smpp3_4,
+                )
+                .await?;
+            Ok((s == CommandStatus::EsmeRok).then_some(e))
+        })
+        .await
+    };
+    let mut e = bind(other.smpp, "routed").await?;
+    // The peers snapshot is refreshed every second: until it lists the holder, the pod has
+    // no route; then the submit goes one hop to the holder.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let id = loop {
+        // A receipt asked for: the hop carries the customer's origin (the internal route).
+        let seq = e.submit("forwarded", true).await?;
+        let r = e.response(seq, "submit_sm_resp").await?;
+        if r.status() == CommandStatus::EsmeRok {
+            break smpp_e2e::esme::message_id(&r)?;
+        }
+        assert_eq!(r.status(), CommandStatus::EsmeRsyserr, "no route yet");
+        assert!(tokio::time::Instant::now() < deadline, "never forwarded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let msg = holder
+        .gw
+        .wait_status(&m.token, &id, "delivered", SETTLE)
+        .await?;
+    assert_eq!(msg["vendor"], VENDOR);
+    assert!(metric(&metrics(other).await?, "smpp_forwards_total", &["ok"]) >= 1.0);
+    // Only unknown vendors in the route: no route, ESME_RSYSERR (retry later).
+    let mut n = bind(holder.smpp, "nowhere").await?;
+    let seq = n.submit("nowhere to go", false).await?;
+    let r = n.response(seq, "submit_sm_resp").await?;
+    assert_eq!(r.status(), CommandStatus::EsmeRsyserr);
+    for g in [&a, &b] {
+        g.gw.assert_no_secret_in_log(&[PASSWORD, &m.token]);
+    }
+    Ok(())
+}
