@@ -207,6 +207,20 @@ impl Gateway {
         .await
     }
 
+    /// SIGTERM, as Kubernetes stops a pod, and waits until the process has exited.
+    pub async fn terminate(&mut self, timeout: Duration) -> Result<()> {
+        self.guard.signal(15);
+        wait::until(
+            &format!("{} exits after SIGTERM", self.pod),
+            timeout,
+            || {
+                let exited = self.guard.has_exited();
+                async move { Ok(exited.then_some(())) }
+            },
+        )
+        .await
+    }
+
     pub async fn metrics(&self) -> Result<String> {
         Ok(get(self.http, "/metrics").await?.1)
     }
@@ -435,4 +449,79 @@ pub fn history_events(msg: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Customers of the SMPP server: accounts as the operator writes them, gateways that listen.
+
+/// An account for `system_id` with `password`: binds from 127.0.0.0/8, up to 4 binds fleet-wide,
+/// receipts forwarded; `f` changes the rest.
+pub fn customer_config(
+    system_id: &str,
+    password: &str,
+    f: impl FnOnce(&mut smpp_db::accounts::AccountConfig),
+) -> smpp_db::accounts::AccountConfig {
+    let mut c = smpp_db::accounts::AccountConfig {
+        system_id: system_id.into(),
+        password_hash: smpp_db::accounts::hash_password(&smpp_db::Secret::new(password))
+            .expect("hash"),
+        allowed_cidrs: vec!["127.0.0.0/8".into()],
+        max_binds: 4,
+        max_messages_per_second: None,
+        allowed_senders: vec![],
+        allowed_destination_prefixes: vec![],
+        route: sqlx::types::Json(vec![]),
+        forward_receipts: true,
+        suspended: false,
+    };
+    f(&mut c);
+    c
+}
+
+/// Writes the account row as the SmppAccount operator would, and returns its id.
+pub async fn customer_account(
+    db: &TestDb,
+    c: &smpp_db::accounts::AccountConfig,
+) -> Result<uuid::Uuid> {
+    use smpp_db::accounts::AccountUpsert;
+    let owner = smpp_db::providers::Owner {
+        namespace: "e2e".into(),
+        name: c.system_id.clone(),
+        uid: format!("uid-{}", c.system_id),
+        generation: 1,
+    };
+    match smpp_db::accounts::upsert_owned(&db.pool, &owner, c).await? {
+        AccountUpsert::Created(a) | AccountUpsert::Updated(a) | AccountUpsert::Unchanged(a) => {
+            Ok(a.id)
+        }
+        AccountUpsert::OwnedByOther { owner, .. } => {
+            anyhow::bail!("account {} is owned by {owner:?}", c.system_id)
+        }
+    }
+}
+
+/// A messaging gateway with a plain SMPP listener for customers.
+pub struct SmppGateway {
+    pub gw: Gateway,
+    /// Its SMPP port on 127.0.0.1.
+    pub smpp: u16,
+}
+
+impl SmppGateway {
+    /// Starts one on `db` (POD_IP 127.0.0.1, so submits can be forwarded to it), with `extra`
+    /// env pairs, and waits for its schema.
+    pub async fn start(
+        db: &TestDb,
+        m: &Messaging,
+        pod: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Self> {
+        let smpp = free_port();
+        let addr = format!("127.0.0.1:{smpp}");
+        let mut env = m.env_with(&[("SMPP_ADDR", &addr), ("POD_IP", "127.0.0.1")]);
+        env.extend_from_slice(extra);
+        let gw = Gateway::start_with(db, pod, &env).await?;
+        db.wait_schema().await?;
+        Ok(Self { gw, smpp })
+    }
 }
