@@ -383,6 +383,16 @@ async fn submits_from_smpplib_node_and_the_rust_esme_are_delivered_and_queryable
     })
     .await?;
     let from_rust = rust.submit_ok(&Submit::text("from the rust esme")).await?;
+    // This TRX session is the account's receipt link: a receipt asked for comes back on it.
+    rust.set_auto_answer(false);
+    let with_receipt = rust
+        .submit_ok(&Submit::text("with a receipt").receipt(true))
+        .await?;
+    let deliver = rust.expect("the receipt").await?;
+    let receipt = smpp_e2e::esme::Receipt::from_command(&deliver)?;
+    assert_eq!(receipt.receipted_id.as_deref(), Some(with_receipt.as_str()));
+    assert_eq!(receipt.stat.as_deref(), Some("DELIVRD"), "{receipt:?}");
+    rust.answer(&deliver).await?;
     rust.unbind().await?;
 
     let port = g.smpp;
@@ -436,7 +446,7 @@ async fn submits_from_smpplib_node_and_the_rust_esme_are_delivered_and_queryable
             "smpp_customer_submits_total",
             &["clients", "accepted"]
         ),
-        3.0
+        4.0
     );
     g.gw.assert_no_secret_in_log(&[PASSWORD, OTHER_PASSWORD, &m.token]);
     Ok(())
