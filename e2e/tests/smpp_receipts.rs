@@ -8,6 +8,7 @@
 
 mod gateway_support;
 
+use std::process::Command as Process;
 use std::time::Duration;
 
 use gateway_support::{
@@ -287,5 +288,75 @@ async fn gateways_restarted_or_killed_in_between_lose_no_receipt() -> Result {
     r.wait_waiting(0).await?;
     no_more(&mut rx).await;
     rx.unbind().await?;
+    Ok(())
+}
+
+/// Python smpplib as the customer: bind TRX, submit asking for a receipt, read until the
+/// receipt comes (smpplib answers it), print what its own parser made of it.
+const SMPPLIB: &str = r#"
+import sys, smpplib.client, smpplib.consts
+host, port, sid, pw = sys.argv[1:5]
+c = smpplib.client.Client(host, int(port), timeout=30)
+sent, got = [], []
+c.set_message_sent_handler(lambda pdu: sent.append(pdu.message_id))
+c.set_message_received_handler(lambda pdu: got.append(pdu))
+c.connect()
+c.bind_transceiver(system_id=sid, password=pw)
+c.send_message(source_addr_ton=1, source_addr_npi=1, source_addr='12345',
+               dest_addr_ton=1, dest_addr_npi=1, destination_addr='4915112345678',
+               short_message=b'from smpplib', registered_delivery=1)
+while not (sent and got):
+    c.read_once()
+s = lambda v: v.decode() if isinstance(v, bytes) else str(v)
+d = got[0]
+print("ID " + s(sent[0]))
+print("ESM %d" % d.esm_class)
+print("RECEIPTED " + s(d.receipted_message_id))
+print("STATE %d" % d.message_state)
+print("TEXT " + s(d.short_message))
+c.unbind()
+c.disconnect()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_smpplib_reads_our_receipt_with_its_own_parser() -> Result {
+    let (r, a) = rig("dlrpy", "gw-dlr-py").await?;
+    r.vendor(&a).await?;
+    // Bind once from Rust first: the account row has reached the gateway.
+    r.bind(&a, BindType::Transmitter).await?.unbind().await?;
+    let (port, sid) = (a.smpp.to_string(), r.system_id.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Process::new("python3")
+            .arg("-c")
+            .arg(SMPPLIB)
+            .args(["127.0.0.1", &port, &sid, PASSWORD])
+            .output()
+    })
+    .await??;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    anyhow::ensure!(
+        out.status.success(),
+        "python3 smpplib (pip install -r e2e/requirements.txt) failed ({}): {stdout} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |k: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} ")).map(str::to_string))
+            .unwrap_or_else(|| panic!("smpplib printed no {k}: {stdout}"))
+    };
+    let id = field("ID");
+    assert_eq!(field("ESM"), "4");
+    assert_eq!(field("RECEIPTED"), id);
+    assert_eq!(field("STATE"), "2", "DELIVERED");
+    let text = field("TEXT");
+    assert!(
+        text.starts_with(&format!("id:{id} sub:001 dlvrd:001 "))
+            && text.contains(" stat:DELIVRD err:000 "),
+        "{text}"
+    );
+    // smpplib answered it: it has left the outbox.
+    r.wait_waiting(0).await?;
     Ok(())
 }
