@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use gateway_support::{Gateway, Messaging, Result, TestDb, free_port, messaging_env, metric, send};
+use gateway_support::{
+    Result, SmppGateway, TestDb, customer_account, customer_config, messaging_env, metric, send,
+};
 use rusmpp::values::InterfaceVersion;
 use rusmpp::{CommandId, CommandStatus, Pdu};
-use smpp_db::accounts::{AccountConfig, AccountUpsert, RouteEntry};
+use smpp_db::accounts::{AccountConfig, RouteEntry};
 use smpp_db::providers::Owner;
 use smpp_e2e::env::Env;
 use smpp_e2e::esme::{Esme, Read, Submit};
@@ -33,84 +35,11 @@ const SETTLE: Duration = Duration::from_secs(30);
 const VENDOR: &str = "envsmsc";
 
 fn config(system_id: &str, f: impl FnOnce(&mut AccountConfig)) -> AccountConfig {
-    let mut c = AccountConfig {
-        system_id: system_id.into(),
-        password_hash: smpp_db::accounts::hash_password(&smpp_db::Secret::new(PASSWORD))
-            .expect("hash"),
-        allowed_cidrs: vec!["127.0.0.0/8".into()],
-        max_binds: 4,
-        max_messages_per_second: None,
-        allowed_senders: vec![],
-        allowed_destination_prefixes: vec![],
-        route: sqlx::types::Json(vec![]),
-        forward_receipts: true,
-        suspended: false,
-    };
-    f(&mut c);
-    c
-}
-
-/// Writes an account row as the operator would, and returns its id.
-async fn account(db: &TestDb, c: &AccountConfig) -> Result<uuid::Uuid> {
-    let owner = Owner {
-        namespace: "e2e".into(),
-        name: c.system_id.clone(),
-        uid: format!("uid-{}", c.system_id),
-        generation: 1,
-    };
-    match smpp_db::accounts::upsert_owned(&db.pool, &owner, c).await? {
-        AccountUpsert::Created(a) | AccountUpsert::Updated(a) | AccountUpsert::Unchanged(a) => {
-            Ok(a.id)
-        }
-        AccountUpsert::OwnedByOther { owner, .. } => {
-            anyhow::bail!("account {} is owned by {owner:?}", c.system_id)
-        }
-    }
-}
-
-/// A gateway with messaging and an SMPP listener (and a TLS one when `tls` gives the
-/// certificate and key files).
-struct Gw {
-    gw: Gateway,
-    smpp: u16,
-    tls: Option<u16>,
-}
-
-async fn gateway(
-    db: &TestDb,
-    m: &Messaging,
-    pod: &str,
-    tls: Option<(&Path, &Path)>,
-    extra: &[(&str, &str)],
-) -> Result<Gw> {
-    let smpp = free_port();
-    let plain = format!("127.0.0.1:{smpp}");
-    let mut env = m.env_with(&[("SMPP_ADDR", &plain), ("DLR_TTL", "2h")]);
-    let tls_port = tls.map(|_| free_port());
-    let tls_addr = tls_port.map(|p| format!("127.0.0.1:{p}"));
-    let files = tls.map(|(c, k)| {
-        (
-            c.to_str().unwrap().to_string(),
-            k.to_str().unwrap().to_string(),
-        )
-    });
-    if let (Some(addr), Some((c, k))) = (&tls_addr, &files) {
-        env.push(("SMPP_TLS_ADDR", addr));
-        env.push(("SMPP_TLS_CERT_FILE", c));
-        env.push(("SMPP_TLS_KEY_FILE", k));
-    }
-    env.extend_from_slice(extra);
-    let gw = Gateway::start_with(db, pod, &env).await?;
-    db.wait_schema().await?;
-    Ok(Gw {
-        gw,
-        smpp,
-        tls: tls_port,
-    })
+    customer_config(system_id, PASSWORD, f)
 }
 
 /// The environment's simulator as the vendor of `db`, bound on `gw`.
-async fn vendor(db: &TestDb, gws: &[&Gw]) -> Result<()> {
+async fn vendor(db: &TestDb, gws: &[&SmppGateway]) -> Result<()> {
     let env = Env::load()?;
     db.insert_legacy(
         VENDOR,
@@ -155,7 +84,7 @@ async fn live_binds(db: &TestDb, account: uuid::Uuid) -> Result<i64> {
     Ok(smpp_db::accounts::live_binds(&db.pool, account, smpp_db::sessions::SLOT_TTL).await?)
 }
 
-async fn metrics(g: &Gw) -> Result<String> {
+async fn metrics(g: &SmppGateway) -> Result<String> {
     g.gw.metrics().await
 }
 
@@ -163,16 +92,16 @@ async fn metrics(g: &Gw) -> Result<String> {
 async fn binds_good_bad_password_wrong_source_and_too_many_across_two_gateways() -> Result {
     let db = TestDb::new().await?;
     let m = messaging_env()?;
-    let a = gateway(&db, &m, "gw-smpp-bind-a", None, &[]).await?;
-    let b = gateway(&db, &m, "gw-smpp-bind-b", None, &[]).await?;
-    let acme = account(&db, &config("acme", |c| c.max_binds = 2)).await?;
+    let a = SmppGateway::start(&db, &m, "gw-smpp-bind-a", &[]).await?;
+    let b = SmppGateway::start(&db, &m, "gw-smpp-bind-b", &[]).await?;
+    let acme = customer_account(&db, &config("acme", |c| c.max_binds = 2)).await?;
     // Only 127.0.0.2 may bind as "local2"; and "office" only from 10.0.0.0/8.
-    account(
+    customer_account(
         &db,
         &config("local2", |c| c.allowed_cidrs = vec!["127.0.0.2/32".into()]),
     )
     .await?;
-    account(
+    customer_account(
         &db,
         &config("office", |c| c.allowed_cidrs = vec!["10.0.0.0/8".into()]),
     )
@@ -357,9 +286,9 @@ fn node(port: u16, id: &str, pw: &str, dest: &str, text: &str) -> Result<String>
 async fn submits_from_smpplib_node_and_the_rust_esme_are_delivered_and_queryable() -> Result {
     let db = TestDb::new().await?;
     let m = messaging_env()?;
-    let g = gateway(&db, &m, "gw-smpp-submit", None, &[]).await?;
+    let g = SmppGateway::start(&db, &m, "gw-smpp-submit", &[]).await?;
     vendor(&db, &[&g]).await?;
-    account(
+    customer_account(
         &db,
         &config("clients", |c| {
             c.route = sqlx::types::Json(vec![RouteEntry {
@@ -456,9 +385,9 @@ async fn submits_from_smpplib_node_and_the_rust_esme_are_delivered_and_queryable
 async fn long_messages_in_message_payload_are_split_and_udh_parts_pass_through() -> Result {
     let db = TestDb::new().await?;
     let m = messaging_env()?;
-    let g = gateway(&db, &m, "gw-smpp-long", None, &[]).await?;
+    let g = SmppGateway::start(&db, &m, "gw-smpp-long", &[]).await?;
     vendor(&db, &[&g]).await?;
-    account(&db, &config("longtext", |_| {})).await?;
+    customer_account(&db, &config("longtext", |_| {})).await?;
     let mut e = wait::until("bind", SETTLE, || async {
         let mut e = esme(g.smpp).await?;
         let s = e
@@ -533,9 +462,9 @@ async fn long_messages_in_message_payload_are_split_and_udh_parts_pass_through()
 async fn an_account_over_its_rate_is_throttled_counting_parts() -> Result {
     let db = TestDb::new().await?;
     let m = messaging_env()?;
-    let g = gateway(&db, &m, "gw-smpp-tps", None, &[]).await?;
+    let g = SmppGateway::start(&db, &m, "gw-smpp-tps", &[]).await?;
     vendor(&db, &[&g]).await?;
-    account(
+    customer_account(
         &db,
         &config("slow", |c| c.max_messages_per_second = Some(1)),
     )
@@ -612,8 +541,8 @@ async fn tls_is_verified_against_the_test_ca_and_a_rotated_certificate_is_used_w
     let m = messaging_env()?;
     // Start with the certificate for "wrong.example" (signed by the test CA).
     let (cert, key) = tls_files("rot", "wrong-name")?;
-    let g = gateway(&db, &m, "gw-smpp-tls", Some((&cert, &key)), &[]).await?;
-    account(&db, &config("secure", |_| {})).await?;
+    let g = SmppGateway::start_tls(&db, &m, "gw-smpp-tls", &cert, &key).await?;
+    customer_account(&db, &config("secure", |_| {})).await?;
     let port = g.tls.expect("tls port");
     let ca = Env::load()?.smsc.ca_file;
     let roots = client_tls_config(&ca, None)?;
@@ -675,16 +604,9 @@ async fn tls_is_verified_against_the_test_ca_and_a_rotated_certificate_is_used_w
 async fn malformed_pdus_and_oversized_lengths_close_only_that_session() -> Result {
     let db = TestDb::new().await?;
     let m = messaging_env()?;
-    let g = gateway(
-        &db,
-        &m,
-        "gw-smpp-bad",
-        None,
-        &[("SMPP_MAX_PDU_BYTES", "4096")],
-    )
-    .await?;
+    let g = SmppGateway::start(&db, &m, "gw-smpp-bad", &[("SMPP_MAX_PDU_BYTES", "4096")]).await?;
     vendor(&db, &[&g]).await?;
-    let id = account(&db, &config("robust", |_| {})).await?;
+    let id = customer_account(&db, &config("robust", |_| {})).await?;
     let mut good = wait::until("bind", SETTLE, || async {
         let mut e = esme(g.smpp).await?;
         let s = e
@@ -753,16 +675,10 @@ async fn a_thousand_customer_sessions_on_one_process() -> Result {
     const N: usize = 1000;
     let db = TestDb::new().await?;
     let m = messaging_env()?;
-    let g = gateway(
-        &db,
-        &m,
-        "gw-smpp-1000",
-        None,
-        &[("SMPP_MAX_CONNECTIONS", "1100")],
-    )
-    .await?;
+    let g =
+        SmppGateway::start(&db, &m, "gw-smpp-1000", &[("SMPP_MAX_CONNECTIONS", "1100")]).await?;
     vendor(&db, &[&g]).await?;
-    let id = account(&db, &config("many", |c| c.max_binds = N as i32)).await?;
+    let id = customer_account(&db, &config("many", |c| c.max_binds = N as i32)).await?;
     // The first bind pays argon2 once; the others hit the verified-password cache.
     let first = wait::until("bind", SETTLE, || async {
         let mut e = esme(g.smpp).await?;
@@ -854,10 +770,10 @@ async fn a_thousand_customer_sessions_on_one_process() -> Result {
 async fn a_suspended_account_is_unbound_and_a_stopped_gateway_unbinds_its_customers() -> Result {
     let db = TestDb::new().await?;
     let m = messaging_env()?;
-    let g = gateway(&db, &m, "gw-smpp-stop", None, &[]).await?;
+    let g = SmppGateway::start(&db, &m, "gw-smpp-stop", &[]).await?;
     let c = config("stopper", |_| {});
-    let id = account(&db, &c).await?;
-    account(&db, &config("stays", |_| {})).await?;
+    let id = customer_account(&db, &c).await?;
+    customer_account(&db, &config("stays", |_| {})).await?;
     let mut s = wait::until("bind", SETTLE, || async {
         let mut e = esme(g.smpp).await?;
         let st = e
@@ -921,9 +837,9 @@ async fn a_pod_without_the_vendor_forwards_the_customers_submit_and_the_account_
 -> Result {
     let db = TestDb::new().await?;
     let m = messaging_env()?;
-    // POD_IP: each pod advertises 127.0.0.1:<http port> for forwarded submits.
-    let a = gateway(&db, &m, "gw-smpp-fwd-a", None, &[("POD_IP", "127.0.0.1")]).await?;
-    let b = gateway(&db, &m, "gw-smpp-fwd-b", None, &[("POD_IP", "127.0.0.1")]).await?;
+    // Each pod advertises 127.0.0.1:<http port> (POD_IP) for forwarded submits.
+    let a = SmppGateway::start(&db, &m, "gw-smpp-fwd-a", &[]).await?;
+    let b = SmppGateway::start(&db, &m, "gw-smpp-fwd-b", &[]).await?;
     let env = Env::load()?;
     db.insert_legacy(
         VENDOR,
@@ -955,12 +871,12 @@ async fn a_pod_without_the_vendor_forwards_the_customers_submit_and_the_account_
                 .collect::<Vec<_>>(),
         )
     };
-    account(
+    customer_account(
         &db,
         &config("routed", |c| c.route = route(&[("ghost", 1), (VENDOR, 2)])),
     )
     .await?;
-    account(
+    customer_account(
         &db,
         &config("nowhere", |c| c.route = route(&[("ghost", 1)])),
     )

@@ -500,11 +500,14 @@ pub async fn customer_account(
     }
 }
 
-/// A messaging gateway with a plain SMPP listener for customers.
+/// A messaging gateway with a plain SMPP listener for customers (and a TLS one when started
+/// with [`SmppGateway::start_tls`]).
 pub struct SmppGateway {
     pub gw: Gateway,
     /// Its SMPP port on 127.0.0.1.
     pub smpp: u16,
+    /// Its SMPP-over-TLS port on 127.0.0.1, if any.
+    pub tls: Option<u16>,
 }
 
 impl SmppGateway {
@@ -522,6 +525,35 @@ impl SmppGateway {
         env.extend_from_slice(extra);
         let gw = Gateway::start_with(db, pod, &env).await?;
         db.wait_schema().await?;
-        Ok(Self { gw, smpp })
+        Ok(Self {
+            gw,
+            smpp,
+            tls: None,
+        })
+    }
+
+    /// Like [`SmppGateway::start`], with a TLS listener serving the PEM `cert` and `key` files
+    /// (which the gateway reloads when they change).
+    pub async fn start_tls(
+        db: &TestDb,
+        m: &Messaging,
+        pod: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Self> {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let (cert, key) = (
+            cert.to_str().expect("utf-8 path"),
+            key.to_str().expect("utf-8 path"),
+        );
+        let tls = [
+            ("SMPP_TLS_ADDR", addr.as_str()),
+            ("SMPP_TLS_CERT_FILE", cert),
+            ("SMPP_TLS_KEY_FILE", key),
+        ];
+        let mut g = Self::start(db, m, pod, &tls).await?;
+        g.tls = Some(port);
+        Ok(g)
     }
 }
