@@ -29,6 +29,8 @@ enum Answer {
     RefuseFirst(u32),
     /// Never answers (a customer that hangs): the attempt lasts until the task is dropped.
     Hang,
+    /// Never answers this one receipt; accepts the others.
+    HangOn(&'static str),
 }
 
 /// A customer session: records every attempt, answers as told.
@@ -71,6 +73,7 @@ impl CustomerLink for FakeLink {
         };
         match self.answer {
             Answer::Hang => std::future::pending().await,
+            Answer::HangOn(id) if r.message_id == id => std::future::pending().await,
             Answer::RefuseFirst(k) if n <= k => Err(DeliverError::Refused(0x0000_0008)),
             _ => {
                 self.delivered.lock().unwrap().push(r.message_id.clone());
@@ -462,5 +465,26 @@ async fn names_of_sessions_gone_without_a_goodbye_are_forgotten() -> Result {
     assert!(!consumers(r.account).await?.iter().any(|n| n == "pod-a:1"));
     stop_b.cancel();
     b.await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_receipt_the_customer_does_not_answer_holds_up_no_other() -> Result {
+    let r = rig(fast(Duration::from_secs(600))).await?;
+    let link = FakeLink::new(Answer::HangOn("slow"));
+    r.push(&["slow"]).await?;
+    let (stop, h) = r.consume("pod-a:1", &link);
+    wait::until("slow in flight", DEADLINE, || async {
+        Ok((link.attempts("slow") == 1).then_some(()))
+    })
+    .await?;
+    r.push(&["a", "b", "c"]).await?;
+    let mut d = got(&link, "the three others", 3).await?;
+    d.sort();
+    assert_eq!(d, ["a", "b", "c"]);
+    // Still waiting for its answer: still there.
+    assert_eq!(r.outbox.depth(r.account).await?, (1, 1));
+    stop.cancel();
+    h.await?;
     Ok(())
 }

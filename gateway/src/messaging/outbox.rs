@@ -19,13 +19,15 @@
 //! was lost, or when a session was taken for dead while it was still waiting for an answer
 //! (`claim_idle` must exceed the sessions' response timeout).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -410,10 +412,51 @@ enum Outcome {
     Closed,
 }
 
-enum Round {
-    Worked,
-    Idle,
-    Closed,
+/// The consumer loop's state between steps.
+struct Work {
+    /// Ids in flight: this session must not claim them back.
+    holding: HashSet<String>,
+    /// Attempts that finished, not settled in Redis yet.
+    done: Vec<(Entry, Outcome)>,
+    /// Read, not started yet.
+    fresh: Vec<Entry>,
+    poll_at: Instant,
+    housekeeping: Instant,
+    /// Failed steps in a row.
+    errors: u32,
+}
+
+impl Default for Work {
+    fn default() -> Self {
+        Self {
+            holding: HashSet::new(),
+            done: Vec::new(),
+            fresh: Vec::new(),
+            poll_at: Instant::now(),
+            housekeeping: Instant::now(),
+            errors: 0,
+        }
+    }
+}
+
+impl Work {
+    /// Takes a finished attempt; true when the session closed (its receipts stay pending on
+    /// it for the hand-back).
+    fn finished(&mut self, (e, o): (Entry, Outcome)) -> bool {
+        self.holding.remove(&e.id);
+        if o == Outcome::Closed {
+            return true;
+        }
+        self.done.push((e, o));
+        false
+    }
+
+    /// A step failed: wait longer before the next, up to 5 s.
+    fn failed(&mut self, cfg: &OutboxConfig) {
+        self.errors += 1;
+        self.poll_at =
+            Instant::now() + (cfg.poll * self.errors.min(10)).min(Duration::from_secs(5));
+    }
 }
 
 /// The raw replies: XREADGROUP's (`None`: nothing new) and XCLAIM's entries.
@@ -440,51 +483,76 @@ impl Consumer {
 
     async fn run(self) {
         let wake = self.outbox.waker(self.account);
-        let mut housekeeping = tokio::time::Instant::now();
-        let mut errors = 0u32;
         tracing::debug!(account = %self.account, consumer = %self.name, "outbox consumer started");
+        let mut w = Work::default();
+        // Deliveries in flight: a slow answer holds its own slot only, not the others'.
+        let mut inflight = FuturesUnordered::new();
         while !self.stop.is_cancelled() {
-            // Armed before the round, so a push during it is not missed.
+            // Armed before reading, so a push meanwhile is not missed.
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let wait = match self.round(&mut housekeeping).await {
-                Ok(Round::Worked) => {
-                    errors = 0;
-                    continue;
+            let room = self.cfg().window.saturating_sub(inflight.len());
+            if let Err(e) = self.step(&mut w, room).await {
+                w.failed(self.cfg());
+                self.outbox
+                    .metrics
+                    .redis_errors
+                    .with_label_values(&["outbox"])
+                    .inc();
+                if w.errors == 1 || w.errors.is_multiple_of(30) {
+                    tracing::warn!(account = %self.account, consumer = %self.name, error = %e, failures = w.errors, "outbox: cannot read or settle the account's receipts in Redis; retrying");
                 }
-                Ok(Round::Closed) => break,
-                Ok(Round::Idle) => {
-                    errors = 0;
-                    self.cfg().poll
-                }
-                Err(e) => {
-                    errors += 1;
-                    self.outbox
-                        .metrics
-                        .redis_errors
-                        .with_label_values(&["outbox"])
-                        .inc();
-                    if errors == 1 || errors.is_multiple_of(30) {
-                        tracing::warn!(account = %self.account, consumer = %self.name, error = %e, failures = errors, "outbox: cannot read the account's receipts from Redis; retrying");
-                    }
-                    (self.cfg().poll * errors.min(10)).min(Duration::from_secs(5))
-                }
-            };
+            }
+            let fetched = !w.fresh.is_empty();
+            for e in w.fresh.drain(..) {
+                w.holding.insert(e.id.clone());
+                inflight.push(self.attempt(e));
+            }
+            if fetched && inflight.len() < self.cfg().window {
+                continue;
+            }
+            let full = inflight.len() >= self.cfg().window;
             tokio::select! {
                 _ = self.stop.cancelled() => break,
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(wait) => {}
+                Some(done) = inflight.next(), if !inflight.is_empty() => {
+                    let mut closed = w.finished(done);
+                    // Settle together whatever else is done already: one round trip.
+                    while let Some(Some(done)) = inflight.next().now_or_never() {
+                        closed |= w.finished(done);
+                    }
+                    if closed {
+                        break;
+                    }
+                }
+                _ = &mut notified => w.poll_at = Instant::now(),
+                _ = tokio::time::sleep_until(w.poll_at), if !full => {}
             }
+        }
+        // Answered ones are removed (else the hand-back would send them again), then what is
+        // left goes back.
+        drop(inflight);
+        if !w.done.is_empty()
+            && let Err(e) = self.settle(&w.done).await
+        {
+            tracing::warn!(account = %self.account, consumer = %self.name, error = %e, "outbox: cannot remove answered receipts; they may be sent again");
         }
         self.outbox.drop_waker(self.account);
         self.hand_back().await;
     }
 
-    /// One poll: housekeeping when due, new receipts and the pending ones this session may
-    /// take, delivered.
-    async fn round(&self, housekeeping: &mut tokio::time::Instant) -> Result<Round, StoreError> {
-        if tokio::time::Instant::now() >= *housekeeping {
+    /// Settles what finished, then (when there is room and a poll is due) housekeeping and
+    /// the next receipts, into `w.fresh`. Nothing is read while a settle is outstanding: an
+    /// unsettled receipt would be read again.
+    async fn step(&self, w: &mut Work, room: usize) -> Result<(), StoreError> {
+        if !w.done.is_empty() {
+            self.settle(&w.done).await?;
+            w.done.clear();
+        }
+        if room == 0 || Instant::now() < w.poll_at {
+            return Ok(());
+        }
+        if Instant::now() >= w.housekeeping {
             // Not a reason to stop delivering: logged, and tried again next time.
             if let Err(e) = self.housekeeping().await {
                 self.outbox
@@ -494,33 +562,73 @@ impl Consumer {
                     .inc();
                 tracing::warn!(account = %self.account, consumer = %self.name, error = %e, "outbox: cannot trim the account's outbox or read its depth");
             }
-            *housekeeping = tokio::time::Instant::now() + self.cfg().housekeeping;
+            w.housekeeping = Instant::now() + self.cfg().housekeeping;
         }
-        let (fresh, pending) = match self.read().await {
+        let fresh = self.fetch(room, &w.holding).await?;
+        w.errors = 0;
+        w.poll_at = if fresh.is_empty() {
+            Instant::now() + self.cfg().poll
+        } else {
+            Instant::now()
+        };
+        w.fresh = fresh;
+        Ok(())
+    }
+
+    /// Up to `room` receipts: new ones, and pending ones this session may take (not those
+    /// it has in flight).
+    async fn fetch(
+        &self,
+        room: usize,
+        holding: &HashSet<String>,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let (fresh, pending) = match self.read(room).await {
             Ok(r) => r,
+            // The first session of the account, or the stream expired: make it and read on.
             Err(e) if is_nogroup(&e) => {
                 self.ensure_group().await?;
-                return Ok(Round::Worked);
+                self.read(room).await?
             }
             Err(e) => return Err(e.into()),
         };
         let mut entries = self.entries(flatten(fresh), 1);
         let takeable: Vec<Pending> = pending
             .into_iter()
+            .filter(|p| !holding.contains(&p.id))
             .filter(|p| p.idle >= claim_after(self.cfg(), p, &self.name))
+            .take(room.saturating_sub(entries.len()))
             .collect();
         if !takeable.is_empty() {
             entries.extend(self.claim(&takeable).await?);
         }
-        if entries.is_empty() {
-            return Ok(Round::Idle);
-        }
-        self.deliver(entries).await
+        Ok(entries)
+    }
+
+    /// One delivery attempt.
+    fn attempt(&self, e: Entry) -> futures::future::BoxFuture<'_, (Entry, Outcome)> {
+        let ttl = self.cfg().ttl;
+        Box::pin(async move {
+            let outcome = match &e.receipt {
+                None => Outcome::Drop { expired: false },
+                Some(_) if expired(&e.id, SystemTime::now(), ttl) => {
+                    Outcome::Drop { expired: true }
+                }
+                Some(r) => match self.link.deliver(r).await {
+                    Ok(()) => Outcome::Done,
+                    Err(DeliverError::Closed) => Outcome::Closed,
+                    Err(err) => {
+                        tracing::debug!(account = %self.account, consumer = %self.name, error = %err, "receipt not accepted; it is retried");
+                        Outcome::Retry
+                    }
+                },
+            };
+            (e, outcome)
+        })
     }
 
     /// New entries for this session, and the pending list (the part idle long enough to
     /// matter), in one round trip.
-    async fn read(&self) -> redis::RedisResult<(StreamReply, Vec<Pending>)> {
+    async fn read(&self, room: usize) -> redis::RedisResult<(StreamReply, Vec<Pending>)> {
         let cfg = self.cfg();
         let min_idle = cfg.retry_first.min(cfg.claim_idle);
         let mut pipe = redis::pipe();
@@ -529,7 +637,7 @@ impl Consumer {
             .arg(GROUP)
             .arg(&self.name)
             .arg("COUNT")
-            .arg(cfg.batch)
+            .arg(room.clamp(1, cfg.batch))
             .arg("STREAMS")
             .arg(&self.key)
             .arg(">")
@@ -596,44 +704,6 @@ impl Consumer {
                 }
             })
             .collect()
-    }
-
-    /// Delivers `entries` (up to `window` at once), then removes the answered ones and
-    /// parks the refused ones, in one round trip.
-    async fn deliver(&self, entries: Vec<Entry>) -> Result<Round, StoreError> {
-        let ttl = self.cfg().ttl;
-        let attempts = futures::stream::iter(entries)
-            .map(|e| async move {
-                let outcome = match &e.receipt {
-                    None => Outcome::Drop { expired: false },
-                    Some(_) if expired(&e.id, SystemTime::now(), ttl) => {
-                        Outcome::Drop { expired: true }
-                    }
-                    Some(r) => match self.link.deliver(r).await {
-                        Ok(()) => Outcome::Done,
-                        Err(DeliverError::Closed) => Outcome::Closed,
-                        Err(e) => {
-                            tracing::debug!(account = %self.account, consumer = %self.name, error = %e, "receipt not accepted; it is retried");
-                            Outcome::Retry
-                        }
-                    },
-                };
-                (e, outcome)
-            })
-            .buffer_unordered(self.cfg().window)
-            .collect::<Vec<_>>();
-        // A stop while the customer has not answered: what is in flight goes back with the
-        // hand-back (the customer may then see it twice; it is never lost).
-        let results = tokio::select! {
-            r = attempts => r,
-            _ = self.stop.cancelled() => return Ok(Round::Closed),
-        };
-        self.settle(&results).await?;
-        Ok(if results.iter().any(|(_, o)| *o == Outcome::Closed) {
-            Round::Closed
-        } else {
-            Round::Worked
-        })
     }
 
     async fn settle(&self, results: &[(Entry, Outcome)]) -> Result<(), StoreError> {
