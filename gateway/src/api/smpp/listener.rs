@@ -1,6 +1,7 @@
 //! Accepting connections: plain TCP or TLS, at most `max_connections` open at once (one
-//! semaphore for both listeners). A connection over the limit is closed at once; a TLS
-//! handshake has its own deadline. Each connection is a session task of the server.
+//! semaphore for both listeners). A connection over the limit has its bind refused with
+//! ESME_RBINDFAIL (a few at a time; beyond that it is just closed); a TLS handshake has its
+//! own deadline. Each connection is a session task of the server.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,45 +35,59 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, tls: Option<Arc<Reloadi
                 continue;
             }
         };
+        let _ = socket.set_nodelay(true);
+        let c = ctx.clone();
+        let tls = tls.clone();
         let Ok(permit) = ctx.connections().try_acquire_owned() else {
             ctx.metrics
                 .customer_sessions_closed
                 .with_label_values(&["too_many_connections"])
                 .inc();
             tracing::warn!(peer = %peer, max = ctx.settings.max_connections, "SMPP connection refused: --smpp-max-connections reached");
-            drop(socket);
+            // A few at a time are told why (their bind gets ESME_RBINDFAIL); beyond that the
+            // connection is just closed.
+            if let Ok(p) = ctx.refusals().try_acquire_owned() {
+                ctx.tracker().spawn(async move {
+                    let _p = p;
+                    if let Some(io) = handshake(&c, socket, peer, tls).await {
+                        session::refuse(io, c.settings.tls_handshake_timeout).await;
+                    }
+                });
+            }
             continue;
         };
-        let _ = socket.set_nodelay(true);
-        let c = ctx.clone();
-        let tls = tls.clone();
         ctx.tracker().spawn(async move {
             let _permit = permit;
-            let io: Transport = match tls {
-                None => Box::new(socket),
-                Some(t) => {
-                    let handshake = t.acceptor().accept(socket);
-                    match tokio::time::timeout(c.settings.tls_handshake_timeout, handshake).await {
-                        Ok(Ok(s)) => Box::new(s),
-                        Ok(Err(e)) => {
-                            tracing::info!(peer = %peer, error = %e, "SMPP TLS handshake failed");
-                            c.metrics
-                                .customer_sessions_closed
-                                .with_label_values(&["tls_handshake"])
-                                .inc();
-                            return;
-                        }
-                        Err(_) => {
-                            c.metrics
-                                .customer_sessions_closed
-                                .with_label_values(&["tls_handshake"])
-                                .inc();
-                            return;
-                        }
-                    }
-                }
-            };
-            session::run(c, io, peer).await;
+            if let Some(io) = handshake(&c, socket, peer, tls).await {
+                session::run(c, io, peer).await;
+            }
         });
+    }
+}
+
+/// The connection as a byte stream: as it is, or after the TLS handshake (None when that
+/// failed or took too long).
+async fn handshake(
+    ctx: &Ctx,
+    socket: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    tls: Option<Arc<ReloadingTls>>,
+) -> Option<Transport> {
+    let Some(t) = tls else {
+        return Some(Box::new(socket));
+    };
+    let accept = t.acceptor().accept(socket);
+    match tokio::time::timeout(ctx.settings.tls_handshake_timeout, accept).await {
+        Ok(Ok(s)) => Some(Box::new(s)),
+        failed => {
+            if let Ok(Err(e)) = failed {
+                tracing::info!(peer = %peer, error = %e, "SMPP TLS handshake failed");
+            }
+            ctx.metrics
+                .customer_sessions_closed
+                .with_label_values(&["tls_handshake"])
+                .inc();
+            None
+        }
     }
 }

@@ -51,6 +51,10 @@ use bound::{BoundSessions, Kick};
 use limits::{Rates, Settings};
 use slots::BindSlots;
 
+/// Connections over `--smpp-max-connections` that are answered at once (their bind gets
+/// ESME_RBINDFAIL) rather than just closed.
+const REFUSALS: usize = 32;
+
 /// What the server is built from.
 pub struct Deps {
     pub settings: Settings,
@@ -109,6 +113,8 @@ pub struct Ctx {
     stop: CancellationToken,
     tracker: TaskTracker,
     connections: Arc<Semaphore>,
+    /// Connections over the limit being told so.
+    refusals: Arc<Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +134,10 @@ impl Ctx {
 
     pub fn connections(&self) -> Arc<Semaphore> {
         self.connections.clone()
+    }
+
+    pub fn refusals(&self) -> Arc<Semaphore> {
+        self.refusals.clone()
     }
 
     /// A name for one session's outbox consumer, unique in the fleet.
@@ -214,6 +224,7 @@ impl Server {
         let ctx = Ctx {
             auth: auth::Auth::new(d.settings.failed_binds_per_minute),
             connections: Arc::new(Semaphore::new(d.settings.max_connections)),
+            refusals: Arc::new(Semaphore::new(REFUSALS)),
             settings: d.settings,
             accounts: d.accounts,
             bound: Arc::default(),

@@ -256,7 +256,8 @@ fn send(out: &mpsc::Sender<Command>, not_reading: &CancellationToken, cmd: Comma
 /// Serves one connection until it ends; its bind slot and outbox consumer go with it.
 pub async fn run(ctx: Arc<Ctx>, io: Transport, peer: SocketAddr) {
     ctx.metrics.customer_connections.inc();
-    let (sink, stream) = Framed::new(io, Codec::with_max(ctx.settings.max_pdu)).split();
+    let (sink, stream) =
+        crate::smpp::codec::framed(io, Codec::with_max(ctx.settings.max_pdu)).split();
     let (out, rx) = mpsc::channel(ctx.settings.queue_len());
     let mut writer = tokio::spawn(write_batches(sink, rx, |_| {}));
     let kick = KickSignal::child_of(ctx.stop_token());
@@ -289,6 +290,28 @@ pub async fn run(ctx: Arc<Ctx>, io: Transport, peer: SocketAddr) {
         .customer_sessions_closed
         .with_label_values(&[end.as_str()])
         .inc();
+}
+
+/// A connection over the server's limit: its bind (within `limit`) gets ESME_RBINDFAIL, so
+/// the customer learns why, and the connection closes.
+pub async fn refuse(io: Transport, limit: Duration) {
+    let mut framed = Framed::new(io, Codec::new());
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(Ok(Ok(cmd)))) = tokio::time::timeout_at(deadline, framed.next()).await {
+        let id = cmd.id();
+        if matches!(
+            id,
+            CommandId::BindTransmitter | CommandId::BindReceiver | CommandId::BindTransceiver
+        ) {
+            let resp = pdu::error_resp(
+                u32::from(id),
+                cmd.sequence_number(),
+                CommandStatus::EsmeRbindfail,
+            );
+            let _ = futures::SinkExt::send(&mut framed, resp).await;
+            return;
+        }
+    }
 }
 
 impl Session {

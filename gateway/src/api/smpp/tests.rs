@@ -737,3 +737,99 @@ async fn shutdown_unbinds_every_customer_and_gives_the_slots_back() {
     fx.wait_binds(0).await;
     assert!(until_closed(&mut a).await && until_closed(&mut b).await);
 }
+
+#[tokio::test]
+async fn narrowed_cidrs_unbind_only_the_sessions_outside_them() {
+    let fx = fixture(|_| {});
+    let mut one = fx.connect_from("127.0.0.1");
+    one.bind(BindType::Transceiver, "cust1", PASSWORD)
+        .await
+        .unwrap();
+    let mut two = fx.connect_from("127.0.0.2");
+    two.bind(BindType::Transceiver, "cust1", PASSWORD)
+        .await
+        .unwrap();
+    let mut narrowed = fx.row.clone();
+    narrowed.config.allowed_cidrs = vec!["127.0.0.2/32".into()];
+    narrowed.config_version = 2;
+    fx.server.ctx().accounts.upsert(&narrowed);
+    fx.server.accounts_changed(&[narrowed.id]);
+    let c = one.expect("unbind").await.unwrap();
+    assert_eq!(c.id(), CommandId::Unbind);
+    one.respond(&c, CommandStatus::EsmeRok, Pdu::UnbindResp)
+        .await
+        .unwrap();
+    assert!(until_closed(&mut one).await);
+    // The session inside the new CIDRs stays bound and serves.
+    two.enquire_link().await.unwrap();
+    two.submit_ok(&Submit::text("still allowed")).await.unwrap();
+    fx.wait_binds(1).await;
+    assert_eq!(
+        fx.metric(
+            "smpp_customer_sessions_closed_total",
+            &["source_not_allowed"]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_connection_over_the_limit_is_told_why_and_closed() {
+    let settings = Settings {
+        max_connections: 1,
+        ..Settings::default()
+    };
+    let fx = fixture_with(|_| {}, settings, Behaviour::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    fx.server.serve(listener, None);
+    let mut first = Esme::plain(port).await.unwrap().with_timeout(HANG);
+    first
+        .bind(BindType::Transceiver, "cust1", PASSWORD)
+        .await
+        .unwrap();
+    let mut second = Esme::plain(port).await.unwrap().with_timeout(HANG);
+    let s = second
+        .bind_status(
+            BindType::Transceiver,
+            "cust1",
+            PASSWORD,
+            InterfaceVersion::Smpp3_4,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, CommandStatus::EsmeRbindfail);
+    assert!(until_closed(&mut second).await);
+    assert_eq!(
+        fx.metric(
+            "smpp_customer_sessions_closed_total",
+            &["too_many_connections"]
+        ),
+        1.0
+    );
+    // The first one is not affected, and once it is gone there is room again.
+    first.enquire_link().await.unwrap();
+    first.unbind().await.unwrap();
+    assert!(until_closed(&mut first).await);
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        let mut e = Esme::plain(port).await.unwrap().with_timeout(HANG);
+        let s = e
+            .bind_status(
+                BindType::Transmitter,
+                "cust1",
+                PASSWORD,
+                InterfaceVersion::Smpp3_4,
+            )
+            .await
+            .unwrap();
+        if s == CommandStatus::EsmeRok {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no room again: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
