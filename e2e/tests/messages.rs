@@ -869,7 +869,7 @@ async fn bad_requests_name_the_field_and_size_limits_hold() -> Result {
     let a = send(port, "POST", "/api/v1/messages", &h, b"").await?;
     assert_eq!((a.status, a.code()), (400, "invalid_json"), "{}", a.body);
 
-    // Over 4 MiB: 413 before the body is read.
+    // Over 4 MiB: 413, the body drained (not kept) so the client hears the answer.
     let huge = json!({"to": TO, "from": "ACME", "text": "z".repeat(4 * 1024 * 1024 + 16)});
     let a = post_json(port, "/api/v1/messages", tok, &[], &huge).await?;
     assert_eq!((a.status, a.code()), (413, "body_too_large"), "{}", a.body);

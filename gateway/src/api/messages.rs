@@ -23,6 +23,51 @@ use crate::messaging::submit::{self, Extra, MessageRequest, Messenger, SubmitErr
 use smpp_db::accounts::RouteEntry;
 
 pub const MAX_BODY: u64 = 4 * 1024 * 1024;
+/// A body over MAX_BODY but within this is read and thrown away before the 413: clients that
+/// write the whole body before reading the answer (hyper, Python requests) then see the 413
+/// instead of a broken pipe. Beyond it the connection is cut at once.
+pub const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// The body was over [`MAX_BODY`].
+#[derive(Debug)]
+struct BodyTooLarge;
+impl warp::reject::Reject for BodyTooLarge {}
+
+/// The request body, at most [`MAX_BODY`] bytes kept (see [`DRAIN_LIMIT`]).
+fn limited_body() -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(|declared: Option<u64>, mut stream| async move {
+            if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+                return Err(warp::reject::custom(BodyTooLarge));
+            }
+            let mut kept = bytes::BytesMut::new();
+            let mut total = 0u64;
+            while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+                let mut chunk: Box<dyn bytes::Buf + Send> = match chunk {
+                    Ok(c) => Box::new(c),
+                    // The client went away mid-body: nothing to answer.
+                    Err(_) => return Err(warp::reject::custom(BodyTooLarge)),
+                };
+                total += chunk.remaining() as u64;
+                if total > DRAIN_LIMIT {
+                    return Err(warp::reject::custom(BodyTooLarge));
+                }
+                if total <= MAX_BODY {
+                    while chunk.has_remaining() {
+                        let n = chunk.chunk().len();
+                        kept.extend_from_slice(chunk.chunk());
+                        chunk.advance(n);
+                    }
+                }
+            }
+            if total > MAX_BODY {
+                Err(warp::reject::custom(BodyTooLarge))
+            } else {
+                Ok(kept.freeze())
+            }
+        })
+}
 pub const MAX_BATCH: usize = 1000;
 
 /// What the message endpoints share.
@@ -239,8 +284,7 @@ pub fn routes(
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>("idempotency-key"))
         .and(warp::header::optional::<String>(FORWARDED_HEADER))
-        .and(warp::body::content_length_limit(MAX_BODY))
-        .and(warp::body::bytes())
+        .and(limited_body())
         .then(
             |api: Arc<MessagesApi>,
              auth: Option<String>,
@@ -274,8 +318,7 @@ pub fn routes(
         .and(warp::post())
         .and(with.clone())
         .and(warp::header::optional::<String>("authorization"))
-        .and(warp::body::content_length_limit(MAX_BODY))
-        .and(warp::body::bytes())
+        .and(limited_body())
         .then(
             |api: Arc<MessagesApi>, auth: Option<String>, body: Bytes| async move {
                 if let Err(e) = api.keys.check(auth.as_deref()) {
@@ -363,8 +406,7 @@ pub fn routes(
         .and(with.clone())
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>(FORWARDED_HEADER))
-        .and(warp::body::content_length_limit(MAX_BODY))
-        .and(warp::body::bytes())
+        .and(limited_body())
         .then(
             |api: Arc<MessagesApi>, auth: Option<String>, fwd: Option<String>, body: Bytes| async move {
                 if let Err(e) = api.keys.check(auth.as_deref()) {
@@ -411,7 +453,7 @@ pub async fn rejection(r: warp::Rejection) -> Result<Response, std::convert::Inf
             "no such endpoint",
         ));
     }
-    if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+    if r.find::<warp::reject::PayloadTooLarge>().is_some() || r.find::<BodyTooLarge>().is_some() {
         return Ok(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
