@@ -405,6 +405,19 @@ pub async fn release_slot(
     Ok(())
 }
 
+/// The (account, slot) rows `pod` holds, whatever its heartbeat. A slot missing here that the
+/// pod thinks it holds was taken over by another pod (this one's heartbeat went stale) or its
+/// row was deleted: the pod must unbind that customer session.
+pub async fn slots_held_by_pod(pool: &PgPool, pod: &str) -> Result<Vec<(Uuid, i32)>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT account_id, slot FROM vendor_mgmt.account_sessions WHERE pod = $1 \
+         ORDER BY account_id, slot",
+    )
+    .bind(pod)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Binds of `account_id` held by live pods.
 pub async fn live_binds(pool: &PgPool, account_id: Uuid, ttl: Duration) -> Result<i64, DbError> {
     Ok(sqlx::query_scalar(

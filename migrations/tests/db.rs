@@ -806,3 +806,79 @@ async fn account_slots_hold_max_binds_across_pods_and_free_with_a_dead_pod() {
     sessions::remove_pod(&pool, "p3").await.unwrap();
     assert_eq!(accounts::live_binds(&pool, acc.id, ttl).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn account_slots_held_by_a_pod_lose_those_taken_over_or_deleted() {
+    use smpp_db::accounts::{self, AccountUpsert, CustomerBindType::*};
+    use smpp_db::sessions;
+    let ttl = std::time::Duration::from_secs(15);
+    let (pool, _) = fresh_db().await;
+    migrate(&pool).await.unwrap();
+    let mut ids = Vec::new();
+    for (sid, uid) in [("acme", "a1"), ("beta", "b2")] {
+        let AccountUpsert::Created(acc) =
+            accounts::upsert_owned(&pool, &owner(uid, 1), &account_config(sid, 2))
+                .await
+                .unwrap()
+        else {
+            panic!()
+        };
+        ids.push(acc.id);
+    }
+    let (acme, beta) = (ids[0], ids[1]);
+    for pod in ["p1", "p2"] {
+        sessions::heartbeat_pod(&pool, pod, None).await.unwrap();
+    }
+    let claim = |account, pod: &'static str| {
+        let pool = pool.clone();
+        async move {
+            accounts::claim_slot(&pool, account, 1, pod, Transceiver, "127.0.0.1:1", ttl)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(claim(acme, "p1").await, Some(0));
+    assert_eq!(claim(beta, "p1").await, Some(0));
+    let mut want = vec![(acme, 0), (beta, 0)];
+    want.sort();
+    assert_eq!(
+        accounts::slots_held_by_pod(&pool, "p1").await.unwrap(),
+        want
+    );
+    assert!(
+        accounts::slots_held_by_pod(&pool, "p2")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // p1 is frozen past the TTL: p2 takes acme's slot over (the row now names p2).
+    sqlx::query(
+        "UPDATE vendor_mgmt.gateway_pods SET heartbeat = now() - interval '1 minute' WHERE pod = 'p1'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(claim(acme, "p2").await, Some(0));
+    // p1 wakes up and beats: its list no longer has acme's slot, whatever its heartbeat.
+    sessions::heartbeat_pod(&pool, "p1", None).await.unwrap();
+    assert_eq!(
+        accounts::slots_held_by_pod(&pool, "p1").await.unwrap(),
+        [(beta, 0)]
+    );
+    assert_eq!(
+        accounts::slots_held_by_pod(&pool, "p2").await.unwrap(),
+        [(acme, 0)]
+    );
+    // A row deleted by hand is gone from its pod's list too.
+    sqlx::query("DELETE FROM vendor_mgmt.account_sessions WHERE account_id = $1")
+        .bind(beta)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(
+        accounts::slots_held_by_pod(&pool, "p1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
