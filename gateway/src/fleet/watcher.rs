@@ -60,15 +60,17 @@ impl Store {
         ids: &[Uuid],
         rows: &[providers::ServiceProvider],
     ) -> Vec<reload::Action> {
-        let mut new = self.current.clone();
-        for id in ids {
-            new.remove(id);
-        }
-        for r in rows {
-            new.insert(r.id, config::parse(r));
-        }
-        let actions = reload::diff(&self.current, &new);
-        self.current = new;
+        // Only the named rows change, so only they are diffed: a copy of the whole set per
+        // notification batch was O(vendors) in time and in (transient) memory.
+        let new: HashMap<Uuid, VendorEntry> =
+            rows.iter().map(|r| (r.id, config::parse(r))).collect();
+        let old: HashMap<Uuid, VendorEntry> = ids
+            .iter()
+            .chain(new.keys())
+            .filter_map(|id| self.current.remove_entry(id))
+            .collect();
+        let actions = reload::diff(&old, &new);
+        self.current.extend(new);
         actions
     }
 }

@@ -131,7 +131,7 @@ enum Step {
 
 /// An RX/TRX session as the outbox sees it: deliver_sm out, deliver_sm_resp back.
 pub struct Link {
-    out: mpsc::Sender<Command>,
+    out: mpsc::Sender<Box<Command>>,
     seq: Arc<AtomicU32>,
     pending: Mutex<HashMap<u32, oneshot::Sender<CommandStatus>>>,
     window: Window,
@@ -192,7 +192,7 @@ impl CustomerLink for Link {
         self.pending.lock().expect("pending").insert(seq, tx);
         let sent = tokio::select! {
             _ = self.closed.cancelled() => false,
-            r = self.out.send(cmd) => r.is_ok(),
+            r = self.out.send(Box::new(cmd)) => r.is_ok(),
         };
         if !sent {
             self.pending.lock().expect("pending").remove(&seq);
@@ -237,7 +237,7 @@ enum State {
 struct Session {
     ctx: Arc<Ctx>,
     peer: SocketAddr,
-    out: mpsc::Sender<Command>,
+    out: mpsc::Sender<Box<Command>>,
     state: State,
     inflight: Arc<Semaphore>,
     kick: KickSignal,
@@ -247,8 +247,8 @@ struct Session {
 }
 
 /// Queues `cmd`; a full queue means the customer does not read: its session ends.
-fn send(out: &mpsc::Sender<Command>, not_reading: &CancellationToken, cmd: Command) {
-    if let Err(mpsc::error::TrySendError::Full(_)) = out.try_send(cmd) {
+fn send(out: &mpsc::Sender<Box<Command>>, not_reading: &CancellationToken, cmd: Command) {
+    if let Err(mpsc::error::TrySendError::Full(_)) = out.try_send(Box::new(cmd)) {
         not_reading.cancel();
     }
 }

@@ -8,6 +8,9 @@
 mod supervisor;
 mod worker;
 
+#[cfg(test)]
+mod idle_size_tests;
+
 use supervisor::Supervisor;
 
 use std::collections::HashMap;
@@ -42,9 +45,11 @@ pub struct Ctx {
     pub inbound: Arc<dyn Inbound>,
 }
 
+/// Boxed entries: an unbounded channel allocates its first block of 32 slots at once, and
+/// 32 inline entries are ~14 KiB per vendor.
 enum Change {
-    InPlace(VendorEntry),
-    Rebind(VendorEntry),
+    InPlace(Box<VendorEntry>),
+    Rebind(Box<VendorEntry>),
 }
 
 struct VendorTask {
@@ -75,7 +80,7 @@ impl Manager {
             match action {
                 Action::Add(e) => {
                     if let Some(t) = self.vendors.get(&e.id) {
-                        let _ = t.tx.send(Change::Rebind(e));
+                        let _ = t.tx.send(Change::Rebind(Box::new(e)));
                     } else {
                         self.spawn(e);
                     }
@@ -92,10 +97,10 @@ impl Manager {
         }
     }
 
-    fn send(&mut self, e: VendorEntry, f: fn(VendorEntry) -> Change) {
+    fn send(&mut self, e: VendorEntry, f: fn(Box<VendorEntry>) -> Change) {
         match self.vendors.get(&e.id) {
             Some(t) => {
-                let _ = t.tx.send(f(e));
+                let _ = t.tx.send(f(Box::new(e)));
             }
             None => self.spawn(e),
         }
@@ -108,13 +113,15 @@ impl Manager {
         let previous = self.stopping.remove(&id);
         let ctx = self.ctx.clone();
         let task_stop = stop.clone();
+        // Boxed: the task holds the entry only until the supervisor has read it.
+        let e = Box::new(e);
         let join = tokio::spawn(async move {
             // The same vendor re-added while its old binds are still unbinding: let them
             // finish and release their slots first, so the budget is never exceeded.
             if let Some(prev) = previous {
                 let _ = prev.await;
             }
-            Supervisor::new(ctx, &e).run(e, rx, task_stop).await;
+            Supervisor::new(ctx, *e).run(rx, task_stop).await;
         });
         self.vendors.insert(id, VendorTask { tx, stop, join });
     }

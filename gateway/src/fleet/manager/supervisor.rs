@@ -45,26 +45,30 @@ pub(super) struct Supervisor {
 }
 
 impl Supervisor {
-    pub(super) fn new(ctx: Arc<Ctx>, e: &VendorEntry) -> Self {
-        let v = ctx.registry.insert(e.id, &e.name);
+    /// Registers the vendor and takes its first configuration.
+    pub(super) fn new(ctx: Arc<Ctx>, first: VendorEntry) -> Self {
+        let v = ctx.registry.insert(first.id, &first.name);
         let live = ctx.fleet.live_pods();
-        Self {
+        let mut s = Self {
             ctx,
             v,
             cfg: None,
             units: BTreeMap::new(),
             live,
-        }
+        };
+        s.set_entry(&first);
+        s
     }
 
+    /// Every step that talks to PostgreSQL or waits for workers is boxed: this task lives as
+    /// long as the vendor, and an inline step (sqlx futures are large) would make every idle
+    /// vendor's task as large as its largest step (~18 KiB).
     pub(super) async fn run(
         mut self,
-        first: VendorEntry,
         mut rx: mpsc::UnboundedReceiver<Change>,
         stop: CancellationToken,
     ) {
-        self.set_entry(&first);
-        self.rebalance().await;
+        Box::pin(self.rebalance()).await;
         let check = tokio::time::sleep(self.next_check());
         tokio::pin!(check);
         loop {
@@ -72,18 +76,18 @@ impl Supervisor {
                 _ = stop.cancelled() => break,
                 m = rx.recv() => match m {
                     None => break,
-                    Some(Change::InPlace(e)) => self.in_place(e).await,
-                    Some(Change::Rebind(e)) => self.rebind(e).await,
+                    Some(Change::InPlace(e)) => Box::pin(self.in_place(*e)).await,
+                    Some(Change::Rebind(e)) => Box::pin(self.rebind(*e)).await,
                 },
                 () = &mut check => {
-                    self.rebalance().await;
+                    Box::pin(self.rebalance()).await;
                     check.as_mut().reset(tokio::time::Instant::now() + self.next_check());
                 }
-                Ok(()) = self.live.changed() => self.rebalance().await,
+                Ok(()) = self.live.changed() => Box::pin(self.rebalance()).await,
             }
         }
         let units: Vec<u32> = self.units.keys().copied().collect();
-        self.stop_units(&units, true).await;
+        Box::pin(self.stop_units(&units, true)).await;
         self.ctx.sessions.remove_config(self.v.id);
         self.ctx.metrics.forget_vendor(&self.v.name);
         self.ctx.registry.remove(&self.v);

@@ -78,7 +78,7 @@ impl SlotWorker {
         self.bound_gauge();
         self.ctx.fleet.forget(self.v.id, self.slot);
         if matches!(exit, Exit::Stopped) && !self.keep_slot.load(Ordering::Relaxed) {
-            self.ctx.reporter.release(self.v.id, self.slot).await;
+            Box::pin(self.ctx.reporter.release(self.v.id, self.slot)).await;
         }
     }
 
@@ -97,7 +97,8 @@ impl SlotWorker {
             let dialed = tokio::select! {
                 _ = self.stop.cancelled() => return Exit::Stopped,
                 _ = self.lost.cancelled() => return Exit::Lost,
-                r = dial::dial(&cfg.conn, self.kind, self.ctx.connect_timeout, self.ctx.timeouts.bind, &name, &self.v.tracer) => r,
+                // Boxed: the TLS handshake's state is large and only lives while dialing.
+                r = Box::pin(dial::dial(&cfg.conn, self.kind, self.ctx.connect_timeout, self.ctx.timeouts.bind, &name, &self.v.tracer)) => r,
             };
             let failure = match dialed {
                 Err(f) => f,

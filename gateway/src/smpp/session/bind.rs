@@ -1,12 +1,11 @@
 //! The bind exchange: bind, then wait for bind_resp, classifying every failure.
 
 use super::Conn;
-use crate::smpp::codec::CodecError;
+use crate::smpp::codec::{self, CodecError};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use rusmpp::CommandId;
-use tokio_util::codec::Framed;
 
 use crate::smpp::connection::Transport;
 use crate::smpp::diagnostics::{self, BindFailure, Stage};
@@ -21,7 +20,7 @@ pub async fn bind(
     limit: Duration,
     trace: (&str, &Tracer),
 ) -> Result<Conn, BindFailure> {
-    let mut conn = Framed::new(transport, crate::smpp::codec::Codec::new());
+    let mut conn = codec::framed(transport, codec::Codec::new());
     let cmd = pdu::bind(params, 1).map_err(|e| diagnostics::config_error(e.to_string()))?;
     trace.1.pdu(trace.0, Direction::Out, &cmd);
     let closed = || {
@@ -79,6 +78,8 @@ pub async fn bind(
             | CommandId::BindTransmitterResp
             | CommandId::BindReceiverResp => {
                 return if status == 0 {
+                    // The bind_resp made room for a read chunk; an idle session needs none.
+                    codec::relax(&mut conn);
                     Ok(conn)
                 } else {
                     Err(diagnostics::bind_rejected(status))

@@ -2,8 +2,8 @@
 //! enquire_link schedule, expires requests, and unbinds gracefully.
 
 use super::{
-    Conn, DeliverReply, Observer, Pending, Request, SubmitError, SubmitOutcome, Timeouts, Tunables,
-    Window,
+    Conn, DeliverReply, Observer, Out, Pending, Request, SubmitError, SubmitOutcome, Timeouts,
+    Tunables, Window,
 };
 use crate::smpp::codec::{CodecError, Frame};
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ use crate::smpp::pdu::{self};
 use crate::smpp::trace::{Direction, Tracer};
 
 pub(super) struct Control {
-    pub(super) out: mpsc::UnboundedSender<Command>,
+    pub(super) out: Out,
     pub(super) inflight: HashMap<u32, Pending>,
     pub(super) seq: u32,
     pub(super) vendor: Arc<str>,
@@ -50,7 +50,7 @@ impl Control {
     }
 
     fn send(&self, cmd: Command) -> bool {
-        self.out.send(cmd).is_ok()
+        self.out.send(Box::new(cmd)).is_ok()
     }
 
     pub(super) async fn run(
@@ -68,7 +68,8 @@ impl Control {
             tokio::select! {
                 _ = cancel.cancelled() => {
                     window.close();
-                    return self.unbind(&mut stream).await;
+                    // Boxed: its state would otherwise be part of every idle session's task.
+                    return Box::pin(self.unbind(&mut stream)).await;
                 }
                 frame = stream.next() => match self.incoming(frame) {
                     Step::Continue => {}

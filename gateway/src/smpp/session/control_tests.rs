@@ -171,3 +171,46 @@ async fn a_malformed_deliver_sm_is_answered_and_the_session_goes_on() {
     let got = submit.await.unwrap().unwrap();
     assert_eq!((got.status, got.message_id.as_str()), (0, "abc"));
 }
+
+/// The two tasks of an idle session live as long as the bind: their futures stay small (the
+/// graceful unbind, the largest step, is boxed). Limits are for the debug build, whose futures
+/// are larger than release ones.
+#[tokio::test]
+async fn an_idle_sessions_tasks_stay_small() {
+    let (ours, _theirs) = tokio::io::duplex(64);
+    let (sink, stream) = Framed::new(Box::new(ours) as Transport, Codec::new()).split();
+    let (out, out_rx) = mpsc::unbounded_channel();
+    let (_requests, req_rx) = mpsc::channel(1);
+    let (_tun, tun_rx) = watch::channel(Tunables {
+        window: 1,
+        tps: None,
+        enquire_interval: Duration::from_secs(30),
+    });
+    let tracer = Arc::new(Tracer::default());
+    let observer: Arc<dyn Observer> = Arc::new(NoObserver);
+    let ctl = Control {
+        out,
+        inflight: HashMap::new(),
+        seq: 1,
+        vendor: "v".into(),
+        tracer: tracer.clone(),
+        observer: observer.clone(),
+        timeouts: Timeouts::default(),
+        enquire: None,
+        last_enquire: Instant::now(),
+    }
+    .run(
+        stream,
+        req_rx,
+        tun_rx,
+        CancellationToken::new(),
+        Arc::new(Window::new(1)),
+    );
+    let w = writer(sink, out_rx, "v".into(), tracer, observer);
+    let (c, w) = (size_of_val(&ctl), size_of_val(&w));
+    println!("control task future: {c} B, writer task future: {w} B");
+    assert!(c <= 1536, "the control task's future is {c} B");
+    assert!(w <= 1536, "the writer task's future is {w} B");
+    // What the queues allocate up front: a block of 32 slots each.
+    assert!(size_of::<Request>() <= 64 && size_of::<Box<Command>>() == 8);
+}

@@ -1,12 +1,16 @@
 //! The writer task: coalesces every queued PDU into one buffer and flushes once per batch.
 //! Shared by the vendor sessions (unbounded queue) and the customer-facing server's sessions
 //! (bounded queue): [`write_batches`].
+//!
+//! Queues hold boxed PDUs: a channel allocates its first block of 32 slots at once, and 32
+//! inline Commands are ~9 KiB per idle session; this task holds only the box, too.
 
 use super::{Conn, Observer};
 use std::future::Future;
 use std::sync::Arc;
 
 use futures::SinkExt;
+use futures::future::poll_fn;
 use rusmpp::Command;
 use tokio::sync::mpsc;
 
@@ -14,27 +18,27 @@ use crate::smpp::trace::{Direction, Tracer};
 
 /// Where a writer takes its PDUs from.
 pub trait Queue: Send {
-    fn recv(&mut self) -> impl Future<Output = Option<Command>> + Send;
+    fn recv(&mut self) -> impl Future<Output = Option<Box<Command>>> + Send;
     /// The next PDU if one is queued already.
-    fn try_recv(&mut self) -> Option<Command>;
+    fn try_recv(&mut self) -> Option<Box<Command>>;
 }
 
-impl Queue for mpsc::UnboundedReceiver<Command> {
-    fn recv(&mut self) -> impl Future<Output = Option<Command>> + Send {
+impl Queue for mpsc::UnboundedReceiver<Box<Command>> {
+    fn recv(&mut self) -> impl Future<Output = Option<Box<Command>>> + Send {
         mpsc::UnboundedReceiver::recv(self)
     }
 
-    fn try_recv(&mut self) -> Option<Command> {
+    fn try_recv(&mut self) -> Option<Box<Command>> {
         mpsc::UnboundedReceiver::try_recv(self).ok()
     }
 }
 
-impl Queue for mpsc::Receiver<Command> {
-    fn recv(&mut self) -> impl Future<Output = Option<Command>> + Send {
+impl Queue for mpsc::Receiver<Box<Command>> {
+    fn recv(&mut self) -> impl Future<Output = Option<Box<Command>>> + Send {
         mpsc::Receiver::recv(self)
     }
 
-    fn try_recv(&mut self) -> Option<Command> {
+    fn try_recv(&mut self) -> Option<Box<Command>> {
         mpsc::Receiver::try_recv(self).ok()
     }
 }
@@ -53,7 +57,10 @@ pub async fn write_batches(
         let mut n = 0;
         while let Some(cmd) = next.take() {
             on_out(&cmd);
-            if sink.feed(cmd).await.is_err() {
+            // Room first, then the PDU moves straight from its box into the sink.
+            if poll_fn(|cx| sink.poll_ready_unpin(cx)).await.is_err()
+                || sink.start_send_unpin(*cmd).is_err()
+            {
                 return;
             }
             n += 1;
@@ -70,7 +77,7 @@ pub async fn write_batches(
 
 pub(super) async fn writer(
     sink: futures::stream::SplitSink<Conn, Command>,
-    rx: mpsc::UnboundedReceiver<Command>,
+    rx: mpsc::UnboundedReceiver<Box<Command>>,
     vendor: Arc<str>,
     tracer: Arc<Tracer>,
     observer: Arc<dyn Observer>,
