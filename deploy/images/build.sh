@@ -100,7 +100,7 @@ done
 buildah "${STORE[@]}" rmi --prune >/dev/null 2>&1 || true
 
 for bin in "${BINS[@]}"; do
-  size=$(buildah "${STORE[@]}" images --format '{{.Size}}' "localhost/$bin:$version" 2>/dev/null | head -n1)
+  size=$(buildah "${STORE[@]}" images --format '{{.Size}}' "localhost/$bin:$version" 2>/dev/null | awk 'NR == 1')
   [ -n "$size" ] || die "verify: localhost/$bin:$version not in $CONTAINERS_DIR/storage after the build"
   log "built localhost/$bin:$version ($size)"
 done

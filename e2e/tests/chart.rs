@@ -3,8 +3,10 @@
 //! (the CRD stays), what the rendered Deployments pass to the binaries, the operator's RBAC
 //! as `kubectl auth can-i` answers it, values.schema.json refusals, and the one-source rules
 //! (the chart's CRD is crds/smppvendor.yaml byte for byte; crds/rbac.yaml is rendered from
-//! the chart), the opt-in dashboard ConfigMap and NetworkPolicy peers, and the real operator
-//! binary run with the rendered env under the chart's RBAC.
+//! the chart), the opt-in dashboard ConfigMap and NetworkPolicy peers, the gateways' SMPP
+//! server (listener flags, ports, the TLS Secret's mount, its own Service, its NetworkPolicy
+//! rule, its values' refusals), and the real operator binary run with the rendered env under
+//! the chart's RBAC.
 //!
 //! No kubelet runs here, so pods never start: these tests check objects, not pods.
 //! Namespaces cannot be deleted (no controller-manager), so each test makes its own.
@@ -21,6 +23,8 @@ use smpp_e2e::operator::run;
 use smpp_e2e::process::repo_root;
 
 const CRD: &str = "customresourcedefinition/smppvendors.smpp.io";
+/// Every CRD the chart installs.
+const CRDS: [&str; 2] = [CRD, "customresourcedefinition/smppaccounts.smpp.io"];
 
 fn env() -> Env {
     Env::load().expect("environment from target/env.sh (make env-up)")
@@ -612,13 +616,34 @@ fn dashboard_configmap_holds_the_grafana_json_for_the_sidecar_when_enabled() {
     assert!(cm["metadata"]["labels"]["grafana_dashboard"].is_null());
 }
 
-/// The peers of NetworkPolicy `name_`'s one ingress rule; None: any source may connect.
-fn ingress_from(objects: &[Value], name_: &str) -> Option<Vec<Value>> {
-    let rules = find(objects, "NetworkPolicy", name_)["spec"]["ingress"]
+/// The peers of the one ingress rule of NetworkPolicy `name_` that opens port `port` (a
+/// container port name); None: any source may connect.
+fn ingress_from(objects: &[Value], name_: &str, port: &str) -> Option<Vec<Value>> {
+    let rules: Vec<&Value> = find(objects, "NetworkPolicy", name_)["spec"]["ingress"]
         .as_sequence()
-        .unwrap();
-    assert_eq!(rules.len(), 1, "{name_}: one ingress rule");
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|p| p["port"] == port)
+        })
+        .collect();
+    assert_eq!(rules.len(), 1, "{name_}: one ingress rule for port {port}");
     rules[0]["from"].as_sequence().cloned()
+}
+
+/// The container port names NetworkPolicy `name_` opens, over all its rules.
+fn ingress_ports(objects: &[Value], name_: &str) -> BTreeSet<String> {
+    find(objects, "NetworkPolicy", name_)["spec"]["ingress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["ports"].as_sequence().unwrap().iter())
+        .map(|p| p["port"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// The gateway serves its API and /metrics on one port: restricting the scrapers must not
@@ -658,15 +683,467 @@ fn network_policy_metrics_peers_never_close_the_gateway_api() {
         let yaml = render_defaults(&env, &ns, &args);
         let objects = docs(&yaml);
         assert_eq!(
-            ingress_from(&objects, "smpp-gateway"),
+            ingress_from(&objects, "smpp-gateway", "http"),
             gateway,
             "{sets:?}: who may reach the gateway port"
         );
         assert_eq!(
-            ingress_from(&objects, "smpp-operator"),
+            ingress_from(&objects, "smpp-operator", "http"),
             operator,
             "{sets:?}: who may reach the operator port"
         );
+        server_dry_run(&env, &format!("NetworkPolicy {sets:?}"), &yaml);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The SMPP server for customers (smppServer)
+// ---------------------------------------------------------------------------------------
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| s.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The container's `--smpp-*` args (the chart writes them as `--flag=value`).
+fn smpp_args(c: &Value) -> Vec<String> {
+    strings(&c["args"])
+        .into_iter()
+        .filter(|a| a.starts_with("--smpp-"))
+        .collect()
+}
+
+/// The value of `--flag=value` in the container's args.
+fn arg_value(c: &Value, flag: &str) -> Option<String> {
+    strings(&c["args"])
+        .iter()
+        .find_map(|a| a.strip_prefix(&format!("{flag}=")).map(str::to_string))
+}
+
+fn container_ports(c: &Value) -> Vec<(String, u64)> {
+    c["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["protocol"], "TCP");
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["containerPort"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A Service's ports: name, port, targetPort, nodePort (0: none).
+fn service_ports(svc: &Value) -> Vec<(String, u64, String, u64)> {
+    svc["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["port"].as_u64().unwrap(),
+                p["targetPort"].as_str().unwrap().to_string(),
+                p["nodePort"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+fn volume<'a>(d: &'a Value, name_: &str) -> Option<&'a Value> {
+    d["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name_)
+}
+
+fn grace(d: &Value) -> u64 {
+    d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap()
+}
+
+const SMPP_SVC: &str = "smpp-gateway-smpp";
+const SET_TLS: [&str; 2] = ["--set", "smppServer.tls.secretName=smpp-tls"];
+
+/// The gateway's SMPP server as the chart renders it: one flag per listener, the ports, the
+/// TLS Secret mounted as a directory, its own Service whose target ports are the container's,
+/// and a grace period that covers unbinding the customers and then the vendors.
+#[test]
+fn smpp_server_listens_plain_by_default_and_on_tls_from_a_mounted_tls_secret() {
+    let env = env();
+    let ns = fresh_ns(&env, "smpp");
+    let every_target_is_a_container_port = |objects: &[Value]| {
+        let c = container(find(objects, "Deployment", "smpp-gateway"));
+        let names: Vec<String> = container_ports(c).into_iter().map(|p| p.0).collect();
+        for (port, _, target, _) in service_ports(find(objects, "Service", SMPP_SVC)) {
+            assert!(
+                names.contains(&target),
+                "{port} targets {target}: {names:?}"
+            );
+        }
+    };
+
+    // Defaults: plain SMPP on 2775, a ClusterIP Service of its own, no TLS.
+    let yaml = render_defaults(&env, &ns, &[]);
+    let objects = docs(&yaml);
+    let gw = find(&objects, "Deployment", "smpp-gateway");
+    let c = container(gw);
+    assert_eq!(smpp_args(c), ["--smpp-addr=0.0.0.0:2775"]);
+    assert_eq!(
+        container_ports(c),
+        [("http".to_string(), 8080), ("smpp".into(), 2775)]
+    );
+    assert!(volume(gw, "smpp-tls").is_none());
+    let svc = find(&objects, "Service", SMPP_SVC);
+    assert_eq!(svc["spec"]["type"], "ClusterIP");
+    assert!(svc["spec"]["externalTrafficPolicy"].is_null());
+    assert_eq!(
+        svc["spec"]["selector"],
+        gw["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        service_ports(svc),
+        [("smpp".to_string(), 2775, "smpp".to_string(), 0)]
+    );
+    every_target_is_a_container_port(&objects);
+    // The API's Service stays HTTP only, so exposing SMPP never exposes the API.
+    let api = find(&objects, "Service", "smpp-gateway");
+    assert_eq!(
+        service_ports(api),
+        [("http".to_string(), 8080, "http".to_string(), 0)]
+    );
+    // preStop 5 s, then customers (10 s at most), then vendors (10 s at most), plus 10.
+    assert_eq!(grace(gw), 5 + 10 + 10 + 10);
+    let text = server_dry_run(&env, "smppServer defaults", &yaml);
+    assert!(
+        text.contains("service/smpp-gateway-smpp created (server dry run)"),
+        "{text}"
+    );
+
+    // A kubernetes.io/tls Secret: the TLS listener, its files from the Secret's directory
+    // mount (no subPath, so a renewal reaches them), and a LoadBalancer that keeps the
+    // customers' addresses.
+    let mut args = SET_TLS.to_vec();
+    args.extend([
+        "--set",
+        "smppServer.service.type=LoadBalancer",
+        "--set",
+        "smppServer.service.loadBalancerSourceRanges={203.0.113.0/24}",
+        "--set",
+        "smppServer.service.nodePorts.tls=31776",
+    ]);
+    let yaml = render_defaults(&env, &ns, &args);
+    let objects = docs(&yaml);
+    let gw = find(&objects, "Deployment", "smpp-gateway");
+    let c = container(gw);
+    assert_eq!(arg_value(c, "--smpp-addr").as_deref(), Some("0.0.0.0:2775"));
+    assert_eq!(
+        arg_value(c, "--smpp-tls-addr").as_deref(),
+        Some("0.0.0.0:2776")
+    );
+    let mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "smpp-tls")
+        .expect("the TLS Secret is mounted");
+    assert_eq!(mount["readOnly"], true);
+    assert!(mount["subPath"].is_null(), "no subPath, so renewals arrive");
+    let dir = mount["mountPath"].as_str().unwrap();
+    let secret = &volume(gw, "smpp-tls").expect("an smpp-tls volume")["secret"];
+    assert_eq!(secret["secretName"], "smpp-tls");
+    for (flag, key) in [
+        ("--smpp-tls-cert-file", "tls.crt"),
+        ("--smpp-tls-key-file", "tls.key"),
+    ] {
+        let item = secret["items"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|i| i["key"] == key)
+            .unwrap_or_else(|| panic!("the volume projects {key}"));
+        assert_eq!(
+            arg_value(c, flag),
+            Some(format!("{dir}/{}", item["path"].as_str().unwrap())),
+            "{flag} names the mounted {key}"
+        );
+    }
+    assert_eq!(
+        container_ports(c),
+        [
+            ("http".to_string(), 8080),
+            ("smpp".into(), 2775),
+            ("smpp-tls".into(), 2776)
+        ]
+    );
+    let svc = find(&objects, "Service", SMPP_SVC);
+    assert_eq!(svc["spec"]["type"], "LoadBalancer");
+    assert_eq!(svc["spec"]["externalTrafficPolicy"], "Local");
+    assert_eq!(
+        strings(&svc["spec"]["loadBalancerSourceRanges"]),
+        ["203.0.113.0/24"]
+    );
+    assert_eq!(
+        service_ports(svc),
+        [
+            ("smpp".to_string(), 2775, "smpp".to_string(), 0),
+            ("smpp-tls".into(), 2776, "smpp-tls".into(), 31776)
+        ]
+    );
+    every_target_is_a_container_port(&objects);
+    server_dry_run(&env, "smppServer TLS, LoadBalancer", &yaml);
+
+    // TLS only, on other ports, as a NodePort with Kubernetes' own policy.
+    let mut args = SET_TLS.to_vec();
+    args.extend([
+        "--set",
+        "smppServer.plain.enabled=false",
+        "--set",
+        "smppServer.tls.port=3776",
+        "--set",
+        "smppServer.service.tlsPort=3601",
+        "--set",
+        "smppServer.service.type=NodePort",
+        "--set",
+        "smppServer.service.externalTrafficPolicy=Cluster",
+    ]);
+    let yaml = render_defaults(&env, &ns, &args);
+    let objects = docs(&yaml);
+    let c = container(find(&objects, "Deployment", "smpp-gateway"));
+    assert_eq!(arg_value(c, "--smpp-addr"), None);
+    assert_eq!(
+        arg_value(c, "--smpp-tls-addr").as_deref(),
+        Some("0.0.0.0:3776")
+    );
+    assert_eq!(
+        container_ports(c),
+        [("http".to_string(), 8080), ("smpp-tls".into(), 3776)]
+    );
+    let svc = find(&objects, "Service", SMPP_SVC);
+    assert_eq!(svc["spec"]["externalTrafficPolicy"], "Cluster");
+    assert_eq!(
+        service_ports(svc),
+        [("smpp-tls".to_string(), 3601, "smpp-tls".to_string(), 0)]
+    );
+    every_target_is_a_container_port(&objects);
+    server_dry_run(&env, "smppServer TLS only, NodePort", &yaml);
+
+    // Off: no listener, no port, no Service, and the grace period of vendors alone.
+    let objects = docs(&render_defaults(
+        &env,
+        &ns,
+        &["--set", "smppServer.enabled=false", SET_TLS[0], SET_TLS[1]],
+    ));
+    let gw = find(&objects, "Deployment", "smpp-gateway");
+    assert!(
+        container(gw)["args"].is_null(),
+        "{:?}",
+        container(gw)["args"]
+    );
+    assert_eq!(container_ports(container(gw)), [("http".to_string(), 8080)]);
+    assert!(volume(gw, "smpp-tls").is_none());
+    assert!(
+        !kinds(&objects).contains(&format!("Service/{SMPP_SVC}")),
+        "{:?}",
+        kinds(&objects)
+    );
+    assert_eq!(grace(gw), 5 + 10 + 10);
+}
+
+/// The `--long` flags `smpp-gateway --help` lists.
+fn gateway_flags() -> BTreeSet<String> {
+    let bin = smpp_e2e::process::workspace_bin("smpp-gateway");
+    let help = run(Command::new(bin).arg("--help")).unwrap();
+    help.split_whitespace()
+        .filter_map(|w| w.strip_prefix("--"))
+        .map(|w| {
+            w.split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '-'))
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Each limit value becomes its flag, and every flag the chart passes is one the gateway
+/// binary has (a typo would stop the pods at start).
+#[test]
+fn smpp_server_limits_become_flags_the_gateway_binary_takes() {
+    let env = env();
+    let mut args = SET_TLS.to_vec();
+    let sets = [
+        ("maxConnections", "500", "--smpp-max-connections"),
+        ("window", "20", "--smpp-window"),
+        ("maxPduBytes", "4096", "--smpp-max-pdu-bytes"),
+        ("idleTimeoutSeconds", "300", "--smpp-idle-timeout-seconds"),
+        ("writerQueue", "256", "--smpp-writer-queue"),
+        (
+            "responseTimeoutSeconds",
+            "5",
+            "--smpp-response-timeout-seconds",
+        ),
+        (
+            "failedBindsPerMinute",
+            "0",
+            "--smpp-failed-binds-per-minute",
+        ),
+    ];
+    let values: Vec<String> = sets
+        .iter()
+        .map(|(k, v, _)| format!("smppServer.limits.{k}={v}"))
+        .chain(["smppServer.systemId=acme-gw".to_string()])
+        .collect();
+    for v in &values {
+        args.extend(["--set", v.as_str()]);
+    }
+    let objects = docs(&render_defaults(&env, "messaging", &args));
+    let c = container(find(&objects, "Deployment", "smpp-gateway"));
+    for (key, value, flag) in sets {
+        assert_eq!(arg_value(c, flag).as_deref(), Some(value), "{key} → {flag}");
+    }
+    assert_eq!(arg_value(c, "--smpp-system-id").as_deref(), Some("acme-gw"));
+    assert_eq!(smpp_args(c).len(), 4 + sets.len() + 1, "{:?}", smpp_args(c));
+
+    let known = gateway_flags();
+    assert!(known.contains("smpp-addr"), "--help parsed: {known:?}");
+    for arg in strings(&c["args"]) {
+        let flag = arg
+            .strip_prefix("--")
+            .and_then(|a| a.split('=').next())
+            .unwrap_or_else(|| panic!("{arg} is not --flag=value"));
+        assert!(
+            known.contains(flag),
+            "the chart passes --{flag}, which smpp-gateway --help does not list: {known:?}"
+        );
+    }
+}
+
+#[test]
+fn smpp_server_values_are_refused_with_readable_messages() {
+    let env = env();
+    let db = ["--set", "database.secretName=db"];
+    let case = |set: &'static str| -> Vec<&'static str> { vec![db[0], db[1], "--set", set] };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            case("smppServer.plain.port=70000"),
+            "at '/smppServer/plain/port': maximum: got 70,000, want 65,535",
+        ),
+        (
+            case("smppServer.tls.secretName=Smpp_TLS"),
+            "at '/smppServer/tls/secretName': 'Smpp_TLS' does not match pattern",
+        ),
+        (
+            case("smppServer.systemId=a-much-too-long-id"),
+            "at '/smppServer/systemId': maxLength: got 18, want 15",
+        ),
+        (
+            case("smppServer.limits.window=0"),
+            "at '/smppServer/limits/window': minimum: got 0, want 1",
+        ),
+        (
+            case("smppServer.limits.maxConnections=lots"),
+            "at '/smppServer/limits/maxConnections': got string, want null or integer",
+        ),
+        (
+            case("smppServer.limits.maxConection=5"),
+            "at '/smppServer/limits': additional properties 'maxConection' not allowed",
+        ),
+        (
+            case("smppServer.service.type=External"),
+            "at '/smppServer/service/type': value must be one of 'ClusterIP', 'NodePort', 'LoadBalancer'",
+        ),
+        (
+            case("smppServer.service.externalTrafficPolicy=local"),
+            "at '/smppServer/service/externalTrafficPolicy': value must be one of 'Cluster', 'Local'",
+        ),
+        (
+            case("smppServer.service.loadBalancerSourceRanges={203.0.113.0}"),
+            "at '/smppServer/service/loadBalancerSourceRanges/0': '203.0.113.0' does not match pattern",
+        ),
+        (
+            case("networkPolicy.smppFrom=everyone"),
+            "at '/networkPolicy/smppFrom': got string, want array",
+        ),
+        // Checked by the templates, where a rule spans values.
+        (
+            case("smppServer.plain.enabled=false"),
+            "smppServer.plain.enabled is false and smppServer.tls.secretName is empty: the SMPP server would have no listener",
+        ),
+        (
+            case("smppServer.plain.port=8080"),
+            "smppServer.plain.port (8080) is gateway.httpPort: pick another port",
+        ),
+        (
+            vec![
+                db[0],
+                db[1],
+                SET_TLS[0],
+                SET_TLS[1],
+                "--set",
+                "smppServer.tls.port=2775",
+            ],
+            "smppServer.tls.port (2775) is already gateway.httpPort or smppServer.plain.port",
+        ),
+    ];
+    let cases: Vec<(&[&str], &str)> = cases.iter().map(|(a, m)| (a.as_slice(), *m)).collect();
+    assert_refused(&env, &cases);
+}
+
+/// With networkPolicy.enabled, the SMPP ports are opened (from smppFrom, any source when
+/// empty) in a rule of their own: restricting customers never touches the API's peers.
+#[test]
+fn network_policy_opens_the_smpp_ports_to_smpp_from() {
+    let env = env();
+    let ns = fresh_ns(&env, "netpolsmpp");
+    let peer: Value = serde_yaml::from_str("ipBlock: {cidr: 203.0.113.0/24}").unwrap();
+    let on = ["--set", "networkPolicy.enabled=true"];
+    let set_peer = "networkPolicy.smppFrom[0].ipBlock.cidr=203.0.113.0/24";
+    let set_api = "networkPolicy.apiFrom[0].podSelector.matchLabels.app=client";
+    let ports = |p: &[&str]| -> BTreeSet<String> { p.iter().map(|s| s.to_string()).collect() };
+    let cases = vec![
+        (vec![], ports(&["http", "smpp"]), None),
+        (
+            vec![SET_TLS[1], set_peer],
+            ports(&["http", "smpp", "smpp-tls"]),
+            Some(vec![peer.clone()]),
+        ),
+        (
+            vec![set_api, set_peer],
+            ports(&["http", "smpp"]),
+            Some(vec![peer]),
+        ),
+        (vec!["smppServer.enabled=false"], ports(&["http"]), None),
+    ];
+    for (sets, open, smpp_from) in cases {
+        let mut args = on.to_vec();
+        for set in &sets {
+            args.extend(["--set", set]);
+        }
+        let yaml = render_defaults(&env, &ns, &args);
+        let objects = docs(&yaml);
+        assert_eq!(ingress_ports(&objects, "smpp-gateway"), open, "{sets:?}");
+        if open.contains("smpp") {
+            assert_eq!(
+                ingress_from(&objects, "smpp-gateway", "smpp"),
+                smpp_from,
+                "{sets:?}: who may reach the SMPP ports"
+            );
+            if open.contains("smpp-tls") {
+                assert_eq!(
+                    ingress_from(&objects, "smpp-gateway", "smpp-tls"),
+                    smpp_from
+                );
+            }
+        }
+        // The API's peers are apiFrom's (and the gateways), whatever smppFrom says.
+        let api = ingress_from(&objects, "smpp-gateway", "http");
+        assert_eq!(api.is_some(), sets.contains(&set_api), "{sets:?}: {api:?}");
         server_dry_run(&env, &format!("NetworkPolicy {sets:?}"), &yaml);
     }
 }
@@ -679,21 +1156,23 @@ fn network_policy_metrics_peers_never_close_the_gateway_api() {
 fn install_upgrade_uninstall_keeps_the_crd() {
     let env = env();
     let ns = fresh_ns(&env, "life");
-    // Other tests apply the CRD with kubectl; let this release adopt it (Helm's ownership
+    // Other tests apply the CRDs with kubectl; let this release adopt them (Helm's ownership
     // metadata), as a user would when moving a cluster to the chart.
-    let exists = output(env.kubectl().args(["get", CRD]), None).0;
-    if exists {
+    for crd in CRDS {
+        if !output(env.kubectl().args(["get", crd]), None).0 {
+            continue;
+        }
         run(env.kubectl().args([
             "label",
             "--overwrite",
-            CRD,
+            crd,
             "app.kubernetes.io/managed-by=Helm",
         ]))
         .unwrap();
         run(env.kubectl().args([
             "annotate",
             "--overwrite",
-            CRD,
+            crd,
             "meta.helm.sh/release-name=smpp",
             &format!("meta.helm.sh/release-namespace={ns}"),
         ]))
@@ -714,6 +1193,7 @@ fn install_upgrade_uninstall_keeps_the_crd() {
         "serviceaccount/smpp-gateway",
         "service/smpp-gateway",
         "service/smpp-gateway-metrics",
+        "service/smpp-gateway-smpp",
         "service/smpp-operator-metrics",
         "poddisruptionbudget/smpp-gateway",
         "role/smpp-operator",
@@ -792,16 +1272,25 @@ fn install_upgrade_uninstall_keeps_the_crd() {
         .0,
         "the operator Role is deleted"
     );
-    let crd = kubectl_json(&env, &["get", CRD]);
-    assert_eq!(crd["metadata"]["name"], "smppvendors.smpp.io", "CRD kept");
-    // Leave the shared CRD as kubectl-managed again.
-    run(env.kubectl().args([
-        "annotate",
-        CRD,
-        "meta.helm.sh/release-name-",
-        "meta.helm.sh/release-namespace-",
-    ]))
-    .unwrap();
+    for crd in CRDS {
+        let kept = kubectl_json(&env, &["get", crd]);
+        assert_eq!(
+            format!(
+                "customresourcedefinition/{}",
+                kept["metadata"]["name"].as_str().unwrap()
+            ),
+            crd,
+            "CRD kept"
+        );
+        // Leave the shared CRD as kubectl-managed again.
+        run(env.kubectl().args([
+            "annotate",
+            crd,
+            "meta.helm.sh/release-name-",
+            "meta.helm.sh/release-namespace-",
+        ]))
+        .unwrap();
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1228,25 +1717,21 @@ fn schema_rejects_bad_values_with_readable_messages() {
                 "--set",
                 "gateway.terminationGracePeriodSeconds=3",
             ],
-            "gateway.terminationGracePeriodSeconds (3) must be at least preStopSleepSeconds + shutdownTimeoutSeconds (15)",
+            "gateway.terminationGracePeriodSeconds (3) must be at least preStopSleepSeconds + shutdownTimeoutSeconds x 2 (customers are unbound first, then vendors) (25)",
+        ),
+        (
+            &[
+                "--set",
+                "database.secretName=db",
+                "--set",
+                "smppServer.enabled=false",
+                "--set",
+                "gateway.terminationGracePeriodSeconds=14",
+            ],
+            "gateway.terminationGracePeriodSeconds (14) must be at least preStopSleepSeconds + shutdownTimeoutSeconds (15)",
         ),
     ];
-    let mut wrong = Vec::new();
-    for (args, message) in cases {
-        let (ok, text) = output(
-            env.helm()
-                .args(["template", "smpp"])
-                .arg(chart())
-                .args(*args),
-            None,
-        );
-        if ok || !text.contains(message) {
-            wrong.push(format!(
-                "{args:?}: want a refusal saying {message:?}, got (ok={ok}):\n{text}"
-            ));
-        }
-    }
-    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+    assert_refused(&env, cases);
 
     // helm install refuses the same way, before creating anything.
     let ns = fresh_ns(&env, "schema");
@@ -1264,6 +1749,26 @@ fn schema_rejects_bad_values_with_readable_messages() {
     assert!(!ok && text.contains("at '/gateway/replicas'"), "{text}");
     let (listed, text) = output(env.helm().args(["list", "-n", &ns, "-q"]), None);
     assert!(listed && text.trim().is_empty(), "no release: {text}");
+}
+
+/// `helm template` with each case's args fails, saying the case's message.
+fn assert_refused(env: &Env, cases: &[(&[&str], &str)]) {
+    let mut wrong = Vec::new();
+    for (args, message) in cases {
+        let (ok, text) = output(
+            env.helm()
+                .args(["template", "smpp"])
+                .arg(chart())
+                .args(*args),
+            None,
+        );
+        if ok || !text.contains(message) {
+            wrong.push(format!(
+                "{args:?}: want a refusal saying {message:?}, got (ok={ok}):\n{text}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -13,10 +13,13 @@
 //! a private simulator, `kubectl get smppvendors` shows BOUND 1/1 READY True, and the probes
 //! the chart declares answer 200. It also checks, from the host, that each container runs as
 //! the chart's user with no capabilities, no_new_privs, a seccomp filter, a read-only root
-//! and no shell in the image.
+//! and no shell in the image. Then a customer: an SmppAccount the operator image syncs, binds
+//! of the Rust ESME on the gateway image's SMPP listeners as the chart's args start them (plain,
+//! and TLS from the mounted kubernetes.io/tls Secret), `kubectl get smppaccounts` BOUND 2/2,
+//! and a submit whose DELIVRD receipt comes back as deliver_sm.
 //!
 //! Only the pod's own addresses differ from a cluster: POD_IP is 127.0.0.1 (host network)
-//! and the HTTP ports are free ports set through the chart's values.
+//! and the HTTP and SMPP ports are free ports set through the chart's values.
 //!
 //! Run: make env-up; deploy/images/build.sh; cargo test -p smpp-e2e --test images
 
@@ -32,9 +35,10 @@ use anyhow::{Context as _, bail, ensure};
 use gateway_support::{Result, TestDb, free_port, get};
 use serde_json::Value;
 use smpp_e2e::env::Env;
+use smpp_e2e::esme::{BindType, Esme, Receipt, Submit};
 use smpp_e2e::operator;
 use smpp_e2e::process::repo_root;
-use smpp_e2e::smsc::{Behaviour, Smsc, SmscConfig};
+use smpp_e2e::smsc::{Behaviour, Smsc, SmscConfig, client_tls_config};
 use smpp_e2e::wait;
 
 const SYSTEM_ID: &str = "imagetest";
@@ -321,6 +325,8 @@ struct PodmanArgs {
     image: String,
     uid: i64,
     http_port: u16,
+    /// Every named containerPort (with host networking, the ports the container listens on).
+    ports: BTreeMap<String, u16>,
     liveness: String,
     readiness: String,
 }
@@ -566,11 +572,18 @@ impl PodRun<'_> {
         }
         let image = c["image"].as_str().context("container.image")?.to_string();
 
-        let port = c["ports"]
+        let ports: BTreeMap<String, u16> = c["ports"]
             .as_array()
-            .and_then(|p| p.iter().find(|p| p["name"] == "http"))
-            .and_then(|p| p["containerPort"].as_u64())
-            .context("no http containerPort")? as u16;
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p["name"].as_str()?.to_string(),
+                    p["containerPort"].as_u64()? as u16,
+                ))
+            })
+            .collect();
+        let port = *ports.get("http").context("no http containerPort")?;
         let probe = |p: &str| -> Result<String> {
             let get = &c[p]["httpGet"];
             ensure!(
@@ -593,6 +606,7 @@ impl PodRun<'_> {
             image,
             uid,
             http_port: port,
+            ports,
             liveness: probe("livenessProbe")?,
             readiness: probe("readinessProbe")?,
         })
@@ -783,6 +797,104 @@ impl Drop for NamespaceGuard<'_> {
     }
 }
 
+const CUSTOMER: &str = "imgcust";
+const CUSTOMER_PASSWORD: &str = "Cu5t0mer";
+
+fn account_yaml() -> String {
+    format!(
+        "apiVersion: smpp.io/v1alpha1
+kind: SmppAccount
+metadata: {{name: cust}}
+spec:
+  systemId: {CUSTOMER}
+  passwordSecretRef: {{name: cust-smpp, key: password}}
+  allowedSourceCidrs: [127.0.0.0/8]
+  maxBinds: 2
+  forwardReceipts: true
+"
+    )
+}
+
+/// kubectl's row of SmppAccount `cust` once it shows BOUND `bound` and READY True.
+async fn account_row(env: &Env, ns: &str, bound: &str, op: &Container<'_>) -> Result<Vec<String>> {
+    wait::until(
+        &format!("kubectl get smppaccounts: BOUND {bound}, READY True"),
+        T,
+        || async {
+            op.pid()?;
+            let out = operator::run(env.kubectl().args([
+                "-n",
+                ns,
+                "get",
+                "smppaccounts",
+                "cust",
+                "--no-headers",
+            ]))?;
+            // NAME SYSTEM-ID BOUND READY REASON AGE
+            let row: Vec<String> = out.split_whitespace().map(String::from).collect();
+            Ok((row.get(2).map(String::as_str) == Some(bound)
+                && row.get(3).map(String::as_str) == Some("True"))
+            .then_some(row))
+        },
+    )
+    .await
+    .with_context(|| format!("operator log:\n{}", op.logs()))
+}
+
+/// A customer through the chart's SMPP listeners: the operator image syncs its SmppAccount,
+/// the gateway image takes a TRX bind on the plain port and a TX bind over TLS (verified
+/// against the test CA for "localhost", served from the mounted kubernetes.io/tls Secret), a
+/// submit asking for a receipt, and delivers the receipt on the TRX session.
+async fn customer_binds_submits_and_gets_its_receipt(
+    env: &Env,
+    ns: &str,
+    gw: &Container<'_>,
+    op: &Container<'_>,
+    plain: u16,
+    tls: u16,
+) -> Result {
+    create_secret(env, ns, "cust-smpp", "password", CUSTOMER_PASSWORD)?;
+    apply(env, ns, &account_yaml())?;
+    let row = account_row(env, ns, "0/2", op).await?;
+    eprintln!("kubectl get smppaccounts: {row:?}");
+
+    let logs = || format!("gateway log:\n{}", gw.logs());
+    let mut trx = Esme::plain(plain).await.with_context(logs)?;
+    trx.bind(BindType::Transceiver, CUSTOMER, CUSTOMER_PASSWORD)
+        .await
+        .with_context(logs)?;
+    let roots = client_tls_config(&env.smsc.ca_file, None)?;
+    let mut tx = Esme::tls(tls, roots, "localhost")
+        .await
+        .with_context(logs)?;
+    tx.bind(BindType::Transmitter, CUSTOMER, CUSTOMER_PASSWORD)
+        .await
+        .with_context(logs)?;
+    let row = account_row(env, ns, "2/2", op).await?;
+    eprintln!("bound on both listeners: {row:?}");
+
+    let id = tx
+        .submit_ok(&Submit::text("from the image test").receipt(true))
+        .await
+        .with_context(logs)?;
+    let deliver = trx
+        .expect("the receipt on the TRX session")
+        .await
+        .with_context(logs)?;
+    let receipt = Receipt::from_command(&deliver)?;
+    trx.answer(&deliver).await?;
+    eprintln!("submit_sm_resp {id}, receipt {:?}", receipt.text);
+    ensure!(
+        receipt.receipted_id.as_deref() == Some(id.as_str())
+            && receipt.stat.as_deref() == Some("DELIVRD"),
+        "receipt for {id}: {receipt:?}"
+    );
+    tx.unbind().await?;
+    trx.unbind().await?;
+    account_row(env, ns, "0/2", op).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_run_with_the_charts_pod_specs_sync_and_bind_a_vendor() -> Result {
     let env = Env::load()?;
@@ -816,10 +928,26 @@ async fn images_run_with_the_charts_pod_specs_sync_and_bind_a_vendor() -> Result
         &format!("images:{token}\n"),
     )?;
 
+    // The SMPP listener's certificate as a kubernetes.io/tls Secret: the test PKI's
+    // "localhost" pair, signed by the CA the customer verifies against.
+    let pki = env
+        .smsc
+        .ca_file
+        .parent()
+        .context("the test PKI directory")?
+        .to_path_buf();
+    operator::run(
+        env.kubectl()
+            .args(["-n", &ns, "create", "secret", "tls", "smpp-tls"])
+            .arg(format!("--cert={}", pki.join("server.crt").display()))
+            .arg(format!("--key={}", pki.join("server.key").display())),
+    )?;
+
     // The chart, rendered for this namespace without the CRD (installed above), applied for
     // real, so the operator's token is bound by the chart's own RBAC.
     let release = format!("img{id}");
     let (gw_port, op_port) = (free_port(), free_port());
+    let (smpp_port, smpp_tls_port) = (free_port(), free_port());
     let (yaml, docs) = render_chart(
         &env,
         &release,
@@ -831,6 +959,10 @@ async fn images_run_with_the_charts_pod_specs_sync_and_bind_a_vendor() -> Result
             ("gateway.apiKeys.secretName", "smpp-api-keys".into()),
             ("gateway.httpPort", gw_port.to_string()),
             ("operator.httpPort", op_port.to_string()),
+            ("smppServer.plain.port", smpp_port.to_string()),
+            ("smppServer.tls.secretName", "smpp-tls".into()),
+            ("smppServer.tls.port", smpp_tls_port.to_string()),
+            ("smppServer.limits.maxConnections", "50".into()),
         ],
     )?;
     ensure!(
@@ -862,6 +994,11 @@ async fn images_run_with_the_charts_pod_specs_sync_and_bind_a_vendor() -> Result
     assert_eq!(
         op_args.http_port, op_port,
         "operator containerPort = operator.httpPort"
+    );
+    assert_eq!(
+        (gw_args.ports.get("smpp"), gw_args.ports.get("smpp-tls")),
+        (Some(&smpp_port), Some(&smpp_tls_port)),
+        "gateway SMPP containerPorts = smppServer.plain.port, smppServer.tls.port"
     );
 
     // The images the chart names must be the ones deploy/images/build.sh built.
@@ -963,6 +1100,9 @@ async fn images_run_with_the_charts_pod_specs_sync_and_bind_a_vendor() -> Result
             .exists(),
         "the gateway container has a service-account token"
     );
+
+    customer_binds_submits_and_gets_its_receipt(&env, &ns, &gw, &op, smpp_port, smpp_tls_port)
+        .await?;
 
     drop(op);
     drop(gw);

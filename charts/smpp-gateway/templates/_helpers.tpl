@@ -80,3 +80,45 @@ list for the Roles of each watched namespace and for the cluster-wide ClusterRol
 {{- fail "podSecurityContext.runAsNonRoot must stay true: the images run as user 65532" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Where the SMPP TLS Secret is mounted in the gateway container. */}}
+{{- define "smpp.gateway.smppTlsDir" -}}
+/etc/smpp-gateway/smpp-tls
+{{- end -}}
+
+{{/* The gateway's SMPP server flags (docs/customers.md, "For operators"), as container args:
+the listeners, the TLS files, and only the limits that are set (null: the gateway's default).
+Refuses a server with no listener and ports that collide. */}}
+{{- define "smpp.gateway.smppArgs" -}}
+{{- $s := .Values.smppServer -}}
+{{- if $s.enabled -}}
+{{- if not (or $s.plain.enabled $s.tls.secretName) -}}
+{{- fail "smppServer.plain.enabled is false and smppServer.tls.secretName is empty: the SMPP server would have no listener (set a kubernetes.io/tls Secret, or smppServer.enabled=false)" -}}
+{{- end -}}
+{{- $http := int .Values.gateway.httpPort -}}
+{{- if and $s.plain.enabled (eq (int $s.plain.port) $http) -}}
+{{- fail (printf "smppServer.plain.port (%d) is gateway.httpPort: pick another port" $http) -}}
+{{- end -}}
+{{- if and $s.tls.secretName (or (eq (int $s.tls.port) $http) (and $s.plain.enabled (eq (int $s.tls.port) (int $s.plain.port)))) -}}
+{{- fail (printf "smppServer.tls.port (%d) is already gateway.httpPort or smppServer.plain.port: pick another port" (int $s.tls.port)) -}}
+{{- end -}}
+{{- if $s.plain.enabled }}
+- {{ printf "--smpp-addr=0.0.0.0:%d" (int $s.plain.port) | quote }}
+{{- end }}
+{{- if $s.tls.secretName }}
+- {{ printf "--smpp-tls-addr=0.0.0.0:%d" (int $s.tls.port) | quote }}
+- {{ printf "--smpp-tls-cert-file=%s/tls.crt" (include "smpp.gateway.smppTlsDir" .) | quote }}
+- {{ printf "--smpp-tls-key-file=%s/tls.key" (include "smpp.gateway.smppTlsDir" .) | quote }}
+{{- end }}
+{{- with $s.systemId }}
+- {{ printf "--smpp-system-id=%s" . | quote }}
+{{- end }}
+{{- $flags := dict "maxConnections" "max-connections" "window" "window" "maxPduBytes" "max-pdu-bytes" "idleTimeoutSeconds" "idle-timeout-seconds" "writerQueue" "writer-queue" "responseTimeoutSeconds" "response-timeout-seconds" "failedBindsPerMinute" "failed-binds-per-minute" }}
+{{- range $key, $flag := $flags }}
+{{- $v := index $s.limits $key }}
+{{- if not (kindIs "invalid" $v) }}
+- {{ printf "--smpp-%s=%d" $flag (int64 $v) | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+{{- end -}}
