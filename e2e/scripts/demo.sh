@@ -4,7 +4,10 @@
 # them, applies examples/, shows `kubectl get smppvendors` bound over TLS to the local SMSC
 # simulator, sends a message through the gateway that comes back delivered with its history,
 # then breaks the vendor (a wrong password in its Secret), shows the reason in kubectl (row,
-# lastError, Warning Event), heals it, and prints where to look next and how to stop.
+# lastError, Warning Event), heals it, then has a customer (examples/smppaccount*.yaml) bind
+# to the gateway's SMPP server with Python smpplib, submit a message and get its delivery
+# receipt back as deliver_sm, shows BOUND 1/4 in kubectl while it is bound, and prints where
+# to look next and how to stop.
 # Each section is a function called from `main`; a failure is one line naming its step
 # ("demo step 8: FAILED: ...").
 # The environment stays up afterwards so you can look around; `make env-down` stops it
@@ -27,7 +30,20 @@ section() {
   STAGE="demo step $1"
   printf '\n\033[1m== %s. %s ==\033[0m\n' "$1" "$2"
 }
-show() { echo "\$ $*"; "$@"; }
+# show CMD...: prints CMD as a line a shell runs as is (arguments with spaces, quotes, braces
+# or $ in single quotes), then runs it.
+show() { echo "\$ $(shell_line "$@")"; "$@"; }
+shell_line() {
+  local words=() a q="'"
+  for a in "$@"; do
+    if [[ $a =~ ^[-A-Za-z0-9_./:=@%+,]+$ ]]; then
+      words+=("$a")
+    else
+      words+=("$q${a//$q/$q\\$q$q}$q")
+    fi
+  done
+  echo "${words[*]}"
+}
 pretty_json() { if command -v jq >/dev/null; then jq .; else python3 -m json.tool; fi; }
 
 # stop_demo NAME: stops the demo's smpp-NAME by its pidfile, only if the PID still runs that
@@ -70,14 +86,14 @@ how_to_reach() {
   echo
 }
 
-# The CRD as the Helm chart installs it (templates/crds.yaml renders files/crds/, the chart's
+# The CRDs as the Helm chart installs them (templates/crds.yaml renders files/crds/, the chart's
 # copy of crds/): what `helm install` gives a user, without the Deployments, which need a
-# kubelet this machine does not have. The chart requires database.secretName; only the CRD is
-# rendered, so any name does.
+# kubelet this machine does not have. The chart requires database.secretName; only the CRDs
+# are rendered, so any name does.
 chart_crds=(helm template smpp charts/smpp-gateway --show-only templates/crds.yaml --set database.secretName=unused)
 
 build_and_crd() {
-  section 3 "Build smpp-operator and smpp-gateway; install the CRD from the Helm chart"
+  section 3 "Build smpp-operator and smpp-gateway; install the CRDs from the Helm chart"
   local blog=$demo_dir/build.log crds
   echo "\$ cargo build --bins -p smpp-operator -p smpp-gateway   (log: $blog)"
   cargo build --bins -p smpp-operator -p smpp-gateway >"$blog" 2>&1 ||
@@ -88,9 +104,9 @@ build_and_crd() {
     die "helm template of charts/smpp-gateway failed: $(tail -n1 <<<"$crds")"
   kubectl apply --server-side --force-conflicts -f - <<<"$crds" ||
     die "the apiserver refused the chart's CRD (see kubectl's message above)"
-  show kubectl wait --for=condition=Established crd/smppvendors.smpp.io --timeout="${DEADLINE}s" ||
-    die "CRD smppvendors.smpp.io not Established within ${DEADLINE}s (kube-apiserver log: $ENV_ROOT/controlplane)"
-  show kubectl get crd smppvendors.smpp.io -L app.kubernetes.io/part-of,helm.sh/chart
+  show kubectl wait --for=condition=Established crd/smppvendors.smpp.io crd/smppaccounts.smpp.io --timeout="${DEADLINE}s" ||
+    die "CRDs smppvendors.smpp.io, smppaccounts.smpp.io not Established within ${DEADLINE}s (kube-apiserver log: $ENV_ROOT/controlplane)"
+  show kubectl get crd smppvendors.smpp.io smppaccounts.smpp.io -L app.kubernetes.io/part-of,helm.sh/chart
   # The demo operator runs with the environment's admin kubeconfig (the chart's RBAC is for
   # its pods); its leader Lease lives in smpp-system, which must exist.
   kubectl create namespace smpp-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null ||
@@ -123,10 +139,12 @@ start_services() {
   local bin=$CARGO_TARGET_DIR/debug op_port gw_port
   op_port=$(free_port)
   gw_port=$(free_port)
+  SMPP_PORT=$(free_port)
   # The operator watches only the demo namespace, so tests sharing this environment keep
   # their own vendors to their own operators. DATABASE_URL and REDIS_URL (exported by the env
   # file) reach them through the environment, so no password shows in `ps`. The gateway sends
-  # messages with REDIS_URL and the demo's API key (API_KEYS_FILE).
+  # messages with REDIS_URL and the demo's API key (API_KEYS_FILE), and runs the SMPP server
+  # for customers on a loopback port (--smpp-addr; the chart sets 0.0.0.0:2775).
   : >"$demo_dir/operator.log"
   : >"$demo_dir/gateway.log"
   on_fail "stop_demo operator"
@@ -138,7 +156,7 @@ start_services() {
   api_keys
   spawn_daemon "$demo_dir/gateway.pid" "$demo_dir/gateway.log" \
     env RUST_LOG=info POD_NAME=demo-gateway REDIS_URL="$REDIS_URL" API_KEYS_FILE="$keys_file" \
-    "$bin/smpp-gateway" --http-addr "127.0.0.1:$gw_port"
+    "$bin/smpp-gateway" --http-addr "127.0.0.1:$gw_port" --smpp-addr "127.0.0.1:$SMPP_PORT"
   OP_URL=http://127.0.0.1:$op_port
   GW_URL=http://127.0.0.1:$gw_port
   wait_until "smpp-operator /ready on $OP_URL" "$DEADLINE" "$(cat "$demo_dir/operator.pid")" \
@@ -149,6 +167,7 @@ start_services() {
   echo "smpp-operator: pid $(cat "$demo_dir/operator.pid"), $OP_URL (/health /ready /metrics)"
   echo "smpp-gateway:  pid $(cat "$demo_dir/gateway.pid"), $GW_URL (/health /ready /metrics /api/v1/vendors /api/v1/messages)"
   echo "               Redis $REDIS_URL, API keys $keys_file"
+  echo "               SMPP server for customers: 127.0.0.1:$SMPP_PORT (--smpp-addr)"
 }
 
 # Ready condition's message of one vendor (empty while there is none).
@@ -406,11 +425,108 @@ heal_vendor() {
   rm -f "$before"
 }
 
+# The customer the tour binds over SMPP (examples/smppaccount.yaml) and its password Secret.
+ACCOUNT=acme
+ACCOUNT_SECRET=acme-smpp
+# What the example needs on this machine: binds from loopback, and messages to local-smsc.
+ACCOUNT_PATCH='{"spec":{"allowedSourceCidrs":["127.0.0.0/8"],"route":{"vendors":[{"vendor":"messaging.local-smsc","priority":10}]}}}'
+
+# The account's row: BOUND and READY columns ("1/4 True").
+account_bound_ready() {
+  kubectl -n "$NS" get smppaccounts "$ACCOUNT" --no-headers 2>/dev/null | awk '{print $3 " " $4}'
+}
+account_shows() { [ "$(account_bound_ready)" = "$1" ]; }
+
+# wait_account WHAT CMD...: polls CMD for up to DEADLINE seconds; on timeout one line says what
+# kubectl shows instead.
+wait_account() {
+  local what=$1 end=$((SECONDS + DEADLINE))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $end ] ||
+      die "$ACCOUNT not $what within ${DEADLINE}s: kubectl shows BOUND/READY '$(account_bound_ready)' (operator log: $demo_dir/operator.log, gateway log: $demo_dir/gateway.log)"
+    sleep 0.2
+  done
+}
+
+customer() {
+  section 10 "A customer over SMPP (examples/smppaccount*.yaml): bound with Python smpplib, its receipt back"
+  show kubectl apply --server-side --force-conflicts -f examples/smppaccount-secret.yaml -f examples/smppaccount.yaml ||
+    die "the apiserver refused examples/smppaccount*.yaml (see above)"
+  echo "The example admits binds from 203.0.113.0/24 and 2001:db8:5::/48 and routes to placeholder"
+  echo "vendors; on this machine the customer binds from 127.0.0.1 and its messages go to local-smsc:"
+  show kubectl patch smppaccount "$ACCOUNT" -n "$NS" --type merge -p "$ACCOUNT_PATCH" ||
+    die "the apiserver refused the patch of smppaccount $ACCOUNT (see above)"
+  local gen
+  gen=$(kubectl -n "$NS" get smppaccount "$ACCOUNT" -o jsonpath='{.metadata.generation}') ||
+    die "cannot read smppaccount $ACCOUNT"
+  show kubectl wait --for=jsonpath='{.status.observedGeneration}'="$gen" -n "$NS" smppaccount/"$ACCOUNT" --timeout="${DEADLINE}s" ||
+    die "$ACCOUNT's patch not reconciled within ${DEADLINE}s (operator log: $demo_dir/operator.log)"
+  wait_account "READY True" account_shows "0/4 True"
+  show kubectl get smppaccounts -n "$NS"
+  echo "-> READY True: the operator wrote the account to PostgreSQL with only an argon2id hash of the"
+  echo "   Secret's password; the gateway reloads it with no restart:"
+  show psql "$DATABASE_URL" -c \
+    "select system_id, left(password_hash, 10) || '...' as password_hash, allowed_cidrs, max_binds, route from vendor_mgmt.customer_accounts where system_id = '$ACCOUNT'"
+  echo
+
+  # The customer: demo-customer.py binds, submits with registered_delivery, prints the
+  # submit_sm_resp id and the deliver_sm receipt, then holds the bind until a line arrives on
+  # its stdin (a fifo), so kubectl can show it bound.
+  local out=$demo_dir/customer.out fifo=$demo_dir/customer.in pid hold shown pw
+  pw=$(kubectl -n "$NS" get secret "$ACCOUNT_SECRET" -o jsonpath='{.data.password}' | base64 -d) ||
+    die "cannot read the password of Secret $NS/$ACCOUNT_SECRET"
+  echo "\$ SMPP_PASSWORD=\$(kubectl -n $NS get secret $ACCOUNT_SECRET -o jsonpath='{.data.password}' | base64 -d) \\"
+  echo "    python3 e2e/scripts/demo-customer.py 127.0.0.1 $SMPP_PORT $ACCOUNT --hold"
+  rm -f "$fifo"
+  mkfifo "$fifo"
+  : >"$out"
+  local t0
+  t0=$(date +%s%3N)
+  SMPP_PASSWORD=$pw python3 -u e2e/scripts/demo-customer.py 127.0.0.1 "$SMPP_PORT" "$ACCOUNT" --hold \
+    <"$fifo" >"$out" 2>&1 &
+  pid=$!
+  exec {hold}>"$fifo"
+  on_fail "kill $pid"
+  local end=$((SECONDS + DEADLINE + 10))
+  until grep -q '^bound, holding' "$out"; do
+    if ! pid_alive "$pid"; then
+      cat "$out"
+      wait "$pid" || die "the customer (Python smpplib) failed with exit status $? (its output above; gateway log: $demo_dir/gateway.log)"
+      die "the customer (Python smpplib) exited before holding its bind (its output above)"
+    fi
+    [ $SECONDS -lt $end ] || { cat "$out"; die "the customer got no receipt within ${DEADLINE}s (its output above; gateway log: $demo_dir/gateway.log)"; }
+    sleep 0.2
+  done
+  cat "$out"
+  echo "(bound, submitted and the receipt back $(($(date +%s%3N) - t0)) ms after the customer started)"
+  shown=$(wc -l <"$out")
+  wait_account "BOUND 1/4 while the customer is bound" account_shows "1/4 True"
+  echo
+  show kubectl get smppaccounts -n "$NS"
+  show kubectl get smppaccount "$ACCOUNT" -n "$NS" -o jsonpath='{range .status.sessions[*]}{.pod} {.bindType} {.remoteAddr}{"\n"}{end}'
+  echo
+  echo "(Enter to the customer: it unbinds)"
+  echo >&"$hold"
+  exec {hold}>&-
+  local rc=0
+  wait "$pid" || rc=$?
+  tail -n +"$((shown + 1))" "$out"
+  [ "$rc" = 0 ] || die "the customer (Python smpplib) failed with exit status $rc (its output above; gateway log: $demo_dir/gateway.log)"
+  rm -f "$fifo"
+  wait_account "BOUND 0/4 after the unbind" account_shows "0/4 True"
+  show kubectl get smppaccounts -n "$NS"
+  echo "-> The customer's message went out through local-smsc; the simulator's receipt came back to it"
+  echo "   as deliver_sm (stat:DELIVRD, receipted_message_id = the submit_sm_resp id). Receipts for an"
+  echo "   unbound customer wait in its outbox in Redis. docs/customers.md: binding, limits, error codes."
+}
+
 look_around() {
-  section 10 "Where to look next"
+  section 11 "Where to look next"
   cat <<EOT
 The environment stays up.  source $env_file   then:
   kubectl get smppvendors -A          kubectl describe smppvendor -n $NS $VENDOR
+  kubectl get smppaccounts -A         kubectl describe smppaccount -n $NS $ACCOUNT
   kubectl get events -n $NS     kubectl explain smppvendor.spec --recursive
   psql "\$DATABASE_URL" -c 'select id, instance_name, host, port from vendor_mgmt.service_providers'
   psql "\$DATABASE_URL" -c 'select * from vendor_mgmt.vendor_sessions'
@@ -419,10 +535,14 @@ The environment stays up.  source $env_file   then:
   curl $GW_URL/ready              curl $OP_URL/ready       curl $SMSC_STATS_URL
   curl -H @$auth_header -d '{"to":"+15551234567","from":"ACME","text":"hi"}' $GW_URL/api/v1/messages
   curl -H @$auth_header $GW_URL/api/v1/messages/<id>
+  SMPP_PASSWORD=\$(kubectl -n $NS get secret $ACCOUNT_SECRET -o jsonpath='{.data.password}' | base64 -d) \\
+    python3 e2e/scripts/demo-customer.py 127.0.0.1 $SMPP_PORT $ACCOUNT   (a customer over SMPP; --hold to stay bound)
   logs: $demo_dir/operator.log  $demo_dir/gateway.log
 Docs:
   docs/troubleshooting.md         every bind failure code and alert, and what to do
   docs/operator.md                the SmppVendor resource, its conditions and Events
+  docs/smppaccount.md             the SmppAccount resource (customers)
+  docs/customers.md               for customers: binding over SMPP, limits, error codes
   docs/observability.md           metrics, the Grafana dashboard deploy/grafana/smpp-gateway.json,
                                   the alerts deploy/prometheus/alerts.yaml
   docs/openapi.yaml               the HTTP API
@@ -446,6 +566,7 @@ main() {
   send_message
   break_vendor
   heal_vendor
+  customer
   clear_fail_hooks
   look_around
 }
