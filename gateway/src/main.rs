@@ -374,8 +374,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         settings: args.smpp.settings(),
         accounts: accounts.clone(),
         slots: Arc::new(PgSlots {
-            pool: pool.clone(),
-            pod: pod.clone(),
+            fleet: fleet.clone(),
             ttl: smpp_db::sessions::SLOT_TTL,
         }),
         messages: messages_api.clone(),

@@ -1,8 +1,8 @@
 //! Prometheus metrics of one gateway process.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -35,6 +35,8 @@ pub struct Metrics {
     pub customer_connections: IntGauge,
     pub customer_sessions_closed: IntCounterVec,
     pub customer_deliveries: IntCounterVec,
+    /// This pod's share of a limited account's maxMessagesPerSecond, while it has sessions here.
+    pub customer_rate_share: GaugeVec,
     /// Customer receipts through the outbox, by account id and event (`outbox::Event`).
     pub outbox: IntCounterVec,
     /// Receipts waiting in an account's outbox, as its consumers last saw it.
@@ -164,6 +166,16 @@ impl Metrics {
             "deliver_sm sent to customers, by outcome (ok, refused, timeout, closed)",
             &["outcome"],
         );
+        let customer_rate_share = GaugeVec::new(
+            Opts::new(
+                "smpp_customer_rate_share",
+                "This pod's share of an account's maxMessagesPerSecond (max x binds here / binds in the fleet), by account (system_id)",
+            ),
+            &["account"],
+        )
+        .expect("metric");
+        r.register(Box::new(customer_rate_share.clone()))
+            .expect("register");
         let customer_connections = IntGauge::new(
             "smpp_customer_connections",
             "Open connections to this pod's SMPP server",
@@ -263,6 +275,7 @@ impl Metrics {
             customer_connections,
             customer_sessions_closed,
             customer_deliveries,
+            customer_rate_share,
             outbox,
             outbox_depth,
         }

@@ -1,6 +1,7 @@
 //! The Redis store (against the environment's real Redis) and the memory store the fast
 //! tests use answer the same steps the same way: customer origins, the receipt due when a
-//! customer's message turns final, `mark_outboxed`, and resent receipts.
+//! customer's message turns final, `mark_outboxed`, and resent receipts; the account that
+//! submitted a message (what query_sm checks).
 //!
 //! Run: cargo test -p smpp-gateway --test store_parity
 
@@ -28,6 +29,7 @@ fn message(id: &str, parts: u32, origin: Option<Origin>) -> NewMessage {
         error_code: None,
         client_ref: None,
         callback_url: None,
+        account: origin.as_ref().map(|o| o.account),
         origin,
     }
 }
@@ -136,5 +138,33 @@ async fn redis_and_memory_stores_agree_on_customer_receipts() -> Result {
             Some((Undeliverable, Undeliverable, None)),
         ]
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn both_stores_keep_the_account_that_submitted_a_message() -> Result {
+    let env = Env::load()?;
+    let redis = RedisStore::new(
+        store::connect(&env.redis_url).await?,
+        Duration::from_secs(600),
+    );
+    let memory = MemoryStore::default();
+    let account = Uuid::new_v4();
+    for s in [&redis as &dyn MessageStore, &memory] {
+        // A customer's submit without a receipt asked for has no origin, but its account.
+        let (quiet, http) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+        s.create(
+            &NewMessage {
+                account: Some(account),
+                ..message(&quiet, 1, None)
+            },
+            &[],
+            &[],
+        )
+        .await?;
+        s.create(&message(&http, 1, None), &[], &[]).await?;
+        assert_eq!(s.get(&quiet).await?.expect("stored").account, Some(account));
+        assert_eq!(s.get(&http).await?.expect("stored").account, None);
+    }
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! The fleet-wide bind budget: each pod heartbeats, learns how many pods are alive, and
 //! aims for a fair share of each vendor's units. The slot rows themselves (smpp_db::sessions)
 //! guarantee the fleet never holds more than max_binds; the fair share only spreads them.
+//! Each heartbeat also fences this pod: a vendor slot or a customer bind slot (account_sessions)
+//! that is no longer ours (taken over while our heartbeat was stale, or deleted) ends its
+//! session here at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,6 +70,64 @@ pub fn slot_unit(slot: i32, binds_per_unit: u32) -> u32 {
     slot as u32 / binds_per_unit.max(1)
 }
 
+/// Slots this pod holds (a vendor's or a customer account's, by (id, slot)), each with the
+/// token the heartbeat cancels when it finds the slot no longer ours.
+#[derive(Default)]
+pub struct HeldSlots {
+    /// Slot → (generation, token). The generation tells a slot held since before a heartbeat
+    /// from one claimed again while it ran.
+    held: Mutex<HashMap<(Uuid, i32), (u64, CancellationToken)>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl HeldSlots {
+    /// Registers a claimed slot (after its claim committed); `lost` fires if it is lost.
+    pub fn hold(&self, id: Uuid, slot: i32, lost: CancellationToken) {
+        let g = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.held
+            .lock()
+            .expect("held")
+            .insert((id, slot), (g, lost));
+    }
+
+    pub fn forget(&self, id: Uuid, slot: i32) {
+        self.held.lock().expect("held").remove(&(id, slot));
+    }
+
+    /// What is held now: take it before the query whose answer [`HeldSlots::lose_missing`]
+    /// judges, so only slots whose claim committed before the query are judged.
+    pub fn snapshot(&self) -> Vec<((Uuid, i32), u64)> {
+        self.held
+            .lock()
+            .expect("held")
+            .iter()
+            .map(|(k, (g, _))| (*k, *g))
+            .collect()
+    }
+
+    /// Cancels the slots of `before` that `still` (the database's answer) no longer lists,
+    /// unless claimed again since; returns them.
+    pub fn lose_missing(
+        &self,
+        before: &[((Uuid, i32), u64)],
+        still: &std::collections::HashSet<(Uuid, i32)>,
+    ) -> Vec<(Uuid, i32)> {
+        let held = self.held.lock().expect("held");
+        let mut lost = Vec::new();
+        for (key, g) in lost_slots(before, still) {
+            if let Some((cur, token)) = held.get(&key)
+                && *cur == g
+            {
+                token.cancel();
+                lost.push(key);
+            }
+        }
+        lost
+    }
+}
+
 /// Live-pod count and the slots this pod holds, kept fresh by the heartbeat loop.
 pub struct Fleet {
     pub pool: PgPool,
@@ -75,11 +136,10 @@ pub struct Fleet {
     /// gateway_pods on every heartbeat so they can forward submits here. None: not advertised.
     pub advertise: Option<String>,
     live: watch::Sender<u32>,
-    /// Slots we hold → (generation, token cancelled when the heartbeat finds the slot taken
-    /// over). The generation tells a slot held since before a heartbeat from one claimed
-    /// again while it ran.
-    held: Mutex<HashMap<(Uuid, i32), (u64, CancellationToken)>>,
-    generation: std::sync::atomic::AtomicU64,
+    /// vendor_sessions slots.
+    vendors: HeldSlots,
+    /// account_sessions slots (customer binds of the SMPP server).
+    customers: HeldSlots,
 }
 
 impl Fleet {
@@ -89,8 +149,8 @@ impl Fleet {
             pod,
             advertise,
             live: watch::channel(1).0,
-            held: Mutex::default(),
-            generation: std::sync::atomic::AtomicU64::new(0),
+            vendors: HeldSlots::default(),
+            customers: HeldSlots::default(),
         })
     }
 
@@ -98,21 +158,26 @@ impl Fleet {
         self.live.subscribe()
     }
 
-    /// Registers a claimed slot; the token fires if another pod takes it over.
+    /// Registers a claimed vendor slot; the token fires if another pod takes it over.
     pub fn hold(&self, vendor: Uuid, slot: i32) -> CancellationToken {
         let t = CancellationToken::new();
-        let g = self
-            .generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.held
-            .lock()
-            .expect("held")
-            .insert((vendor, slot), (g, t.clone()));
+        self.vendors.hold(vendor, slot, t.clone());
         t
     }
 
     pub fn forget(&self, vendor: Uuid, slot: i32) {
-        self.held.lock().expect("held").remove(&(vendor, slot));
+        self.vendors.forget(vendor, slot);
+    }
+
+    /// Registers a claimed customer bind slot; `lost` fires when a heartbeat finds its
+    /// account_sessions row no longer this pod's (taken over after this pod's heartbeat went
+    /// stale, or deleted).
+    pub fn hold_customer(&self, account: Uuid, slot: i32, lost: CancellationToken) {
+        self.customers.hold(account, slot, lost);
+    }
+
+    pub fn forget_customer(&self, account: Uuid, slot: i32) {
+        self.customers.forget(account, slot);
     }
 
     /// One heartbeat round: pod row, live pods, slot rows; cancels the slots we lost.
@@ -121,28 +186,23 @@ impl Fleet {
         let live = smpp_db::sessions::live_pods(&self.pool, SLOT_TTL).await?;
         self.live
             .send_if_modified(|v| std::mem::replace(v, live) != live);
-        // Only slots claimed before the query can be judged by its answer: a claim commits
+        // Only slots claimed before a query can be judged by its answer: a claim commits
         // before `hold`, so these were in the table when the query ran.
-        let before: Vec<((Uuid, i32), u64)> = self
-            .held
-            .lock()
-            .expect("held")
-            .iter()
-            .map(|(k, (g, _))| (*k, *g))
+        let before = self.vendors.snapshot();
+        let still = smpp_db::sessions::heartbeat_slots(&self.pool, &self.pod)
+            .await?
+            .into_iter()
             .collect();
-        let still: std::collections::HashSet<(Uuid, i32)> =
-            smpp_db::sessions::heartbeat_slots(&self.pool, &self.pod)
-                .await?
-                .into_iter()
-                .collect();
-        let held = self.held.lock().expect("held");
-        for (key, g) in lost_slots(&before, &still) {
-            if let Some((cur, token)) = held.get(&key)
-                && *cur == g
-            {
-                tracing::warn!(vendor = %key.0, slot = key.1, "bind slot taken over by another pod (missed heartbeats); unbinding it here");
-                token.cancel();
-            }
+        for (vendor, slot) in self.vendors.lose_missing(&before, &still) {
+            tracing::warn!(vendor = %vendor, slot, "bind slot taken over by another pod (missed heartbeats); unbinding it here");
+        }
+        let before = self.customers.snapshot();
+        let still = smpp_db::accounts::slots_held_by_pod(&self.pool, &self.pod)
+            .await?
+            .into_iter()
+            .collect();
+        for (account, slot) in self.customers.lose_missing(&before, &still) {
+            tracing::warn!(account = %account, slot, "customer bind slot taken over by another pod (missed heartbeats) or its row deleted; unbinding that customer here");
         }
         Ok(())
     }
@@ -215,6 +275,37 @@ mod tests {
         assert_eq!(lost_slots(&before, &still), vec![((a, 1), 2)]);
         // A slot claimed after the snapshot is not judged at all.
         assert!(lost_slots(&[], &still).is_empty());
+    }
+
+    #[test]
+    fn a_held_slot_missing_from_the_answer_fires_unless_claimed_again_since() {
+        let h = HeldSlots::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (lost, kept, again, late) = (
+            CancellationToken::new(),
+            CancellationToken::new(),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        );
+        h.hold(a, 0, lost.clone());
+        h.hold(b, 0, kept.clone());
+        h.hold(a, 1, CancellationToken::new());
+        let before = h.snapshot();
+        // While the query runs: (a, 1) is given back and claimed again, (b, 1) is claimed.
+        h.forget(a, 1);
+        h.hold(a, 1, again.clone());
+        h.hold(b, 1, late.clone());
+        let still: std::collections::HashSet<(Uuid, i32)> = [(b, 0)].into_iter().collect();
+        assert_eq!(h.lose_missing(&before, &still), vec![(a, 0)]);
+        assert!(lost.is_cancelled());
+        assert!(!kept.is_cancelled());
+        assert!(!again.is_cancelled(), "claimed again after the snapshot");
+        assert!(!late.is_cancelled(), "claimed after the snapshot");
+        // A forgotten (released) slot is not judged at all.
+        h.forget(b, 0);
+        let gone = h.lose_missing(&h.snapshot(), &Default::default());
+        assert!(!gone.contains(&(b, 0)), "{gone:?}");
+        assert!(!kept.is_cancelled());
     }
 
     #[test]

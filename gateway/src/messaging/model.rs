@@ -120,6 +120,9 @@ pub struct MessageView {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub client_ref: Option<String>,
     pub history: Vec<HistoryEntry>,
+    /// The customer account that submitted it over SMPP; not in the HTTP answer.
+    #[serde(skip)]
+    pub account: Option<uuid::Uuid>,
 }
 
 #[cfg(test)]

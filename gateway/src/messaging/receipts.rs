@@ -372,6 +372,7 @@ mod tests {
             error_code: Some("0x0000000B".into()),
             client_ref: Some("order-42".into()),
             history: vec![],
+            account: None,
         };
         let b = status_body("m1", "v", MessageStatus::Undeliverable, Some(&m));
         let keys: Vec<&str> = b.as_object().unwrap().keys().map(String::as_str).collect();

@@ -63,6 +63,10 @@ pub struct Extra {
     /// The customer account it came from: its receipt goes back to that account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// The customer account that submitted it, receipt asked for or not: only that account's
+    /// query_sm sees the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<Uuid>,
 }
 
 /// The 201 answer.
@@ -415,6 +419,7 @@ impl Messenger {
             client_ref: req.client_ref.clone(),
             callback_url: req.callback_url.clone(),
             origin: extra.origin.clone(),
+            account: extra.account,
         };
         self.record(cfg, msg, std::mem::take(history), mappings)
             .await;

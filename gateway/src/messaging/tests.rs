@@ -527,6 +527,7 @@ fn customer(account: uuid::Uuid) -> Extra {
             to: "+15551234567".into(),
             from: "ACME".into(),
         }),
+        account: Some(account),
     }
 }
 

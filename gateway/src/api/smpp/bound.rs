@@ -18,6 +18,9 @@ pub enum Kick {
     Deleted,
     /// The account's allowed CIDRs no longer include the session's source.
     SourceNotAllowed,
+    /// The session's bind slot is no longer this pod's (another pod took it over while this
+    /// pod's heartbeat was stale, or its row was deleted).
+    SlotTakenOver,
     Shutdown,
 }
 
@@ -27,6 +30,7 @@ impl Kick {
             Kick::Suspended => "account_suspended",
             Kick::Deleted => "account_deleted",
             Kick::SourceNotAllowed => "source_not_allowed",
+            Kick::SlotTakenOver => "slot_taken_over",
             Kick::Shutdown => "shutdown",
         }
     }

@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use crate::api::messages::MessagesApi;
 use crate::fleet::account_watcher::AccountEvents;
-use crate::fleet::accounts::AccountRegistry;
+use crate::fleet::accounts::{AccountRegistry, CustomerAccount};
 use crate::messaging::customer::CustomerLink;
 use crate::messaging::outbox::Outbox;
 use crate::metrics::Metrics;
@@ -146,17 +146,39 @@ impl Ctx {
         format!("{}:{:08x}:{n}", self.pod, self.boot)
     }
 
-    /// Recounts the account's binds here and in the fleet for its rate share.
-    pub fn refresh_share(self: &Arc<Self>, account: Uuid) {
+    /// Recounts the account's binds here and in the fleet for its rate share, and shows the
+    /// share (smpp_customer_rate_share).
+    pub fn refresh_share(self: &Arc<Self>, account: &CustomerAccount) {
+        let (id, label) = (account.id, account.system_id.clone());
         let me = self.clone();
         self.tracker.spawn(async move {
-            let here = me.bound.count(account);
-            if here == 0 {
-                me.rates.forget(account);
-                return;
+            let gone = |me: &Ctx| {
+                me.rates.forget(id);
+                let _ = me.metrics.customer_rate_share.remove_label_values(&[&label]);
+            };
+            if me.bound.count(id) == 0 {
+                return gone(&me);
             }
-            match me.slots.live_binds(account).await {
-                Ok(fleet) => me.rates.set_binds(account, me.bound.count(account), fleet),
+            match me.slots.live_binds(id).await {
+                Ok(fleet) => {
+                    // Counted again after the query: the last session may have closed meanwhile.
+                    let here = me.bound.count(id);
+                    if here == 0 {
+                        return gone(&me);
+                    }
+                    me.rates.set_binds(id, here, fleet);
+                    let max = me.accounts.get(id).and_then(|a| a.max_messages_per_second);
+                    match limits::pod_share(max, here, fleet) {
+                        Some(share) => me
+                            .metrics
+                            .customer_rate_share
+                            .with_label_values(&[&label])
+                            .set(share),
+                        None => {
+                            let _ = me.metrics.customer_rate_share.remove_label_values(&[&label]);
+                        }
+                    }
+                }
                 Err(e) => {
                     me.metrics.db_errors.with_label_values(&["live_binds"]).inc();
                     tracing::debug!(error = %e, "cannot count an account's binds; keeping the last share");
@@ -277,18 +299,30 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Recounts the shares of those of `ids` bound here. An account gone from the registry
+    /// has its sessions unbound, and their close recounts it.
+    fn refresh_shares(&self, ids: &[Uuid]) {
+        for id in ids {
+            if self.ctx.bound.count(*id) > 0
+                && let Some(a) = self.ctx.accounts.get(*id)
+            {
+                self.ctx.refresh_share(&a);
+            }
+        }
+    }
+}
+
 impl AccountEvents for Server {
+    /// Also recounts the shares: maxMessagesPerSecond may have changed.
     fn accounts_changed(&self, ids: &[Uuid]) {
         self.ctx.accounts_changed(ids);
+        self.refresh_shares(ids);
     }
 
     /// Another pod's bind or close (or a periodic resync): recount the shares of accounts
     /// bound here.
     fn binds_changed(&self, ids: &[Uuid]) {
-        for id in ids {
-            if self.ctx.bound.count(*id) > 0 {
-                self.ctx.refresh_share(*id);
-            }
-        }
+        self.refresh_shares(ids);
     }
 }

@@ -1,5 +1,6 @@
 //! A customer's submit_sm / submit_multi as messages for the messaging core, and stored
-//! messages as query_sm answers. Pure: no session, no network.
+//! messages as query_sm answers (the account's own only: [`visible_to`]). Pure: no session,
+//! no network.
 //!
 //! # What is sent
 //!
@@ -178,7 +179,11 @@ pub fn prepare(
             client_ref: None,
             validity_seconds,
         },
-        extra: Extra { raw, origin },
+        extra: Extra {
+            raw,
+            origin,
+            account: Some(account.id),
+        },
         parts,
     })
 }
@@ -266,6 +271,13 @@ pub fn error_code(code: Option<&str>) -> u8 {
         None => c.parse::<u32>().ok(),
     };
     n.and_then(|n| u8::try_from(n).ok()).unwrap_or(0)
+}
+
+/// Whether `account`'s query_sm may see a stored message: only its own submits. Another
+/// account's message, or one submitted over HTTP, is answered as an unknown id, so nothing
+/// about it leaks (not even that it exists).
+pub fn visible_to(m: &MessageView, account: uuid::Uuid) -> bool {
+    m.account == Some(account)
 }
 
 /// (message_state, final_date, error_code) of a stored message.
@@ -488,5 +500,26 @@ mod tests {
         assert_eq!(error_code(Some("0x00000400")), 0);
         assert_eq!(error_code(Some("timeout")), 0);
         assert_eq!(error_code(None), 0);
+    }
+
+    #[test]
+    fn query_sm_sees_only_the_accounts_own_messages() {
+        let (mine, theirs) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let m = |account| MessageView {
+            id: "m".into(),
+            status: MessageStatus::Delivered,
+            vendor: "v".into(),
+            parts: 1,
+            vendor_message_ids: vec![],
+            submitted_at: Utc::now(),
+            done_at: None,
+            error_code: None,
+            client_ref: None,
+            history: vec![],
+            account,
+        };
+        assert!(visible_to(&m(Some(mine)), mine));
+        assert!(!visible_to(&m(Some(theirs)), mine));
+        assert!(!visible_to(&m(None), mine), "an HTTP submit");
     }
 }

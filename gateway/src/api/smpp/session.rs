@@ -241,6 +241,8 @@ struct Session {
     state: State,
     inflight: Arc<Semaphore>,
     kick: KickSignal,
+    /// Fired by the heartbeat when the bind slot is no longer this pod's (see `slots`).
+    slot_lost: CancellationToken,
     /// Set by anyone who finds the writer queue full: the customer does not read.
     not_reading: CancellationToken,
     seq: Arc<AtomicU32>,
@@ -268,6 +270,7 @@ pub async fn run(ctx: Arc<Ctx>, io: Transport, peer: SocketAddr) {
         out,
         state: State::Open,
         kick,
+        slot_lost: CancellationToken::new(),
         not_reading: CancellationToken::new(),
         seq: Arc::new(AtomicU32::new(0)),
     };
@@ -365,6 +368,9 @@ impl Session {
                     let why = self.kick.reason().unwrap_or(Kick::Shutdown);
                     return self.unbind(&mut stream, End::Kicked(why)).await;
                 }
+                _ = self.slot_lost.cancelled() => {
+                    return self.unbind(&mut stream, End::Kicked(Kick::SlotTakenOver)).await;
+                }
                 () = &mut timer => return self.unbind(&mut stream, End::Idle).await,
                 frame = stream.next() => self.frame(frame).await,
             };
@@ -448,7 +454,8 @@ impl Session {
             Some(Pdu::SubmitMulti(sm)) => self.submit_multi(seq, sm),
             Some(Pdu::QuerySm(q)) => self.query_sm(seq, q.message_id.to_string()),
             Some(Pdu::CancelSm(_)) => {
-                // The vendors we send to are not asked to cancel: see docs/customers.md.
+                // The vendors we send to are not asked to cancel: see docs/customers.md. The
+                // same answer for any id, the account's own or not, so nothing leaks; no lookup.
                 self.refuse(u32::from(cmd.id()), seq, CommandStatus::EsmeRcancelfail);
             }
             Some(Pdu::DeliverSmResp(_)) | Some(Pdu::GenericNack) => {
@@ -532,7 +539,7 @@ impl Session {
                 if bind_type.receives() {
                     self.start_receipts(&mut b, version);
                 }
-                self.ctx.refresh_share(a.id);
+                self.ctx.refresh_share(&a);
                 self.state = State::Bound(Box::new(b));
             }
         }
@@ -561,7 +568,13 @@ impl Session {
         let slot = match self
             .ctx
             .slots
-            .claim(account.id, account.max_binds, kind, &remote)
+            .claim(
+                account.id,
+                account.max_binds,
+                kind,
+                &remote,
+                &self.slot_lost,
+            )
             .await
         {
             Ok(Some(s)) => s,
@@ -682,7 +695,7 @@ impl Session {
             .with_label_values(&[&a.system_id, b.kind.as_str()])
             .dec();
         drop(b.registration.take());
-        self.ctx.refresh_share(a.id);
+        self.ctx.refresh_share(&a);
         self.ctx.release_slot(a.id, b.slot);
         tracing::info!(peer = %self.peer, system_id = %a.system_id, bind_type = b.kind.as_str(), reason = end.as_str(), "customer session closed");
     }
@@ -802,6 +815,9 @@ impl Session {
 
     fn query_sm(&self, seq: u32, message_id: String) {
         let request = u32::from(CommandId::QuerySm);
+        let Some(account) = self.bound().map(|b| b.account.id) else {
+            return;
+        };
         let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
             return self.refuse(request, seq, CommandStatus::EsmeRmsgqful);
         };
@@ -812,13 +828,14 @@ impl Session {
         tokio::spawn(async move {
             let _permit: OwnedSemaphorePermit = permit;
             let cmd = match api.messenger.store.get(&message_id).await {
-                Ok(Some(m)) => {
+                // Another account's message (or an HTTP one) is answered as an unknown id.
+                Ok(Some(m)) if requests::visible_to(&m, account) => {
                     let (state, date, err) = requests::query_answer(&m);
                     pdu::query_sm_resp(seq, &message_id, &date, state, err).unwrap_or_else(|_| {
                         pdu::error_resp(request, seq, CommandStatus::EsmeRqueryfail)
                     })
                 }
-                Ok(None) => pdu::error_resp(request, seq, CommandStatus::EsmeRqueryfail),
+                Ok(_) => pdu::error_resp(request, seq, CommandStatus::EsmeRqueryfail),
                 Err(_) => pdu::error_resp(request, seq, CommandStatus::EsmeRsyserr),
             };
             send(&out, &nr, cmd);

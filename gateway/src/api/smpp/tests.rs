@@ -833,3 +833,173 @@ async fn a_connection_over_the_limit_is_told_why_and_closed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_session_whose_bind_slot_was_taken_over_is_unbound_at_once() {
+    let fx = fixture(|_| {});
+    let mut first = fx.bound(BindType::Transceiver).await;
+    fx.wait_binds(1).await;
+    let mut second = fx.bound(BindType::Transmitter).await;
+    fx.wait_binds(2).await;
+    // The first bind holds slot 0; another pod takes it over (this pod was frozen).
+    fx.slots.take_over(fx.row.id, 0);
+    let c = first.expect("unbind").await.unwrap();
+    assert_eq!(c.id(), CommandId::Unbind);
+    first
+        .respond(&c, CommandStatus::EsmeRok, Pdu::UnbindResp)
+        .await
+        .unwrap();
+    assert!(until_closed(&mut first).await);
+    // The session on a slot still ours goes on.
+    second.enquire_link().await.unwrap();
+    second.submit_ok(&Submit::text("still mine")).await.unwrap();
+    assert_eq!(
+        fx.metric("smpp_customer_sessions_closed_total", &["slot_taken_over"]),
+        1.0
+    );
+    assert_eq!(fx.server.ctx().bound.count(fx.row.id), 1);
+}
+
+/// query_sm for `id`: its status, and the message_state when answered.
+async fn query(e: &mut Esme, id: &str) -> (CommandStatus, Option<MessageState>) {
+    let q = QuerySm::new(
+        COctetString::from_string(id.into()).unwrap(),
+        Ton::Unknown,
+        Npi::Unknown,
+        COctetString::empty(),
+    );
+    let seq = e.send(q).await.unwrap();
+    let r = e.response(seq, "query_sm_resp").await.unwrap();
+    assert_eq!(r.id(), CommandId::QuerySmResp);
+    let state = match r.pdu() {
+        Some(Pdu::QuerySmResp(q)) if r.status() == CommandStatus::EsmeRok => {
+            assert_eq!(q.message_id.to_string(), id);
+            Some(q.message_state)
+        }
+        _ => None,
+    };
+    (r.status(), state)
+}
+
+async fn cancel(e: &mut Esme, id: &str) -> CommandStatus {
+    let c = CancelSm::builder()
+        .message_id(COctetString::from_string(id.into()).unwrap())
+        .build();
+    let seq = e.send(c).await.unwrap();
+    answer(e, seq).await.1
+}
+
+#[tokio::test]
+async fn query_sm_and_cancel_sm_see_only_the_accounts_own_messages() {
+    let fx = fixture(|_| {});
+    let other = row(|c| c.system_id = "cust2".into());
+    fx.server.ctx().accounts.upsert(&other);
+    let mut mine = fx.bound(BindType::Transceiver).await;
+    let mut theirs = fx.connect();
+    theirs
+        .bind(BindType::Transmitter, "cust2", PASSWORD)
+        .await
+        .unwrap();
+    // Ours with a receipt asked for (it has an origin) and without (it has none).
+    let with_receipt = mine
+        .submit_ok(&Submit::text("mine").receipt(true))
+        .await
+        .unwrap();
+    let quiet = mine.submit_ok(&Submit::text("mine too")).await.unwrap();
+    // And one submitted over HTTP, stored like any other.
+    let api = fx.server.ctx().messages.clone().unwrap();
+    let req = crate::messaging::submit::MessageRequest {
+        to: "+4670".into(),
+        from: "HTTP".into(),
+        text: "from http".into(),
+        vendor: None,
+        callback_url: None,
+        client_ref: None,
+        validity_seconds: None,
+    };
+    let http = api
+        .dispatch(&req, &Default::default(), &[], "", false)
+        .await
+        .unwrap()
+        .id;
+    for id in [&with_receipt, &quiet, &http] {
+        assert!(fx.memory.get(id).await.unwrap().is_some(), "{id} stored");
+    }
+    for id in [&with_receipt, &quiet] {
+        let (s, state) = query(&mut mine, id).await;
+        assert_eq!(s, CommandStatus::EsmeRok, "our own {id}");
+        assert!(
+            matches!(state, Some(MessageState::Enroute | MessageState::Delivered)),
+            "{state:?}"
+        );
+    }
+    // Another account's message, an HTTP one and an unknown id get the same answer.
+    let unknown = "0123456789abcdef0123456789abcdef";
+    for id in [&with_receipt, &quiet] {
+        assert_eq!(
+            query(&mut theirs, id).await,
+            (CommandStatus::EsmeRqueryfail, None)
+        );
+    }
+    assert_eq!(
+        query(&mut mine, &http).await,
+        (CommandStatus::EsmeRqueryfail, None)
+    );
+    assert_eq!(
+        query(&mut mine, unknown).await,
+        (CommandStatus::EsmeRqueryfail, None)
+    );
+    // cancel_sm tells nothing apart: ours, theirs, HTTP and unknown all fail alike.
+    for id in [with_receipt.as_str(), &http, unknown] {
+        assert_eq!(cancel(&mut mine, id).await, CommandStatus::EsmeRcancelfail);
+    }
+    assert_eq!(
+        cancel(&mut theirs, &with_receipt).await,
+        CommandStatus::EsmeRcancelfail
+    );
+}
+
+#[tokio::test]
+async fn the_pods_rate_share_follows_the_binds_here_and_in_the_fleet() {
+    let fx = fixture(|c| c.max_messages_per_second = Some(12));
+    let share = || fx.metric("smpp_customer_rate_share", &["cust1"]);
+    let until = |want: f64| async move {
+        let deadline = tokio::time::Instant::now() + HANG;
+        while share() != want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "share {} want {want}",
+                share()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let mut one = fx.bound(BindType::Transmitter).await;
+    until(12.0).await;
+    // Two more binds on other pods (their NOTIFY): a third of the rate here.
+    fx.slots.set_elsewhere(fx.row.id, 2);
+    fx.server.binds_changed(&[fx.row.id]);
+    until(4.0).await;
+    let _two = fx.bound(BindType::Transmitter).await;
+    until(6.0).await;
+    // The limit raised: the share follows without a bind changing.
+    let mut faster = fx.row.clone();
+    faster.config.max_messages_per_second = Some(24);
+    faster.config_version = 2;
+    fx.server.ctx().accounts.upsert(&faster);
+    fx.server.accounts_changed(&[faster.id]);
+    until(12.0).await;
+    // No session here: no share shown.
+    drop(_two);
+    one.unbind().await.unwrap();
+    fx.wait_binds(2).await;
+    until(0.0).await;
+    assert!(
+        !fx.server
+            .ctx()
+            .metrics
+            .render()
+            .contains("smpp_customer_rate_share{"),
+        "the gauge is removed"
+    );
+}

@@ -134,6 +134,7 @@ impl MessageStore for MemoryStore {
                     error_code: m.error_code.clone(),
                     client_ref: m.client_ref.clone(),
                     history: history.to_vec(),
+                    account: m.account,
                 },
                 parts: vec![m.status; m.parts as usize],
                 callback_url: m.callback_url.clone(),

@@ -6,7 +6,7 @@
 //!
 //! | Key | Type | What |
 //! |---|---|---|
-//! | `msg:{<id>}` | hash | the message: `vendor`, `vendor_id`, `parts`, `vids` (JSON), `submitted_at`, `status`, `done_at`, `error_code`, `client_ref`, `callback_url`, `p:<n>` (each part's status); for a customer's SMPP submit `origin_account`, `origin_to`, `origin_from`, and `outboxed` once its receipt is in the account's outbox |
+//! | `msg:{<id>}` | hash | the message: `vendor`, `vendor_id`, `parts`, `vids` (JSON), `submitted_at`, `status`, `done_at`, `error_code`, `client_ref`, `callback_url`, `p:<n>` (each part's status); for a customer's SMPP submit `account` (receipt asked for or not), `origin_account`, `origin_to`, `origin_from`, and `outboxed` once its receipt is in the account's outbox |
 //! | `msg:{<id>}:h` | list | its history, one JSON entry each |
 //! | `c:{<vendor_id>:<id key>}` | string | `<message id>:<part>` for a vendor message id (see `ids`) |
 //! | `c:{<vendor_id>:<id key>}:p` | list | receipts that arrived before that mapping (parked) |
@@ -111,6 +111,8 @@ pub struct NewMessage {
     pub callback_url: Option<String>,
     /// Set when a customer submitted it over SMPP: its receipt goes to that account's outbox.
     pub origin: Option<Origin>,
+    /// The customer account that submitted it over SMPP (None for HTTP submits).
+    pub account: Option<Uuid>,
 }
 
 /// A status change a receipt caused; the caller sends the callback.

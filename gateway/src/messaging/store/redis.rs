@@ -220,6 +220,9 @@ impl MessageStore for RedisStore {
                 fields.push((k.into(), v.clone()));
             }
         }
+        if let Some(a) = &m.account {
+            fields.push(("account".into(), a.to_string()));
+        }
         if let Some(o) = &m.origin {
             fields.push(("origin_account".into(), o.account.to_string()));
             fields.push(("origin_to".into(), o.to.clone()));
@@ -503,5 +506,6 @@ fn view(
             .iter()
             .filter_map(|h| serde_json::from_str(h).ok())
             .collect(),
+        account: f.get("account").and_then(|a| a.parse().ok()),
     })
 }
