@@ -1042,8 +1042,7 @@ async fn a_pod_whose_slot_was_taken_over_unbinds_at_once() -> Result {
     assert_marks_within(&smsc, SYSTEM_ID, 1, 1, "A bound, B waiting").await?;
 
     // A hangs: after the TTL, B takes the slot over and binds (A's socket is still open).
-    a.guard.signal(libc::SIGSTOP);
-    let resumed = cont_on_drop(&a);
+    let resumed = a.freeze();
     wait::until("B took the slot over and bound", HANG, || async {
         let slots = db.slots(&id).await?;
         Ok((open_binds(&smsc, SYSTEM_ID).await? == 2
@@ -1102,17 +1101,6 @@ async fn a_pod_whose_slot_was_taken_over_unbinds_at_once() -> Result {
         "binds from A's wake-up on (want: A's frozen bind closed, B's kept, no new one)"
     );
     Ok(())
-}
-
-/// Sends SIGCONT to the gateway when dropped, so a failing step never leaves it stopped.
-fn cont_on_drop(gw: &Gateway) -> impl Drop + '_ {
-    struct Cont<'a>(&'a Gateway);
-    impl Drop for Cont<'_> {
-        fn drop(&mut self) {
-            self.0.guard.signal(libc::SIGCONT);
-        }
-    }
-    Cont(gw)
 }
 
 /// TLS options against real listeners, observed through the gateway's API: with

@@ -38,15 +38,16 @@ fn config(system_id: &str, f: impl FnOnce(&mut AccountConfig)) -> AccountConfig 
     customer_config(system_id, PASSWORD, f)
 }
 
-/// The environment's simulator as the vendor of `db`, bound on `gw`.
+/// The environment's simulator as the vendor of `db`, bound once on each of `gws`.
 async fn vendor(db: &TestDb, gws: &[&SmppGateway]) -> Result<()> {
     let env = Env::load()?;
+    let binds = gws.len().to_string();
     db.insert_legacy(
         VENDOR,
         env.smsc.port,
         &env.smsc.system_id,
         &env.smsc.password,
-        &[],
+        &[("max_binds", &binds)],
     )
     .await?;
     for g in gws {
@@ -57,6 +58,18 @@ async fn vendor(db: &TestDb, gws: &[&SmppGateway]) -> Result<()> {
 
 async fn esme(port: u16) -> Result<Esme> {
     Ok(Esme::plain(port).await?.with_timeout(SETTLE))
+}
+
+/// Binds `system_id` on `port` once the account has reached that gateway.
+async fn bind_when_known(port: u16, kind: BindType, system_id: &str) -> Result<Esme> {
+    wait::until(&format!("{system_id} binds on {port}"), SETTLE, || async {
+        let mut e = esme(port).await?;
+        let s = e
+            .bind_status(kind, system_id, PASSWORD, InterfaceVersion::Smpp3_4)
+            .await?;
+        Ok((s == CommandStatus::EsmeRok).then_some(e))
+    })
+    .await
 }
 
 async fn bind_status(port: u16, kind: BindType, id: &str, pw: &str) -> Result<CommandStatus> {
@@ -108,19 +121,7 @@ async fn binds_good_bad_password_wrong_source_and_too_many_across_two_gateways()
     .await?;
 
     // The rows reach both gateways through NOTIFY: poll until the good bind works.
-    let mut first = wait::until("acme binds on gateway a", SETTLE, || async {
-        let mut e = esme(a.smpp).await?;
-        let s = e
-            .bind_status(
-                BindType::Transceiver,
-                "acme",
-                PASSWORD,
-                InterfaceVersion::Smpp3_4,
-            )
-            .await?;
-        Ok((s == CommandStatus::EsmeRok).then_some(e))
-    })
-    .await?;
+    let mut first = bind_when_known(a.smpp, BindType::Transceiver, "acme").await?;
     first.enquire_link().await?;
 
     assert_eq!(
@@ -298,19 +299,7 @@ async fn submits_from_smpplib_node_and_the_rust_esme_are_delivered_and_queryable
         }),
     )
     .await?;
-    let mut rust = wait::until("the account reaches the gateway", SETTLE, || async {
-        let mut e = esme(g.smpp).await?;
-        let s = e
-            .bind_status(
-                BindType::Transceiver,
-                "clients",
-                PASSWORD,
-                InterfaceVersion::Smpp3_4,
-            )
-            .await?;
-        Ok((s == CommandStatus::EsmeRok).then_some(e))
-    })
-    .await?;
+    let mut rust = bind_when_known(g.smpp, BindType::Transceiver, "clients").await?;
     let from_rust = rust.submit_ok(&Submit::text("from the rust esme")).await?;
     // This TRX session is the account's receipt link: a receipt asked for comes back on it.
     rust.set_auto_answer(false);
@@ -388,19 +377,7 @@ async fn long_messages_in_message_payload_are_split_and_udh_parts_pass_through()
     let g = SmppGateway::start(&db, &m, "gw-smpp-long", &[]).await?;
     vendor(&db, &[&g]).await?;
     customer_account(&db, &config("longtext", |_| {})).await?;
-    let mut e = wait::until("bind", SETTLE, || async {
-        let mut e = esme(g.smpp).await?;
-        let s = e
-            .bind_status(
-                BindType::Transmitter,
-                "longtext",
-                PASSWORD,
-                InterfaceVersion::Smpp3_4,
-            )
-            .await?;
-        Ok((s == CommandStatus::EsmeRok).then_some(e))
-    })
-    .await?;
+    let mut e = bind_when_known(g.smpp, BindType::Transmitter, "longtext").await?;
     // 400 GSM characters in message_payload: one message id, three parts at the vendor.
     let long = e.submit_ok(&Submit::payload(&[b'a'; 400])).await?;
     let msg =
@@ -469,19 +446,7 @@ async fn an_account_over_its_rate_is_throttled_counting_parts() -> Result {
         &config("slow", |c| c.max_messages_per_second = Some(1)),
     )
     .await?;
-    let mut e = wait::until("bind", SETTLE, || async {
-        let mut e = esme(g.smpp).await?;
-        let s = e
-            .bind_status(
-                BindType::Transmitter,
-                "slow",
-                PASSWORD,
-                InterfaceVersion::Smpp3_4,
-            )
-            .await?;
-        Ok((s == CommandStatus::EsmeRok).then_some(e))
-    })
-    .await?;
+    let mut e = bind_when_known(g.smpp, BindType::Transmitter, "slow").await?;
     // 1/s: a 3-part message passes and owes 2 more seconds; what comes right after it waits.
     e.submit_ok(&Submit::payload(&[b'b'; 400])).await?;
     let seq = e.submit("right after", false).await?;
@@ -607,19 +572,7 @@ async fn malformed_pdus_and_oversized_lengths_close_only_that_session() -> Resul
     let g = SmppGateway::start(&db, &m, "gw-smpp-bad", &[("SMPP_MAX_PDU_BYTES", "4096")]).await?;
     vendor(&db, &[&g]).await?;
     let id = customer_account(&db, &config("robust", |_| {})).await?;
-    let mut good = wait::until("bind", SETTLE, || async {
-        let mut e = esme(g.smpp).await?;
-        let s = e
-            .bind_status(
-                BindType::Transceiver,
-                "robust",
-                PASSWORD,
-                InterfaceVersion::Smpp3_4,
-            )
-            .await?;
-        Ok((s == CommandStatus::EsmeRok).then_some(e))
-    })
-    .await?;
+    let mut good = bind_when_known(g.smpp, BindType::Transceiver, "robust").await?;
     // A submit_sm whose body does not decode: generic_nack, and that session goes on.
     let mut odd = esme(g.smpp).await?;
     odd.bind(BindType::Transceiver, "robust", PASSWORD).await?;
@@ -680,19 +633,7 @@ async fn a_thousand_customer_sessions_on_one_process() -> Result {
     vendor(&db, &[&g]).await?;
     let id = customer_account(&db, &config("many", |c| c.max_binds = N as i32)).await?;
     // The first bind pays argon2 once; the others hit the verified-password cache.
-    let first = wait::until("bind", SETTLE, || async {
-        let mut e = esme(g.smpp).await?;
-        let s = e
-            .bind_status(
-                BindType::Transceiver,
-                "many",
-                PASSWORD,
-                InterfaceVersion::Smpp3_4,
-            )
-            .await?;
-        Ok((s == CommandStatus::EsmeRok).then_some(e))
-    })
-    .await?;
+    let first = bind_when_known(g.smpp, BindType::Transceiver, "many").await?;
     let port = g.smpp;
     let limit = Duration::from_secs(180);
     let sessions = tokio::time::timeout(limit, async move {
@@ -774,32 +715,8 @@ async fn a_suspended_account_is_unbound_and_a_stopped_gateway_unbinds_its_custom
     let c = config("stopper", |_| {});
     let id = customer_account(&db, &c).await?;
     customer_account(&db, &config("stays", |_| {})).await?;
-    let mut s = wait::until("bind", SETTLE, || async {
-        let mut e = esme(g.smpp).await?;
-        let st = e
-            .bind_status(
-                BindType::Transceiver,
-                "stopper",
-                PASSWORD,
-                InterfaceVersion::Smpp3_4,
-            )
-            .await?;
-        Ok((st == CommandStatus::EsmeRok).then_some(e))
-    })
-    .await?;
-    let mut other = wait::until("bind", SETTLE, || async {
-        let mut e = esme(g.smpp).await?;
-        let st = e
-            .bind_status(
-                BindType::Transceiver,
-                "stays",
-                PASSWORD,
-                InterfaceVersion::Smpp3_4,
-            )
-            .await?;
-        Ok((st == CommandStatus::EsmeRok).then_some(e))
-    })
-    .await?;
+    let mut s = bind_when_known(g.smpp, BindType::Transceiver, "stopper").await?;
+    let mut other = bind_when_known(g.smpp, BindType::Transceiver, "stays").await?;
     // Suspend: the gateway sees the row change and unbinds that account's session.
     let mut off = c.clone();
     off.suspended = true;
@@ -881,22 +798,7 @@ async fn a_pod_without_the_vendor_forwards_the_customers_submit_and_the_account_
         &config("nowhere", |c| c.route = route(&[("ghost", 1)])),
     )
     .await?;
-    let bind = |port: u16, id: &'static str| async move {
-        wait::until(&format!("{id} binds"), SETTLE, || async {
-            let mut e = esme(port).await?;
-            let s = e
-                .bind_status(
-                    BindType::Transmitter,
-                    id,
-                    PASSWORD,
-                    InterfaceVersion::Smpp3_4,
-                )
-                .await?;
-            Ok((s == CommandStatus::EsmeRok).then_some(e))
-        })
-        .await
-    };
-    let mut e = bind(other.smpp, "routed").await?;
+    let mut e = bind_when_known(other.smpp, BindType::Transmitter, "routed").await?;
     // The peers snapshot is refreshed every second: until it lists the holder, the pod has
     // no route; then the submit goes one hop to the holder.
     let deadline = tokio::time::Instant::now() + SETTLE;
@@ -918,12 +820,190 @@ async fn a_pod_without_the_vendor_forwards_the_customers_submit_and_the_account_
     assert_eq!(msg["vendor"], VENDOR);
     assert!(metric(&metrics(other).await?, "smpp_forwards_total", &["ok"]) >= 1.0);
     // Only unknown vendors in the route: no route, ESME_RSYSERR (retry later).
-    let mut n = bind(holder.smpp, "nowhere").await?;
+    let mut n = bind_when_known(holder.smpp, BindType::Transmitter, "nowhere").await?;
     let seq = n.submit("nowhere to go", false).await?;
     let r = n.response(seq, "submit_sm_resp").await?;
     assert_eq!(r.status(), CommandStatus::EsmeRsyserr);
     for g in [&a, &b] {
         g.gw.assert_no_secret_in_log(&[PASSWORD, &m.token]);
+    }
+    Ok(())
+}
+
+/// Expects the server's unbind on `e`, answers it, and sees the connection close.
+async fn unbound_by_server(e: &mut Esme, what: &str) -> Result<()> {
+    let u = e.expect(what).await?;
+    anyhow::ensure!(u.id() == CommandId::Unbind, "{what}: got {u:?}");
+    e.respond(&u, CommandStatus::EsmeRok, Pdu::UnbindResp)
+        .await?;
+    anyhow::ensure!(closed(e).await, "{what}: the connection stays open");
+    Ok(())
+}
+
+/// The pods holding `account`'s account_sessions rows, whatever their heartbeat.
+async fn slot_pods(db: &TestDb, account: uuid::Uuid) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT pod FROM vendor_mgmt.account_sessions WHERE account_id = $1 ORDER BY slot",
+    )
+    .bind(account)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// maxBinds 1 across two gateways: A holds the bind and is frozen (SIGSTOP) past the slot TTL,
+/// B takes the slot over for a new bind; when A wakes, its next heartbeat finds the slot gone
+/// and unbinds its customer at once, so the fleet holds one bind again. A slot row deleted by
+/// hand ends B's session the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_whose_customer_slot_was_taken_over_unbinds_that_customer_at_once() -> Result {
+    // The slot TTL and the heartbeat are in seconds: bound the wait by both, generously.
+    let hang = smpp_db::sessions::SLOT_TTL + SETTLE;
+    let db = TestDb::new().await?;
+    let m = messaging_env()?;
+    let a = SmppGateway::start(&db, &m, "gw-smpp-fence-a", &[]).await?;
+    let b = SmppGateway::start(&db, &m, "gw-smpp-fence-b", &[]).await?;
+    let id = customer_account(&db, &config("fenced", |c| c.max_binds = 1)).await?;
+    let mut on_a = bind_when_known(a.smpp, BindType::Transceiver, "fenced").await?;
+    assert_eq!(
+        bind_status(b.smpp, BindType::Transmitter, "fenced", PASSWORD).await?,
+        CommandStatus::EsmeRbindfail,
+        "maxBinds 1: A holds it"
+    );
+    assert_eq!(slot_pods(&db, id).await?, [a.gw.pod.clone()]);
+
+    // A hangs: once its heartbeat is stale, B's bind takes the slot over (A's socket stays open).
+    let resumed = a.gw.freeze();
+    wait::until("A's bind stops counting", hang, || async {
+        Ok((live_binds(&db, id).await? == 0).then_some(()))
+    })
+    .await?;
+    let mut on_b = esme(b.smpp).await?;
+    on_b.bind(BindType::Transceiver, "fenced", PASSWORD).await?;
+    assert_eq!(slot_pods(&db, id).await?, [b.gw.pod.clone()]);
+    drop(resumed); // SIGCONT
+
+    unbound_by_server(&mut on_a, "A unbinds the customer whose slot it lost").await?;
+    assert!(
+        a.gw.log_text().contains("customer bind slot taken over"),
+        "A's log does not say why it unbound:\n{}",
+        a.gw.log_text()
+    );
+    assert_eq!(
+        metric(
+            &metrics(&a).await?,
+            "smpp_customer_sessions_closed_total",
+            &["slot_taken_over"]
+        ),
+        1.0
+    );
+    // B's bind is untouched and still the only one; A gave nothing of B's back.
+    on_b.enquire_link().await?;
+    assert_eq!(slot_pods(&db, id).await?, [b.gw.pod.clone()]);
+    assert_eq!(live_binds(&db, id).await?, 1);
+
+    // A row deleted by hand: B's next heartbeat ends that session, and the slot is free.
+    db.exec(&format!(
+        "DELETE FROM vendor_mgmt.account_sessions WHERE account_id = '{id}'"
+    ))
+    .await?;
+    unbound_by_server(&mut on_b, "B unbinds the customer whose row was deleted").await?;
+    assert_eq!(
+        metric(
+            &metrics(&b).await?,
+            "smpp_customer_sessions_closed_total",
+            &["slot_taken_over"]
+        ),
+        1.0
+    );
+    let mut again = esme(a.smpp).await?;
+    again
+        .bind(BindType::Transmitter, "fenced", PASSWORD)
+        .await?;
+    assert_eq!(slot_pods(&db, id).await?, [a.gw.pod.clone()]);
+    for g in [&a, &b] {
+        g.gw.assert_no_secret_in_log(&[PASSWORD, &m.token]);
+    }
+    Ok(())
+}
+
+/// What one session's submits got over a window.
+#[derive(Debug, Default)]
+struct Outcomes {
+    accepted: u32,
+    throttled: u32,
+}
+
+/// Submits one-part texts back to back on `e` until `until` and until one was throttled
+/// (bounded by SETTLE).
+async fn submit_until(mut e: Esme, until: tokio::time::Instant) -> Result<Outcomes> {
+    let mut o = Outcomes::default();
+    let hang = until + SETTLE;
+    while tokio::time::Instant::now() < until || o.throttled == 0 {
+        anyhow::ensure!(tokio::time::Instant::now() < hang, "never throttled: {o:?}");
+        let seq = e.submit("x", false).await?;
+        match e.response(seq, "submit_sm_resp").await?.status() {
+            CommandStatus::EsmeRok => o.accepted += 1,
+            CommandStatus::EsmeRthrottled => o.throttled += 1,
+            s => anyhow::bail!("a submit got {s:?}"),
+        }
+    }
+    Ok(o)
+}
+
+/// maxMessagesPerSecond across two gateways, a customer bound on each: each pod gets half
+/// (max × binds here / binds in the fleet), so the fleet accepts no more than the limit
+/// however fast both sessions send, and both are throttled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_rate_holds_across_the_fleet_split_by_its_binds() -> Result {
+    const MAX: u32 = 10;
+    /// How long both sessions send: the load, not a deadline on anything.
+    const WINDOW: Duration = Duration::from_secs(3);
+    let db = TestDb::new().await?;
+    let m = messaging_env()?;
+    let a = SmppGateway::start(&db, &m, "gw-smpp-split-a", &[]).await?;
+    let b = SmppGateway::start(&db, &m, "gw-smpp-split-b", &[]).await?;
+    vendor(&db, &[&a, &b]).await?;
+    customer_account(
+        &db,
+        &config("split", |c| {
+            c.max_binds = 2;
+            c.max_messages_per_second = Some(MAX as i32);
+        }),
+    )
+    .await?;
+    let on_a = bind_when_known(a.smpp, BindType::Transmitter, "split").await?;
+    let on_b = bind_when_known(b.smpp, BindType::Transmitter, "split").await?;
+    // Each pod has counted both binds (the other's through NOTIFY) before any submit.
+    let share = f64::from(MAX) / 2.0;
+    for g in [&a, &b] {
+        wait::until("the pod's share is half the limit", SETTLE, || async {
+            let s = metric(&metrics(g).await?, "smpp_customer_rate_share", &["split"]);
+            Ok((s == share).then_some(()))
+        })
+        .await?;
+    }
+    let started = tokio::time::Instant::now();
+    let until = started + WINDOW;
+    let (on_a, on_b) = tokio::join!(submit_until(on_a, until), submit_until(on_b, until));
+    let (on_a, on_b) = (on_a?, on_b?);
+    let elapsed = started.elapsed().as_secs_f64();
+    // Each pod's bucket starts full at its burst (one second of its share, at least 1) and
+    // refills at its share: over `elapsed` it accepts at most burst + share × elapsed, so the
+    // fleet at most MAX × (1 + elapsed). Without the split each pod would take MAX on its own.
+    let accepted = on_a.accepted + on_b.accepted;
+    let bound = f64::from(MAX) * (1.0 + elapsed);
+    assert!(
+        f64::from(accepted) <= bound,
+        "{accepted} accepted in {elapsed:.2} s across the fleet, over {bound:.1} \
+         (A {on_a:?}, B {on_b:?})"
+    );
+    for (g, o) in [(&a, &on_a), (&b, &on_b)] {
+        assert!(o.accepted >= 1 && o.throttled >= 1, "{o:?}");
+        let text = metrics(g).await?;
+        assert_eq!(
+            metric(&text, "smpp_customer_throttled_total", &["split"]),
+            f64::from(o.throttled)
+        );
     }
     Ok(())
 }

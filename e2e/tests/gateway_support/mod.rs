@@ -221,6 +221,19 @@ impl Gateway {
         .await
     }
 
+    /// Stops the process (SIGSTOP) until the returned guard is dropped (SIGCONT), so a failing
+    /// step never leaves it stopped.
+    pub fn freeze(&self) -> impl Drop + '_ {
+        struct Cont<'a>(&'a Gateway);
+        impl Drop for Cont<'_> {
+            fn drop(&mut self) {
+                self.0.guard.signal(libc::SIGCONT);
+            }
+        }
+        self.guard.signal(libc::SIGSTOP);
+        Cont(self)
+    }
+
     pub async fn metrics(&self) -> Result<String> {
         Ok(get(self.http, "/metrics").await?.1)
     }
