@@ -869,7 +869,7 @@ async fn a_pod_whose_customer_slot_was_taken_over_unbinds_that_customer_at_once(
         CommandStatus::EsmeRbindfail,
         "maxBinds 1: A holds it"
     );
-    assert_eq!(slot_pods(&db, id).await?, [a.gw.pod.clone()]);
+    assert_eq!(slot_pods(&db, id).await?, [a.gw.pod.as_str()]);
 
     // A hangs: once its heartbeat is stale, B's bind takes the slot over (A's socket stays open).
     let resumed = a.gw.freeze();
@@ -879,7 +879,7 @@ async fn a_pod_whose_customer_slot_was_taken_over_unbinds_that_customer_at_once(
     .await?;
     let mut on_b = esme(b.smpp).await?;
     on_b.bind(BindType::Transceiver, "fenced", PASSWORD).await?;
-    assert_eq!(slot_pods(&db, id).await?, [b.gw.pod.clone()]);
+    assert_eq!(slot_pods(&db, id).await?, [b.gw.pod.as_str()]);
     drop(resumed); // SIGCONT
 
     unbound_by_server(&mut on_a, "A unbinds the customer whose slot it lost").await?;
@@ -898,7 +898,7 @@ async fn a_pod_whose_customer_slot_was_taken_over_unbinds_that_customer_at_once(
     );
     // B's bind is untouched and still the only one; A gave nothing of B's back.
     on_b.enquire_link().await?;
-    assert_eq!(slot_pods(&db, id).await?, [b.gw.pod.clone()]);
+    assert_eq!(slot_pods(&db, id).await?, [b.gw.pod.as_str()]);
     assert_eq!(live_binds(&db, id).await?, 1);
 
     // A row deleted by hand: B's next heartbeat ends that session, and the slot is free.
@@ -919,7 +919,7 @@ async fn a_pod_whose_customer_slot_was_taken_over_unbinds_that_customer_at_once(
     again
         .bind(BindType::Transmitter, "fenced", PASSWORD)
         .await?;
-    assert_eq!(slot_pods(&db, id).await?, [a.gw.pod.clone()]);
+    assert_eq!(slot_pods(&db, id).await?, [a.gw.pod.as_str()]);
     for g in [&a, &b] {
         g.gw.assert_no_secret_in_log(&[PASSWORD, &m.token]);
     }
