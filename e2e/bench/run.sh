@@ -8,7 +8,7 @@
 # and an environment this script started is stopped again.
 #
 #   BENCH_ARGS="--quick"            fewer runs, smaller loads (smoke test of the benchmarks)
-#   BENCH_ARGS="--only gateway"     one suite: gateway, kannel, operator, messages
+#   BENCH_ARGS="--only gateway"     one suite: gateway, kannel, operator, messages, customers
 #   BENCH_OUT=/tmp/b.md             write the report elsewhere (default docs/benchmarks.md)
 STAGE=bench
 source "$(cd "$(dirname "$0")/../scripts" && pwd)/lib.sh"

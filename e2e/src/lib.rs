@@ -2,6 +2,7 @@
 //! Redis, SMSC simulator), private instances for tests that must stop or break a part,
 //! and the polling and process helpers every end-to-end test shares.
 
+pub mod accounts;
 pub mod bench;
 pub mod env;
 pub mod esme;

@@ -467,50 +467,16 @@ pub fn history_events(msg: &Value) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // Customers of the SMPP server: accounts as the operator writes them, gateways that listen.
 
-/// An account for `system_id` with `password`: binds from 127.0.0.0/8, up to 4 binds fleet-wide,
-/// receipts forwarded; `f` changes the rest.
-pub fn customer_config(
-    system_id: &str,
-    password: &str,
-    f: impl FnOnce(&mut smpp_db::accounts::AccountConfig),
-) -> smpp_db::accounts::AccountConfig {
-    let mut c = smpp_db::accounts::AccountConfig {
-        system_id: system_id.into(),
-        password_hash: smpp_db::accounts::hash_password(&smpp_db::Secret::new(password))
-            .expect("hash"),
-        allowed_cidrs: vec!["127.0.0.0/8".into()],
-        max_binds: 4,
-        max_messages_per_second: None,
-        allowed_senders: vec![],
-        allowed_destination_prefixes: vec![],
-        route: sqlx::types::Json(vec![]),
-        forward_receipts: true,
-        suspended: false,
-    };
-    f(&mut c);
-    c
-}
+// Not every test file that includes this module uses it.
+#[allow(unused_imports)]
+pub use smpp_e2e::accounts::customer_config;
 
 /// Writes the account row as the SmppAccount operator would, and returns its id.
 pub async fn customer_account(
     db: &TestDb,
     c: &smpp_db::accounts::AccountConfig,
 ) -> Result<uuid::Uuid> {
-    use smpp_db::accounts::AccountUpsert;
-    let owner = smpp_db::providers::Owner {
-        namespace: "e2e".into(),
-        name: c.system_id.clone(),
-        uid: format!("uid-{}", c.system_id),
-        generation: 1,
-    };
-    match smpp_db::accounts::upsert_owned(&db.pool, &owner, c).await? {
-        AccountUpsert::Created(a) | AccountUpsert::Updated(a) | AccountUpsert::Unchanged(a) => {
-            Ok(a.id)
-        }
-        AccountUpsert::OwnedByOther { owner, .. } => {
-            anyhow::bail!("account {} is owned by {owner:?}", c.system_id)
-        }
-    }
+    Ok(smpp_e2e::accounts::write_account(&db.pool, c).await?)
 }
 
 /// A messaging gateway with a plain SMPP listener for customers (and a TLS one when started

@@ -2,10 +2,11 @@
 //! benchmarks against the real parts of `make env-up` and the compiled sink, prints the
 //! figures and writes docs/benchmarks.md. Every load is on 127.0.0.1, bounded in count and time.
 //!
-//!   smpp-bench run [--out docs/benchmarks.md] [--only gateway,kannel,operator,messages] [--quick]
+//!   smpp-bench run [--out docs/benchmarks.md] [--only gateway,kannel,operator,messages,customers] [--quick]
 //!   smpp-bench sink [--listeners 1] [--seconds 60]   (a standalone sink, prints its ports)
 
 mod common;
+mod customers;
 mod gateway;
 mod kannel;
 mod load;
@@ -37,8 +38,8 @@ enum Cmd {
         /// Report file (markdown).
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
-        /// Comma-separated suites: gateway, kannel, operator, messages.
-        #[arg(long, default_value = "gateway,kannel,operator,messages")]
+        /// Comma-separated suites: gateway, kannel, operator, messages, customers.
+        #[arg(long, default_value = "gateway,kannel,operator,messages,customers")]
         only: String,
         /// Fewer runs and smaller loads (a smoke test of the benchmarks themselves).
         #[arg(long)]
@@ -183,7 +184,8 @@ fn log(msg: &str) {
     eprintln!("bench: {msg}");
 }
 
-const SUITES: [&str; 4] = ["gateway", "kannel", "operator", "messages"];
+/// In run order: customers compares with the messages suite's Kannel and HTTP figures.
+const SUITES: [&str; 5] = ["gateway", "kannel", "operator", "messages", "customers"];
 
 /// What the suites produce; the Kannel suite compares with the gateway suite's medians.
 #[derive(Default)]
@@ -192,6 +194,9 @@ struct Collected {
     comparisons: Vec<Comparison>,
     ours_change: Option<f64>,
     ours_cold: Vec<ColdFigures>,
+    /// The messages suite's Kannel best and our HTTP figures, for the customers suite.
+    kannel_best: Option<messages::KannelBest>,
+    http_ours: Vec<((u32, u32), messages::OursFigures)>,
 }
 
 async fn gateway_suite(env: &Env, plan: &Plan, c: &mut Collected) {
@@ -324,6 +329,8 @@ async fn messages_suite(env: &Env, quick: bool, c: &mut Collected) {
     ));
     c.sections.extend(sections);
     c.comparisons.extend(messages::comparisons(&ours, &best));
+    c.kannel_best = Some(best);
+    c.http_ours = ours;
 }
 
 async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<()> {
@@ -349,6 +356,12 @@ async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<(
             "gateway" => gateway_suite(&env, &plan, &mut c).await,
             "kannel" => kannel_suite(&plan, &mut c).await,
             "messages" => messages_suite(&env, quick, &mut c).await,
+            "customers" => {
+                let (s, cmp) =
+                    customers::suite(&env, quick, c.kannel_best.as_ref(), &c.http_ours).await;
+                c.sections.extend(s);
+                c.comparisons.extend(cmp);
+            }
             _ => operator_suite(&env, &plan, &mut c).await,
         }
         suite_command(&mut c.sections[first..], suite);

@@ -71,7 +71,7 @@ impl MsgPlan {
     }
 }
 
-fn shape(b: u32, w: u32) -> String {
+pub fn shape(b: u32, w: u32) -> String {
     format!("{b} bind{} × window {w}", if b == 1 { "" } else { "s" })
 }
 
@@ -114,7 +114,8 @@ pub async fn ceiling(plan: &MsgPlan) -> Section {
     s
 }
 
-async fn ceiling_run(binds: u32, window: u32, n: u64) -> Result<(f64, f64)> {
+/// (submits/s, receipts/s) of the sink alone with `binds` pipelined clients × `window`.
+pub async fn ceiling_run(binds: u32, window: u32, n: u64) -> Result<(f64, f64)> {
     let sink = ReceiptSink::start(ReceiptConfig {
         receipt_delay: Some(RECEIPT_DELAY),
     })
@@ -312,8 +313,14 @@ fn closed(
     }
 }
 
-/// The gateway on `db` with messaging on: Redis (the bench's own database index), an API key.
-async fn start_messaging_gateway(db: &Db, env: &Env, pod: &str) -> Result<Proc> {
+/// The gateway on `db` with messaging on: Redis (the bench's own database index), an API key;
+/// `extra` env pairs on top.
+pub async fn start_messaging_gateway(
+    db: &Db,
+    env: &Env,
+    pod: &str,
+    extra: &[(&str, &str)],
+) -> Result<Proc> {
     let dir = log_dir();
     let keys = dir.join("bench-api-keys");
     std::fs::write(&keys, format!("bench:{TOKEN}\n"))?;
@@ -325,7 +332,8 @@ async fn start_messaging_gateway(db: &Db, env: &Env, pod: &str) -> Result<Proc> 
         .env("REDIS_URL", bench_redis_url(env))
         .env("API_KEYS_FILE", &keys)
         .env("DLR_TTL", "600s")
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        .envs(extra.iter().copied());
     let mut p = Proc::spawn(pod, cmd, http)?;
     p.wait_http("/health", Duration::from_secs(20)).await?;
     Ok(p)
@@ -380,7 +388,7 @@ fn parse_cpu_us(text: &str) -> u64 {
     (secs * 1e6) as u64
 }
 
-async fn flush_bench_redis(env: &Env) -> Result<()> {
+pub async fn flush_bench_redis(env: &Env) -> Result<()> {
     let client = redis::Client::open(bench_redis_url(env))?;
     let mut c = client.get_multiplexed_async_connection().await?;
     redis::cmd("FLUSHDB")
@@ -422,7 +430,7 @@ async fn ours_run(
     .await?;
     let db = Db::fresh(env, "msgs").await?;
     let result = async {
-        let gw = start_messaging_gateway(&db, env, &format!("bench-msgs-{binds}x{window}-{run}")).await?;
+        let gw = start_messaging_gateway(&db, env, &format!("bench-msgs-{binds}x{window}-{run}"), &[]).await?;
         db.exec(&format!(
             "INSERT INTO vendor_mgmt.service_providers (instance_name, host, port, username, password, system_type, \
              is_active, max_binds, window_size) VALUES ('bench-msgs', '127.0.0.1', {}, 'bench', 'pw', '', true, {binds}, {window})",
