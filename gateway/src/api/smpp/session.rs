@@ -724,7 +724,7 @@ impl Session {
         };
         let (ctx, out, nr) = (self.ctx.clone(), self.out.clone(), self.not_reading.clone());
         tokio::spawn(async move {
-            let _permit: OwnedSemaphorePermit = permit;
+            let permit: OwnedSemaphorePermit = permit;
             let cmd = match ctx.submit(&account, &p).await {
                 Ok(id) => {
                     count_submit(&ctx, &account, CommandStatus::EsmeRok);
@@ -737,6 +737,9 @@ impl Session {
                     pdu::error_resp(request, seq, s)
                 }
             };
+            // Free the window slot before the answer can reach the customer, which may then
+            // send its next request at once.
+            drop(permit);
             send(&out, &nr, cmd);
         });
     }
@@ -774,7 +777,7 @@ impl Session {
         }
         let (ctx, out, nr) = (self.ctx.clone(), self.out.clone(), self.not_reading.clone());
         tokio::spawn(async move {
-            let _permit: OwnedSemaphorePermit = permit;
+            let permit: OwnedSemaphorePermit = permit;
             let sends = ready.iter().map(|(i, dest, p)| {
                 let (ctx, account) = (&ctx, &account);
                 async move { (*i, dest.clone(), ctx.submit(account, p).await) }
@@ -809,6 +812,9 @@ impl Session {
             };
             let cmd = pdu::submit_multi_resp(seq, status, id, &list)
                 .unwrap_or_else(|_| pdu::error_resp(request, seq, CommandStatus::EsmeRsyserr));
+            // Free the window slot before the answer can reach the customer, which may then
+            // send its next request at once.
+            drop(permit);
             send(&out, &nr, cmd);
         });
     }
@@ -826,7 +832,7 @@ impl Session {
         };
         let (out, nr) = (self.out.clone(), self.not_reading.clone());
         tokio::spawn(async move {
-            let _permit: OwnedSemaphorePermit = permit;
+            let permit: OwnedSemaphorePermit = permit;
             let cmd = match api.messenger.store.get(&message_id).await {
                 // Another account's message (or an HTTP one) is answered as an unknown id.
                 Ok(Some(m)) if requests::visible_to(&m, account) => {
@@ -838,6 +844,9 @@ impl Session {
                 Ok(_) => pdu::error_resp(request, seq, CommandStatus::EsmeRqueryfail),
                 Err(_) => pdu::error_resp(request, seq, CommandStatus::EsmeRsyserr),
             };
+            // Free the window slot before the answer can reach the customer, which may then
+            // send its next request at once.
+            drop(permit);
             send(&out, &nr, cmd);
         });
     }
