@@ -142,3 +142,141 @@ async fn concurrent_claims_never_exceed_the_slots() -> Result {
     assert_eq!(sessions::slots(&db.pool, v).await?.len(), 2);
     Ok(())
 }
+
+async fn vendor_named(db: &TestDb, name: &str) -> Result<uuid::Uuid> {
+    let id: String = db
+        .insert_legacy(name, 2775, name, "pw", &[("max_binds", "4")])
+        .await?;
+    Ok(id.parse()?)
+}
+
+fn unit(vendor_id: uuid::Uuid, slots: &[i32]) -> sessions::UnitClaim {
+    sessions::UnitClaim {
+        vendor_id,
+        slots: slots.to_vec(),
+        config_version: 7,
+    }
+}
+
+/// Who holds each slot of `v`, by slot.
+async fn holders(db: &TestDb, v: uuid::Uuid) -> Result<Vec<(i32, String)>> {
+    Ok(sessions::slots(&db.pool, v)
+        .await?
+        .into_iter()
+        .map(|s| (s.slot, s.pod))
+        .collect())
+}
+
+/// The batched forms the gateway uses at scale (one statement for many vendors) answer as the
+/// one-vendor forms do: per unit all or nothing, never a live other pod's slot, a stale one
+/// taken over; a slot asked twice in one batch is served in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_claims_answer_as_single_claims_do() -> Result {
+    let db = TestDb::new().await?;
+    smpp_db::migrate(&db.pool).await?;
+    let p = &db.pool;
+    let (v1, v2) = (
+        vendor_named(&db, "b1").await?,
+        vendor_named(&db, "b2").await?,
+    );
+    assert!(sessions::claim(p, v1, &[0], "a", 1, TTL).await?);
+    assert!(sessions::claim(p, v1, &[3], "a", 1, TTL).await?);
+
+    let got = sessions::claim_many(
+        p,
+        &[
+            unit(v1, &[0]),    // a's, live
+            unit(v1, &[1]),    // free
+            unit(v1, &[2, 3]), // a pair whose second slot is a's: neither
+            unit(v2, &[0]),    // another vendor's free slot, same statement
+            unit(v1, &[1]),    // asked twice: the second sees b's own row
+        ],
+        "b",
+        TTL,
+    )
+    .await?;
+    assert_eq!(got, vec![false, true, false, true, true]);
+    assert_eq!(
+        holders(&db, v1).await?,
+        vec![(0, "a".into()), (1, "b".into()), (3, "a".into())],
+        "slot 2 stays free: all or nothing"
+    );
+    assert_eq!(holders(&db, v2).await?, vec![(0, "b".into())]);
+    assert!(
+        sessions::slots(p, v1)
+            .await?
+            .iter()
+            .any(|s| s.slot == 1 && s.state == "claimed" && s.config_version == Some(7))
+    );
+    assert_eq!(
+        sessions::slots_held_by_others_many(p, &[v1, v2, v1], "b", TTL).await?,
+        vec![vec![0, 3], vec![], vec![0, 3]]
+    );
+
+    // a goes stale: its slots are taken over, the pair whole.
+    db.exec(
+        "UPDATE vendor_mgmt.vendor_sessions SET heartbeat = now() - interval '16 seconds' WHERE pod = 'a'",
+    )
+    .await?;
+    assert!(sessions::slots_held_by_others_many(p, &[v1], "b", TTL).await?[0].is_empty());
+    assert_eq!(
+        sessions::claim_many(p, &[unit(v1, &[2, 3]), unit(v1, &[0])], "b", TTL).await?,
+        vec![true, true]
+    );
+    assert!(holders(&db, v1).await?.iter().all(|(_, pod)| pod == "b"));
+    Ok(())
+}
+
+/// Pods racing with batches of pairs and singles: every slot has one holder, and no pair is
+/// held half by one pod (a pair partly lost in a race is rolled back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batched_claims_never_split_a_pair() -> Result {
+    let db = TestDb::new().await?;
+    smpp_db::migrate(&db.pool).await?;
+    let vendors = [
+        vendor_named(&db, "r1").await?,
+        vendor_named(&db, "r2").await?,
+    ];
+    let mut tasks = Vec::new();
+    for pod in 0..12 {
+        let pool = db.pool.clone();
+        // Half the pods claim the pairs in one order, half in the other, with singles that
+        // overlap the pairs' slots.
+        let mut claims = vec![
+            unit(vendors[0], &[0, 1]),
+            unit(vendors[1], &[2, 3]),
+            unit(vendors[0], &[3]),
+        ];
+        if pod % 2 == 1 {
+            claims.reverse();
+            claims.push(unit(vendors[1], &[1]));
+        }
+        tasks.push(tokio::spawn(async move {
+            let got = sessions::claim_many(&pool, &claims, &format!("pod-{pod}"), TTL).await?;
+            Ok::<_, smpp_db::DbError>((format!("pod-{pod}"), claims, got))
+        }));
+    }
+    for t in tasks {
+        let (pod, claims, got) = t.await??;
+        for (c, won) in claims.iter().zip(got) {
+            let held = holders(&db, c.vendor_id).await?;
+            let mine = c
+                .slots
+                .iter()
+                .filter(|s| held.iter().any(|(slot, p)| slot == *s && *p == pod))
+                .count();
+            if won {
+                assert_eq!(mine, c.slots.len(), "{pod} won {c:?} but holds {held:?}");
+            } else {
+                assert_eq!(mine, 0, "{pod} lost {c:?} but holds part: {held:?}");
+            }
+        }
+    }
+    for v in vendors {
+        let held = holders(&db, v).await?;
+        let mut slots: Vec<i32> = held.iter().map(|(s, _)| *s).collect();
+        slots.dedup();
+        assert_eq!(slots.len(), held.len(), "one holder per slot: {held:?}");
+    }
+    Ok(())
+}

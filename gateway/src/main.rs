@@ -411,6 +411,14 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         beat_stop.clone(),
     ));
     let ctx = Arc::new(Ctx {
+        claims: smpp_gateway::fleet::claims::Claims::start(
+            pool.clone(),
+            pod.clone(),
+            smpp_db::sessions::SLOT_TTL,
+        ),
+        dials: smpp_gateway::fleet::dial_gate::DialGate::new(
+            smpp_gateway::fleet::dial_gate::PER_ADDRESS,
+        ),
         reporter: smpp_gateway::fleet::reporter::Reporter::start(
             pool.clone(),
             pod.clone(),

@@ -6,6 +6,7 @@
 //! when its holder's heartbeat is older than the TTL (the holder died or hung). Every
 //! comparison uses the database clock, so pod clocks never matter.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -226,6 +227,186 @@ pub async fn claim(
     Ok(true)
 }
 
+/// `slots_held_by_others` for many vendors in one statement: per vendor of `vendors` (in that
+/// order, repeats allowed), its slots held by a live pod other than `pod`, ascending.
+pub async fn slots_held_by_others_many(
+    pool: &PgPool,
+    vendors: &[Uuid],
+    pod: &str,
+    ttl: Duration,
+) -> Result<Vec<Vec<i32>>, DbError> {
+    let rows: Vec<(Uuid, i32)> = sqlx::query_as(
+        "SELECT vendor_id, slot FROM vendor_mgmt.vendor_sessions WHERE vendor_id = ANY($1) \
+         AND pod <> $2 AND heartbeat > now() - make_interval(secs => $3) ORDER BY vendor_id, slot",
+    )
+    .bind(vendors)
+    .bind(pod)
+    .bind(interval(ttl))
+    .fetch_all(pool)
+    .await?;
+    let mut by_vendor: HashMap<Uuid, Vec<i32>> = HashMap::new();
+    for (v, slot) in rows {
+        by_vendor.entry(v).or_default().push(slot);
+    }
+    Ok(vendors
+        .iter()
+        .map(|v| by_vendor.get(v).cloned().unwrap_or_default())
+        .collect())
+}
+
+/// One unit of a vendor's bind budget to claim: its slots (two for a TX+RX pair), all or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitClaim {
+    pub vendor_id: Uuid,
+    pub slots: Vec<i32>,
+    pub config_version: i64,
+}
+
+/// `claim` for many units in one transaction of (usually) one statement: per unit, in order,
+/// whether all its slots are now `pod`'s. A unit with a slot held by a live other pod gets
+/// none; a unit only partly won in a race with another claimer is rolled back, as `claim`
+/// would. Claims of the same slot twice in one call are served in order (the second sees the
+/// first's row).
+pub async fn claim_many(
+    pool: &PgPool,
+    claims: &[UnitClaim],
+    pod: &str,
+    ttl: Duration,
+) -> Result<Vec<bool>, DbError> {
+    let mut result = vec![false; claims.len()];
+    let mut refused = vec![false; claims.len()];
+    let mut deadlocks = 0;
+    'attempt: loop {
+        let mut tx = pool.begin().await?;
+        let mut won: Vec<usize> = Vec::new();
+        for round in rounds(claims, &refused) {
+            let got = match claim_round(&mut tx, claims, &round, pod, ttl).await {
+                // Rows are locked in (vendor, slot) order, but a batch of several rounds
+                // can still cross another claimer's locks: PostgreSQL aborts one; retry it.
+                Err(e) if is_deadlock(&e) && deadlocks < 3 => {
+                    deadlocks += 1;
+                    let _ = tx.rollback().await;
+                    continue 'attempt;
+                }
+                r => r?,
+            };
+            let partial: Vec<usize> = round
+                .iter()
+                .copied()
+                .filter(|&i| (1..claims[i].slots.len()).contains(&got[&i]))
+                .collect();
+            if !partial.is_empty() {
+                // Lost a race for part of a pair: none of this attempt stands; retry without it.
+                tx.rollback().await?;
+                for i in partial {
+                    refused[i] = true;
+                }
+                continue 'attempt;
+            }
+            won.extend(round.iter().filter(|&&i| got[&i] == claims[i].slots.len()));
+        }
+        tx.commit().await?;
+        for i in won {
+            result[i] = true;
+        }
+        return Ok(result);
+    }
+}
+
+fn is_deadlock(e: &DbError) -> bool {
+    matches!(e, DbError::Query(sqlx::Error::Database(d)) if d.code().as_deref() == Some("40P01"))
+}
+
+/// Claims not `refused`, split in rounds within which no (vendor, slot) repeats (one INSERT …
+/// ON CONFLICT cannot touch a row twice). Pure.
+fn rounds(claims: &[UnitClaim], refused: &[bool]) -> Vec<Vec<usize>> {
+    let mut seen: Vec<HashSet<(Uuid, i32)>> = Vec::new();
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (i, c) in claims.iter().enumerate().filter(|(i, _)| !refused[*i]) {
+        let keys: Vec<(Uuid, i32)> = c.slots.iter().map(|s| (c.vendor_id, *s)).collect();
+        match seen
+            .iter()
+            .position(|round| keys.iter().all(|k| !round.contains(k)))
+        {
+            Some(r) => {
+                seen[r].extend(keys);
+                rounds[r].push(i);
+            }
+            None => {
+                seen.push(keys.into_iter().collect());
+                rounds.push(vec![i]);
+            }
+        }
+    }
+    rounds
+}
+
+/// One statement for the claims `round` (indexes into `claims`): how many slots each got.
+async fn claim_round(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    claims: &[UnitClaim],
+    round: &[usize],
+    pod: &str,
+    ttl: Duration,
+) -> Result<HashMap<usize, usize>, DbError> {
+    // Rows in (vendor, slot) order, the order every claimer locks them in (`claim` too), so
+    // two claimers never wait for each other's rows crosswise.
+    let mut rows: Vec<(Uuid, i32, i32, i64)> = round
+        .iter()
+        .flat_map(|&i| {
+            let c = &claims[i];
+            c.slots
+                .iter()
+                .map(move |s| (c.vendor_id, *s, i as i32, c.config_version))
+        })
+        .collect();
+    rows.sort_unstable();
+    let (mut vendors, mut slots, mut units, mut versions) = (vec![], vec![], vec![], vec![]);
+    for (v, s, u, c) in rows {
+        vendors.push(v);
+        slots.push(s);
+        units.push(u);
+        versions.push(c);
+    }
+    // Units with a slot held by a live other pod are left out whole; the ON CONFLICT condition
+    // (the same as `claim`'s) still decides each slot, so a concurrent claimer is never robbed.
+    let got: Vec<(i32,)> = sqlx::query_as(
+        "WITH want AS ( \
+             SELECT * FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::int8[]) \
+                 AS w(vendor_id, slot, unit, config_version)), \
+         blocked AS ( \
+             SELECT DISTINCT w.unit FROM want w JOIN vendor_mgmt.vendor_sessions s \
+                 ON s.vendor_id = w.vendor_id AND s.slot = w.slot \
+             WHERE s.pod <> $5 AND s.heartbeat >= now() - make_interval(secs => $6)), \
+         claimed AS ( \
+             INSERT INTO vendor_mgmt.vendor_sessions \
+                 (vendor_id, slot, pod, state, since, last_error, heartbeat, config_version) \
+             SELECT w.vendor_id, w.slot, $5, 'claimed', now(), NULL, now(), w.config_version \
+             FROM want w WHERE w.unit NOT IN (SELECT unit FROM blocked) \
+             ORDER BY w.vendor_id, w.slot \
+             ON CONFLICT (vendor_id, slot) DO UPDATE SET pod = EXCLUDED.pod, state = 'claimed', \
+                 since = now(), last_error = NULL, heartbeat = now(), \
+                 config_version = EXCLUDED.config_version \
+             WHERE vendor_mgmt.vendor_sessions.pod = EXCLUDED.pod \
+                OR vendor_mgmt.vendor_sessions.heartbeat < now() - make_interval(secs => $6) \
+             RETURNING vendor_id, slot) \
+         SELECT w.unit FROM claimed c JOIN want w ON w.vendor_id = c.vendor_id AND w.slot = c.slot",
+    )
+    .bind(&vendors)
+    .bind(&slots)
+    .bind(&units)
+    .bind(&versions)
+    .bind(pod)
+    .bind(interval(ttl))
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut count: HashMap<usize, usize> = round.iter().map(|&i| (i, 0)).collect();
+    for (unit,) in got {
+        *count.entry(unit as usize).or_default() += 1;
+    }
+    Ok(count)
+}
+
 /// Reports one slot's state. `since` moves only when the state changes; `last_error` is
 /// replaced (None clears it). Returns false when `pod` no longer holds the slot.
 pub async fn report(
@@ -351,6 +532,31 @@ pub async fn slots(pool: &PgPool, vendor_id: Uuid) -> Result<Vec<Slot>, DbError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slot_asked_twice_in_a_batch_goes_to_a_later_round_and_refused_ones_to_none() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let c = |v, slots: &[i32]| UnitClaim {
+            vendor_id: v,
+            slots: slots.to_vec(),
+            config_version: 1,
+        };
+        let claims = [
+            c(a, &[0, 1]),
+            c(b, &[0]),
+            c(a, &[1]),
+            c(a, &[2]),
+            c(a, &[1]),
+        ];
+        assert_eq!(
+            rounds(&claims, &[false; 5]),
+            vec![vec![0, 1, 3], vec![2], vec![4]]
+        );
+        assert_eq!(
+            rounds(&claims, &[true, false, false, false, true]),
+            vec![vec![1, 2, 3]]
+        );
+    }
 
     #[test]
     fn slot_state_round_trips_and_serializes_as_the_column_value() {

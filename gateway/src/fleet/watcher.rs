@@ -147,13 +147,22 @@ async fn listen(
     migrated: &mut bool,
     schema_ready: &CancellationToken,
 ) -> anyhow::Result<()> {
-    if !*migrated {
-        smpp_db::migrate(pool).await?;
+    // The listener's own connection (TCP and a SCRAM handshake) opens while the migrations
+    // run: at start the two are the longest steps before the first read.
+    let connect = async {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(CHANNEL).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    let mut listener = if *migrated {
+        connect.await?
+    } else {
+        let (schema, listener) = tokio::join!(smpp_db::migrate(pool), connect);
+        schema?;
         *migrated = true;
         schema_ready.cancel();
-    }
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
+        listener?
+    };
     // LISTEN first, then read: a change between the two is seen either way.
     resync(pool, store, manager, metrics).await?;
     metrics.db_up.set(1);

@@ -9,7 +9,9 @@ use super::worker::SlotWorker;
 use super::*;
 use std::sync::atomic::AtomicBool;
 
+use crate::fleet::budget::SLOT_TTL;
 use crate::fleet::config::{self, tests::row};
+use crate::fleet::dial_gate::DialGate;
 use crate::fleet::sessions::AckAll;
 use crate::smpp::pdu::BindKind;
 use tokio::sync::watch;
@@ -22,6 +24,8 @@ fn ctx() -> Arc<Ctx> {
     let metrics = Arc::new(Metrics::new());
     Arc::new(Ctx {
         fleet: Fleet::new(pool.clone(), "pod".into(), None),
+        claims: Claims::start(pool.clone(), "pod".into(), SLOT_TTL),
+        dials: DialGate::new(1),
         reporter: Reporter::start(pool, "pod".into(), metrics.clone()),
         registry: Arc::new(Registry::default()),
         metrics,

@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::fleet::budget::Fleet;
+use crate::fleet::claims::Claims;
 use crate::fleet::config::VendorEntry;
+use crate::fleet::dial_gate::DialGate;
 use crate::fleet::reload::Action;
 use crate::fleet::reporter::Reporter;
 use crate::fleet::sessions::{Inbound, SessionIndex};
@@ -34,6 +36,10 @@ use crate::smpp::session::Timeouts;
 /// What every vendor task shares.
 pub struct Ctx {
     pub fleet: Arc<Fleet>,
+    /// Slot questions to PostgreSQL, batched across vendors.
+    pub claims: Arc<Claims>,
+    /// Turns to dial, per vendor address.
+    pub dials: DialGate,
     pub reporter: Reporter,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,

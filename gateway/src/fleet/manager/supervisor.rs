@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use smpp_db::sessions::{self as db};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::worker::SlotWorker;
 use super::{Change, Ctx};
-use crate::fleet::budget::{self, SLOT_TTL};
+use crate::fleet::budget;
 use crate::fleet::config::{VendorConfig, VendorEntry};
 use crate::fleet::reload::{RebindStrategy, rebind_strategy};
 use crate::fleet::state::VendorState;
@@ -212,14 +211,7 @@ impl Supervisor {
     }
 
     async fn others_units(&self, bpu: u32) -> Option<Vec<u32>> {
-        match db::slots_held_by_others(
-            &self.ctx.fleet.pool,
-            self.v.id,
-            &self.ctx.fleet.pod,
-            SLOT_TTL,
-        )
-        .await
-        {
+        match self.ctx.claims.held_by_others(self.v.id).await {
             Ok(slots) => {
                 let mut u: Vec<u32> = slots.iter().map(|s| budget::slot_unit(*s, bpu)).collect();
                 u.dedup();
@@ -239,16 +231,7 @@ impl Supervisor {
 
     async fn claim(&self, unit: u32, cfg: &VendorConfig) -> bool {
         let slots = budget::unit_slots(unit, cfg.conn.mode.binds_per_unit());
-        match db::claim(
-            &self.ctx.fleet.pool,
-            self.v.id,
-            &slots,
-            &self.ctx.fleet.pod,
-            cfg.version,
-            SLOT_TTL,
-        )
-        .await
-        {
+        match self.ctx.claims.claim(self.v.id, slots, cfg.version).await {
             Ok(got) => got,
             Err(e) => {
                 self.ctx

@@ -98,7 +98,10 @@ impl SlotWorker {
                 _ = self.stop.cancelled() => return Exit::Stopped,
                 _ = self.lost.cancelled() => return Exit::Lost,
                 // Boxed: the TLS handshake's state is large and only lives while dialing.
-                r = Box::pin(dial::dial(&cfg.conn, self.kind, self.ctx.connect_timeout, self.ctx.timeouts.bind, &name, &self.v.tracer)) => r,
+                r = Box::pin(async {
+                    let _turn = self.ctx.dials.enter(&cfg.conn.host, cfg.conn.port).await;
+                    dial::dial(&cfg.conn, self.kind, self.ctx.connect_timeout, self.ctx.timeouts.bind, &name, &self.v.tracer).await
+                }) => r,
             };
             let failure = match dialed {
                 Err(f) => f,
