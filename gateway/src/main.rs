@@ -320,6 +320,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let peers_stop = CancellationToken::new();
     let peers = Peers::start(
         pool.clone(),
+        pod.clone(),
         metrics.clone(),
         Duration::from_secs(1),
         peers_stop.clone(),

@@ -572,6 +572,22 @@ async fn bound_pods_lists_live_pods_with_bound_slots_per_vendor() {
     assert_eq!(got, want);
     // Vendor c: a stale slot and a slot whose pod has no gateway_pods row: nobody to forward to.
     assert!(got.iter().all(|p| p.vendor_id != c));
+    // What one pod can forward to: the others, and only those with an address.
+    assert_eq!(
+        sessions::forward_targets(&pool, "gw-1", SLOT_TTL)
+            .await
+            .unwrap(),
+        want.iter()
+            .filter(|p| p.pod == "gw-0")
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        sessions::forward_targets(&pool, "gw-0", SLOT_TTL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// The row, changed fields and drift flag of an upsert that must have updated.

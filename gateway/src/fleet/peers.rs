@@ -1,6 +1,7 @@
-//! Which pods of the fleet hold a bound session of which vendor, and at what address they
-//! take forwarded submits. Read from vendor_sessions and gateway_pods once a second: a
-//! snapshot, so the submit path never queries PostgreSQL.
+//! Which other pods of the fleet hold a bound session of which vendor, and at what address
+//! they take forwarded submits. Read from vendor_sessions and gateway_pods once a second: a
+//! snapshot, so the submit path never queries PostgreSQL. Only the rows this pod can forward
+//! to are read (not its own), so a pod alone reads none.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -58,6 +59,7 @@ impl Peers {
     /// Refreshes the snapshot every `every` until `stop`.
     pub fn start(
         pool: PgPool,
+        me: String,
         metrics: Arc<Metrics>,
         every: Duration,
         stop: CancellationToken,
@@ -71,7 +73,7 @@ impl Peers {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                match db::bound_pods(&pool, SLOT_TTL).await {
+                match db::forward_targets(&pool, &me, SLOT_TTL).await {
                     Ok(rows) => p.set(rows),
                     Err(e) => {
                         metrics.db_errors.with_label_values(&["bound_pods"]).inc();
