@@ -77,3 +77,30 @@ async fn customers_suite_measures_both_shapes() {
     // Run alone, the Kannel comparison says where its figure comes from.
     assert!(md.contains("--only messages,customers"), "{md}");
 }
+
+/// The figure of a row (`| metric | target | median | met | runs |`) in `md`, or a panic naming
+/// what is missing.
+fn median_of<'a>(md: &'a str, metric: &str) -> &'a str {
+    let row = md
+        .lines()
+        .find(|l| l.starts_with(&format!("| {metric} |")))
+        .unwrap_or_else(|| panic!("no row {metric:?} in:\n{md}"));
+    row.split('|').nth(3).unwrap_or("").trim()
+}
+
+#[tokio::test]
+async fn session_suite_measures_the_session_layer_and_the_raw_exchange() {
+    let md = quick("session").await;
+    assert!(!md.contains("**Not measured:**"), "{md}");
+    for shape in ["1 bind × window 10", "4 binds × window 100"] {
+        for what in ["raw exchange: submits/s", "session layer: submits/s"] {
+            let m = median_of(&md, &format!("{shape}: {what}"));
+            assert!(m.ends_with("msg/s"), "{shape}: {what}: {m}");
+        }
+        let ratio = median_of(
+            &md,
+            &format!("{shape}: session layer / raw exchange (goal ≥ 50 %)"),
+        );
+        assert!(ratio.ends_with('%'), "{ratio}");
+    }
+}

@@ -2,7 +2,7 @@
 //! benchmarks against the real parts of `make env-up` and the compiled sink, prints the
 //! figures and writes docs/benchmarks.md. Every load is on 127.0.0.1, bounded in count and time.
 //!
-//!   smpp-bench run [--out docs/benchmarks.md] [--only gateway,kannel,operator,messages,customers] [--quick]
+//!   smpp-bench run [--out docs/benchmarks.md] [--only gateway,kannel,operator,messages,session,customers] [--quick]
 //!   smpp-bench sink [--listeners 1] [--seconds 60]   (a standalone sink, prints its ports)
 
 mod common;
@@ -12,6 +12,7 @@ mod kannel;
 mod load;
 mod messages;
 mod operator;
+mod session;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -38,8 +39,11 @@ enum Cmd {
         /// Report file (markdown).
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
-        /// Comma-separated suites: gateway, kannel, operator, messages, customers.
-        #[arg(long, default_value = "gateway,kannel,operator,messages,customers")]
+        /// Comma-separated suites: gateway, kannel, operator, messages, session, customers.
+        #[arg(
+            long,
+            default_value = "gateway,kannel,operator,messages,session,customers"
+        )]
         only: String,
         /// Fewer runs and smaller loads (a smoke test of the benchmarks themselves).
         #[arg(long)]
@@ -185,7 +189,14 @@ fn log(msg: &str) {
 }
 
 /// In run order: customers compares with the messages suite's Kannel and HTTP figures.
-const SUITES: [&str; 5] = ["gateway", "kannel", "operator", "messages", "customers"];
+const SUITES: [&str; 6] = [
+    "gateway",
+    "kannel",
+    "operator",
+    "messages",
+    "session",
+    "customers",
+];
 
 /// What the suites produce; the Kannel suite compares with the gateway suite's medians.
 #[derive(Default)]
@@ -356,6 +367,14 @@ async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<(
             "gateway" => gateway_suite(&env, &plan, &mut c).await,
             "kannel" => kannel_suite(&plan, &mut c).await,
             "messages" => messages_suite(&env, quick, &mut c).await,
+            "session" => {
+                let p = session::SessionPlan::new(quick);
+                log(&format!(
+                    "session: the session layer alone vs the raw exchange, {} runs × {} messages",
+                    p.runs, p.n
+                ));
+                c.sections.push(session::suite(&p).await);
+            }
             "customers" => {
                 let (s, cmp) =
                     customers::suite(&env, quick, c.kannel_best.as_ref(), &c.http_ours).await;
