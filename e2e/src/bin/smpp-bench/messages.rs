@@ -65,7 +65,17 @@ impl MsgPlan {
                 batch_n: 40_000,
                 paced: Duration::from_secs(3),
                 kannel_n: 15_000,
-                kannel_settings: vec![(1, 10), (1, 100), (1, 500), (4, 100)],
+                // max-pending-submits 10/100/500 on one bind, and instances 2 and 4 (binds
+                // of one smsc-id) at 100 and 500.
+                kannel_settings: vec![
+                    (1, 10),
+                    (1, 100),
+                    (1, 500),
+                    (2, 100),
+                    (2, 500),
+                    (4, 100),
+                    (4, 500),
+                ],
             }
         }
     }
