@@ -104,3 +104,17 @@ async fn session_suite_measures_the_session_layer_and_the_raw_exchange() {
         assert!(ratio.ends_with('%'), "{ratio}");
     }
 }
+
+#[tokio::test]
+async fn forward_suite_measures_what_a_forward_adds() {
+    let md = quick("forward").await;
+    assert!(!md.contains("**Not measured:**"), "{md}");
+    for metric in [
+        "direct (the pod holding the bind), p50",
+        "forwarded (a pod without a bind), p50",
+        "added by the forward, p50",
+    ] {
+        let m = median_of(&md, metric);
+        assert!(m.ends_with("ms"), "{metric}: {m}");
+    }
+}

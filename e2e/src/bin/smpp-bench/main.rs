@@ -2,11 +2,12 @@
 //! benchmarks against the real parts of `make env-up` and the compiled sink, prints the
 //! figures and writes docs/benchmarks.md. Every load is on 127.0.0.1, bounded in count and time.
 //!
-//!   smpp-bench run [--out docs/benchmarks.md] [--only gateway,kannel,operator,messages,session,customers] [--quick]
+//!   smpp-bench run [--out docs/benchmarks.md] [--only gateway,kannel,operator,messages,session,forward,customers] [--quick]
 //!   smpp-bench sink [--listeners 1] [--seconds 60]   (a standalone sink, prints its ports)
 
 mod common;
 mod customers;
+mod forward;
 mod gateway;
 mod kannel;
 mod load;
@@ -39,10 +40,11 @@ enum Cmd {
         /// Report file (markdown).
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
-        /// Comma-separated suites: gateway, kannel, operator, messages, session, customers.
+        /// Comma-separated suites: gateway, kannel, operator, messages, session, forward,
+        /// customers.
         #[arg(
             long,
-            default_value = "gateway,kannel,operator,messages,session,customers"
+            default_value = "gateway,kannel,operator,messages,session,forward,customers"
         )]
         only: String,
         /// Fewer runs and smaller loads (a smoke test of the benchmarks themselves).
@@ -189,12 +191,13 @@ fn log(msg: &str) {
 }
 
 /// In run order: customers compares with the messages suite's Kannel and HTTP figures.
-const SUITES: [&str; 6] = [
+const SUITES: [&str; 7] = [
     "gateway",
     "kannel",
     "operator",
     "messages",
     "session",
+    "forward",
     "customers",
 ];
 
@@ -374,6 +377,16 @@ async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<(
                     p.runs, p.n
                 ));
                 c.sections.push(session::suite(&p).await);
+            }
+            "forward" => {
+                let p = forward::ForwardPlan::new(quick);
+                log(&format!(
+                    "forward: {} gateways, direct vs forwarded at {} msg/s, {} runs",
+                    forward::PODS,
+                    p.rate,
+                    p.runs
+                ));
+                c.sections.push(forward::suite(&env, &p).await);
             }
             "customers" => {
                 let (s, cmp) =

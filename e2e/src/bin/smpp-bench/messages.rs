@@ -275,7 +275,7 @@ async fn phase(
 const TOKEN: &str = "bench-token-not-a-secret";
 const MESSAGE: &str = r#"{"to":"+4915112345678","from":"4912345","text":"bench message"}"#;
 
-fn single_request() -> load::MakeRequest {
+pub fn single_request() -> load::MakeRequest {
     let req = load::post("/api/v1/messages", TOKEN, MESSAGE.as_bytes());
     Arc::new(move |_| req.clone())
 }
@@ -286,7 +286,7 @@ fn batch_request(size: usize) -> load::MakeRequest {
     Arc::new(move |_| req.clone())
 }
 
-fn judge_single() -> load::Judge {
+pub fn judge_single() -> load::Judge {
     Arc::new(|status, _| if status == 201 { (1, 0) } else { (0, 1) })
 }
 
@@ -304,7 +304,7 @@ fn judge_batch(size: u64) -> load::Judge {
     })
 }
 
-fn closed(
+pub fn closed(
     port: u16,
     conns: usize,
     total: u64,
