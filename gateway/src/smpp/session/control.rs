@@ -6,7 +6,7 @@ use super::{
     Tunables, Window,
 };
 use crate::smpp::codec::{CodecError, Frame};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,9 @@ use crate::smpp::trace::{Direction, Tracer};
 pub(super) struct Control {
     pub(super) out: Out,
     pub(super) inflight: HashMap<u32, Pending>,
+    /// (sent, seq) of the requests in flight in send order, answered ones dropped lazily: the
+    /// oldest is at the front, so finding the next expiry is not a scan of the window per PDU.
+    pub(super) order: VecDeque<(Instant, u32)>,
     pub(super) seq: u32,
     pub(super) vendor: Arc<str>,
     pub(super) tracer: Arc<Tracer>,
@@ -32,6 +35,9 @@ pub(super) struct Control {
     /// When we last sent an enquire_link (start of the session before the first).
     pub(super) last_enquire: Instant,
 }
+
+/// Requests taken from the queue per turn of the control loop at most.
+const DRAIN: usize = 64;
 
 enum Step {
     Continue,
@@ -79,7 +85,17 @@ impl Control {
                         return r;
                     }
                 },
-                Some(req) = req_rx.recv() => self.request(req),
+                Some(req) = req_rx.recv() => {
+                    self.request(req);
+                    // What else is queued goes now, into the same write batch, without a
+                    // round of the select per request.
+                    for _ in 1..DRAIN {
+                        match req_rx.try_recv() {
+                            Ok(req) => self.request(req),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Ok(()) = tun_rx.changed() => {
                     interval = tun_rx.borrow().enquire_interval;
                 }
@@ -103,17 +119,25 @@ impl Control {
     /// else the next one's send time; or, when sooner, the expiry of the oldest request in
     /// flight, so an unanswered request gives its window slot back on time (not only at the
     /// next enquire_link, which may be many response timeouts away).
-    fn next_due(&self, interval: Duration) -> Instant {
+    fn next_due(&mut self, interval: Duration) -> Instant {
         let enquire = match self.enquire {
             Some((_, sent)) => sent + self.timeouts.enquire_response,
             None => self.last_enquire + interval,
         };
         let limit = self.timeouts.response;
-        self.inflight
-            .values()
-            .map(|p| p.sent + limit)
-            .min()
-            .map_or(enquire, |expiry| expiry.min(enquire))
+        self.oldest_in_flight()
+            .map_or(enquire, |sent| (sent + limit).min(enquire))
+    }
+
+    /// When the oldest request still in flight was sent; drops answered ones from the front.
+    fn oldest_in_flight(&mut self) -> Option<Instant> {
+        while let Some(&(sent, seq)) = self.order.front() {
+            if self.inflight.get(&seq).is_some_and(|p| p.sent == sent) {
+                return Some(sent);
+            }
+            self.order.pop_front();
+        }
+        None
     }
 
     /// Sends an enquire_link, or ends the session when the last one went unanswered. Also
@@ -127,16 +151,17 @@ impl Control {
             )));
         }
         let limit = self.timeouts.response;
-        let expired: Vec<u32> = self
-            .inflight
-            .iter()
-            .filter(|(_, p)| p.sent.elapsed() >= limit)
-            .map(|(s, _)| *s)
-            .collect();
-        for s in expired {
-            if let Some(p) = self.inflight.remove(&s) {
+        while let Some(sent) = self.oldest_in_flight()
+            && sent.elapsed() >= limit
+        {
+            let (_, seq) = self.order.pop_front().expect("oldest_in_flight saw it");
+            if let Some(p) = self.inflight.remove(&seq) {
                 let _ = p.reply.send(Err(SubmitError::Timeout(limit)));
             }
+        }
+        // Idle (this runs at least every enquire interval): the room a burst took goes back.
+        if self.inflight.is_empty() && self.order.capacity() > 64 {
+            self.order = VecDeque::new();
         }
         if self.enquire.is_none() && self.last_enquire.elapsed() >= interval {
             let seq = self.next_seq();
@@ -158,14 +183,16 @@ impl Control {
                         let _ = reply.send(Err(e.into()));
                     }
                     Ok(cmd) => {
+                        let sent = Instant::now();
                         self.inflight.insert(
                             seq,
                             Pending {
                                 reply,
-                                sent: Instant::now(),
+                                sent,
                                 _permit: permit,
                             },
                         );
+                        self.order.push_back((sent, seq));
                         self.send(cmd);
                     }
                 }
@@ -251,6 +278,7 @@ impl Control {
     }
 
     fn fail_all(&mut self) {
+        self.order.clear();
         for (_, p) in self.inflight.drain() {
             let _ = p.reply.send(Err(SubmitError::Closed));
         }

@@ -191,6 +191,7 @@ async fn an_idle_sessions_tasks_stay_small() {
     let ctl = Control {
         out,
         inflight: HashMap::new(),
+        order: Default::default(),
         seq: 1,
         vendor: "v".into(),
         tracer: tracer.clone(),

@@ -249,6 +249,7 @@ pub fn spawn(
     let ctl = Control {
         out: out_tx,
         inflight: HashMap::new(),
+        order: Default::default(),
         seq: 1,
         vendor,
         tracer,

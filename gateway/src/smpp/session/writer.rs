@@ -55,6 +55,7 @@ pub async fn write_batches(
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut n = 0;
+        let mut yielded = false;
         while let Some(cmd) = next.take() {
             on_out(&cmd);
             // Room first, then the PDU moves straight from its box into the sink.
@@ -66,6 +67,14 @@ pub async fn write_batches(
             n += 1;
             if n < BATCH {
                 next = rx.try_recv();
+                if next.is_none() && !yielded {
+                    // Once per batch, let the tasks that are ready (the requests' senders)
+                    // queue theirs before the write: under load one syscall then carries
+                    // several PDUs instead of one each; idle, the task runs again at once.
+                    yielded = true;
+                    tokio::task::yield_now().await;
+                    next = rx.try_recv();
+                }
             }
         }
         if sink.flush().await.is_err() {
