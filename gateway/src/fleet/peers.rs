@@ -67,7 +67,8 @@ impl Peers {
         let peers = Arc::new(Self::default());
         let p = peers.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            // The first read one period after start, not during it: nothing is bound before.
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,

@@ -160,11 +160,14 @@ async fn listen(
         let (schema, listener) = tokio::join!(smpp_db::migrate(pool), connect);
         schema?;
         *migrated = true;
-        schema_ready.cancel();
         listener?
     };
     // LISTEN first, then read: a change between the two is seen either way.
     resync(pool, store, manager, metrics).await?;
+    // What waits for the schema (heartbeat, account watcher, SMPP server) starts once the
+    // vendors are read: at start their connections and queries would otherwise compete with
+    // the first read and the slot claims for the pool and the CPU.
+    schema_ready.cancel();
     metrics.db_up.set(1);
     tracing::info!(channel = CHANNEL, "listening for vendor changes");
     let mut tick =
