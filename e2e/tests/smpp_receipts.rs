@@ -209,6 +209,8 @@ async fn a_customer_bound_on_another_gateway_than_the_vendors_bind_gets_its_rece
     })
     .await?;
     assert_eq!(b.gw.bound(VENDOR).await?, 0);
+    // Its forwarding snapshot (read once a second) lists a's bind.
+    b.gw.wait_forwardable(1, SETTLE).await?;
     let mut e = r.bind(&b, BindType::Transceiver).await?;
     let id = submit(&mut e, "from far away").await?;
     let (c, got) = receipt(&mut e).await?;

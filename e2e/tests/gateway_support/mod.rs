@@ -442,6 +442,17 @@ impl Gateway {
         .await
     }
 
+    /// Waits until /ready counts at least `n` vendors this gateway reaches through other pods
+    /// (its forwarding snapshot lists their binds).
+    pub async fn wait_forwardable(&self, n: u64, timeout: Duration) -> Result<()> {
+        wait::until(&format!("{n} vendors via other pods"), timeout, || async {
+            let (_, body) = get(self.http, "/ready").await?;
+            let v: Value = serde_json::from_str(&body)?;
+            Ok((v["vendors_via_other_pods"].as_u64().unwrap_or(0) >= n).then_some(()))
+        })
+        .await
+    }
+
     /// Waits until the vendor `name` has at least `n` bound sessions on this gateway.
     pub async fn wait_bound(&self, name: &str, n: u64, timeout: Duration) -> Result<()> {
         wait::until(&format!("{name}: {n} sessions bound"), timeout, || async {

@@ -67,8 +67,9 @@ impl Peers {
         let peers = Arc::new(Self::default());
         let p = peers.clone();
         tokio::spawn(async move {
-            // The first read one period after start, not during it: nothing is bound before.
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            // The first read at once: a pod joining a running fleet can forward (and is ready)
+            // before it holds a bind of its own.
+            let mut tick = tokio::time::interval(every);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
