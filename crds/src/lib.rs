@@ -371,7 +371,7 @@ pub struct MessageIdsSpec {
     /// How the vendor writes the message_id of submit_sm_resp. Auto (default): match exactly first, then by numeric value under every plausible reading (decimal, hex), with arbitrary precision and leading zeros kept in what is stored and shown. AsIs: compare exactly as written. Decimal: a decimal number (leading zeros carry no meaning). Hex: a hexadecimal number, any letter case.
     #[serde(default)]
     pub submit_resp: IdFormat,
-    /// How the vendor writes the id in delivery receipts (the "id:" field or the receipted_message_id TLV). Same values as submitResp: Auto (default), AsIs, Decimal or Hex.
+    /// How the vendor writes the id in delivery receipts (the "id:" field or the receipted_message_id TLV). Same values as submitResp: Auto (default), AsIs, Decimal or Hex. Under Auto, a receipt whose all-digit id matches only through a numeric reading waits 3 s for a message written exactly like it (an early receipt); declare both formats to avoid the wait.
     #[serde(default)]
     pub receipt: IdFormat,
 }

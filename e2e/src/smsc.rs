@@ -174,6 +174,7 @@ pub struct SmscConfig {
     receipts: ReceiptSettings,
     listeners: Vec<ListenerSpec>,
     log_pdus: bool,
+    message_id_start: Option<u64>,
 }
 
 impl SmscConfig {
@@ -185,6 +186,7 @@ impl SmscConfig {
             receipts: ReceiptSettings::default(),
             listeners: Vec::new(),
             log_pdus: false,
+            message_id_start: None,
         }
     }
 
@@ -269,6 +271,13 @@ impl SmscConfig {
         self
     }
 
+    /// The first message id the simulator gives (then counting up by one; the default starts
+    /// from the clock, so that runs do not reuse ids).
+    pub fn message_id_start(mut self, first: u64) -> Self {
+        self.message_id_start = Some(first);
+        self
+    }
+
     /// Logs every received PDU to the simulator log (smsc.log in its directory).
     pub fn log_pdus(mut self) -> Self {
         self.log_pdus = true;
@@ -311,6 +320,7 @@ impl SmscConfig {
             "receipts": self.receipts,
             "stats_port": ports.get(STATS_KEY).copied().unwrap_or(0),
             "log_pdus": self.log_pdus,
+            "message_id_start": self.message_id_start,
             "listeners": listeners,
         })
     }

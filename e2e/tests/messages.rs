@@ -315,6 +315,42 @@ async fn receipt_before_submit_resp_is_correlated() -> Result {
     Ok(())
 }
 
+/// Decimal ids 10..=16 under the default `Auto` formats, each receipt before its
+/// submit_sm_resp: receipt "16" read as decimal is 0x10, which is message "10" read as hex.
+/// Each message still gets its own receipt, and message "10" only its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_receipt_goes_to_the_message_written_like_its_id() -> Result {
+    let early = Behaviour {
+        receipt_before_resp: true,
+        ..Default::default()
+    };
+    let smsc = Smsc::start(sim().message_id_start(10).plain("early", early)).await?;
+    let rig = Rig::start("gw-msg-early-ids", &[]).await?;
+    rig.vendor("earlyids", smsc.port("early"), &[]).await?;
+    let mut ids = Vec::new();
+    for n in 10..=16 {
+        let a = rig
+            .submit_ok(&message(TO, &format!("early id {n}"), Some("earlyids")))
+            .await?;
+        assert_eq!(strs(&a["vendor_message_ids"]), [n.to_string()], "{a}");
+        ids.push(id_of(&a));
+    }
+    for id in &ids {
+        let m = rig.delivered(id).await?;
+        assert_eq!(count(&history_events(&m), "receipt"), 1, "{m}");
+    }
+    // Past the grace in which "16" could still have gone to "10": it did not.
+    wait::until("receipts acknowledged", SETTLE, || async {
+        let s = smsc.stats().await?;
+        Ok((s.receipts_acked == 7 && s.receipts_pending == 0).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(smpp_gateway::messaging::receipts::EXACT_MATCH_GRACE).await;
+    let first = rig.delivered(&ids[0]).await?;
+    assert_eq!(count(&history_events(&first), "receipt"), 1, "{first}");
+    Ok(())
+}
+
 /// A submit_sm as the PDU trace shows it.
 #[derive(Debug)]
 struct SubmitPdu {

@@ -572,6 +572,7 @@ async fn build_messaging(
         mo_url: args.mo_url.clone(),
         accounts: accounts.clone(),
         outbox: outbox.clone(),
+        exact_grace: smpp_gateway::messaging::receipts::EXACT_MATCH_GRACE,
     });
     let limits = Limits {
         max_parts: args.max_parts,

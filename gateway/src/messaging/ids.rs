@@ -41,6 +41,17 @@ pub fn matches(
         .any(|k| stored.contains(k))
 }
 
+/// Whether a receipt that matched through its key number `matched` (of `receipt_keys(id,
+/// fmt)`) may belong to another message whose mapping is not written yet. Only under `Auto`,
+/// only through a numeric key, and only when the id reads as two different numbers (an
+/// all-digit id of two digits or more): then a message written exactly like the receipt's id
+/// would win over this match once stored (receipt `85` read as hex is message `133`'s decimal
+/// reading, but message `85` is the one the vendor meant). Such a match waits for the exact
+/// key (see `receipts::ReceiptHandler`).
+pub fn match_is_uncertain(id: &str, fmt: IdFormat, matched: usize) -> bool {
+    fmt == IdFormat::Auto && matched > 0 && keys(id, fmt).len() >= 3
+}
+
 fn keys(id: &str, fmt: IdFormat) -> Vec<String> {
     // NULs too: some vendors count the C string terminator into the id.
     let id = id.trim_matches(|c: char| c.is_whitespace() || c == '\0');
@@ -170,6 +181,25 @@ mod tests {
         // AsIs keeps no numeric key, so it never meets a numeric format's key.
         assert!(!matches("255", AsIs, "255", Decimal));
         assert!(matches("255", AsIs, "255", Auto));
+    }
+
+    #[test]
+    fn only_a_numeric_match_of_a_two_number_id_is_uncertain() {
+        // "85" reads as 85 and as 0x85: matched through a reading, another message may be
+        // written "85" exactly.
+        assert!(match_is_uncertain("85", Auto, 1));
+        assert!(match_is_uncertain("85", Auto, 2));
+        // Through the exact key: certain.
+        assert!(!match_is_uncertain("85", Auto, 0));
+        // One reading only (hex letters, one digit, 0x): no other number to be confused with.
+        assert!(!match_is_uncertain("1A2B", Auto, 1));
+        assert!(!match_is_uncertain("7", Auto, 1));
+        assert!(!match_is_uncertain("0x85", Auto, 1));
+        // Declared formats have one reading.
+        for f in [AsIs, Decimal, Hex] {
+            assert!(!match_is_uncertain("85", f, 0));
+            assert!(!match_is_uncertain("85", f, 1));
+        }
     }
 
     #[test]

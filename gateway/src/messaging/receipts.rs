@@ -22,7 +22,7 @@ use crate::messaging::ids;
 use crate::messaging::model::{HistoryEntry, MessageStatus};
 use crate::messaging::outbox::ReceiptQueue;
 use crate::messaging::receipt::{self, Inbound as Classified, Receipt, ReceiptStat};
-use crate::messaging::store::{self, StatusChange, Store};
+use crate::messaging::store::{self, Correlated, StatusChange, Store};
 use crate::metrics::Metrics;
 use crate::smpp::session::DeliverReply;
 
@@ -71,7 +71,14 @@ pub struct ReceiptHandler {
     /// Where receipts for customers go: the `outbox::Outbox` the SMPP server's sessions
     /// consume (a `MemoryQueue` in in-process tests).
     pub outbox: Arc<dyn ReceiptQueue>,
+    /// How long a receipt matched only through a numeric reading of an `Auto` id waits for
+    /// a message written exactly like it ([`EXACT_MATCH_GRACE`] in production).
+    pub exact_grace: Duration,
 }
+
+/// Covers a receipt sent before its submit_sm_resp, or racing the write of its mapping: the
+/// mapping is written once every part is acknowledged, well within this.
+pub const EXACT_MATCH_GRACE: Duration = Duration::from_secs(3);
 
 impl Inbound for Arc<ReceiptHandler> {
     fn deliver_sm(&self, vendor: &VendorConfig, cmd: Command, reply: DeliverReply) {
@@ -131,26 +138,121 @@ impl Inbound for Arc<ReceiptHandler> {
     }
 }
 
+/// What became of a receipt looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Looked {
+    Applied,
+    /// Waiting for its mapping (or, matched through a reading, for an exact one).
+    Parked,
+}
+
 impl ReceiptHandler {
     async fn handle(
-        &self,
+        self: &Arc<Self>,
         vendor_id: Uuid,
         vendor: &str,
         fmt: smpp_db::messaging::IdFormat,
         r: &Receipt,
     ) -> Result<(), crate::messaging::store::StoreError> {
-        let keys = receipt_keys(vendor_id, &r.message_id, fmt);
-        let parked = serde_json::to_string(&Parked::of(r)).expect("parked");
-        match self.store.correlate_or_park(&keys, &parked).await? {
-            Some((id, part)) => {
-                self.apply(&id, part, vendor_id, vendor, r.stat, r.err.as_deref())
-                    .await?;
-            }
-            None => {
-                self.metrics.receipts_parked.inc();
-            }
+        if self
+            .correlate(vendor_id, vendor, fmt, &Parked::of(r), r.stat)
+            .await?
+            == Looked::Parked
+        {
+            self.metrics.receipts_parked.inc();
         }
         Ok(())
+    }
+
+    /// Looks the receipt up and applies it, or parks it until its mapping is written. A match
+    /// that is uncertain (`ids::match_is_uncertain`: the message written exactly like the id
+    /// may be sent but not stored yet) waits under the exact key, where that message's mapping
+    /// will find it; only if none comes within `exact_grace` does the reading's match hold.
+    async fn correlate(
+        self: &Arc<Self>,
+        vendor_id: Uuid,
+        vendor: &str,
+        fmt: smpp_db::messaging::IdFormat,
+        p: &Parked,
+        stat: ReceiptStat,
+    ) -> Result<Looked, crate::messaging::store::StoreError> {
+        let keys = receipt_keys(vendor_id, &p.vendor_message_id, fmt);
+        let json = serde_json::to_string(p).expect("parked");
+        let found = match self.store.correlate_or_park(&keys, &json).await? {
+            None => return Ok(Looked::Parked),
+            Some(c) if ids::match_is_uncertain(&p.vendor_message_id, fmt, c.key) => {
+                match self.store.correlate_or_park(&keys[..1], &json).await? {
+                    Some(exact) => exact,
+                    None => {
+                        self.settle_later(keys[0].clone(), json, c, vendor_id, vendor);
+                        return Ok(Looked::Parked);
+                    }
+                }
+            }
+            Some(c) => c,
+        };
+        self.apply(
+            &found.id,
+            found.part,
+            vendor_id,
+            vendor,
+            stat,
+            p.err.as_deref(),
+        )
+        .await?;
+        Ok(Looked::Applied)
+    }
+
+    /// After `exact_grace`, applies a receipt parked under `exact` to `found` (its match
+    /// through a numeric reading) unless a mapping of `exact` took it meanwhile. The vendor
+    /// was answered when it was parked, so failures are retried here.
+    fn settle_later(
+        self: &Arc<Self>,
+        exact: String,
+        parked: String,
+        found: Correlated,
+        vendor_id: Uuid,
+        vendor: &str,
+    ) {
+        let (h, vendor) = (self.clone(), vendor.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(h.exact_grace).await;
+            let Ok(p) = serde_json::from_str::<Parked>(&parked) else {
+                return;
+            };
+            let Some(stat) = ReceiptStat::parse(&p.stat) else {
+                return;
+            };
+            let mut taken = false;
+            for (attempt, wait) in PARKED_RETRIES.iter().enumerate() {
+                let r = async {
+                    if !taken {
+                        taken = h.store.unpark(&exact, &parked).await?;
+                        if !taken {
+                            // Handed over to the exact mapping's writer, which applied it.
+                            return Ok(());
+                        }
+                    }
+                    h.apply(
+                        &found.id,
+                        found.part,
+                        vendor_id,
+                        &vendor,
+                        stat,
+                        p.err.as_deref(),
+                    )
+                    .await
+                };
+                match r.await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        h.metrics.redis_errors.with_label_values(&["receipt"]).inc();
+                        tracing::warn!(vendor = %vendor, error = %e, attempt = attempt + 1, "cannot apply a receipt matched through a numeric reading");
+                        tokio::time::sleep(*wait).await;
+                    }
+                }
+            }
+        });
     }
 
     async fn apply(
@@ -306,20 +408,12 @@ pub fn apply_parked(handler: &Arc<ReceiptHandler>, cfg: &VendorConfig, mut parke
             let Some(stat) = ReceiptStat::parse(&p.stat) else {
                 continue;
             };
-            let keys = receipt_keys(vid, &p.vendor_message_id, fmt);
             // The vendor was answered when it was parked: nobody resends it, so a failure
             // (Redis, or the customer's outbox) is retried here, a few times.
             for (attempt, wait) in PARKED_RETRIES.iter().enumerate() {
-                let r = async {
-                    let again = serde_json::to_string(&p).expect("parked");
-                    if let Some((id, part)) = h.store.correlate_or_park(&keys, &again).await? {
-                        h.apply(&id, part, vid, &vendor, stat, p.err.as_deref())
-                            .await?;
-                    }
-                    Ok::<(), crate::messaging::store::StoreError>(())
-                };
+                let r = h.correlate(vid, &vendor, fmt, &p, stat);
                 match r.await {
-                    Ok(()) => break,
+                    Ok(_) => break,
                     Err(e) => {
                         h.metrics.redis_errors.with_label_values(&["receipt"]).inc();
                         tracing::warn!(vendor = %vendor, error = %e, attempt = attempt + 1, "cannot apply an early receipt");

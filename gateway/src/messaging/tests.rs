@@ -48,6 +48,8 @@ pub(crate) struct Behaviour {
     pub(crate) receipt_first: bool,
     /// Hold receipts until the test releases them.
     pub(crate) hold_receipts: bool,
+    /// The message ids of the first submits, in order (then counting on from 1001).
+    pub(crate) ids: Vec<u64>,
 }
 
 /// What the test sees of the fake vendor.
@@ -112,8 +114,13 @@ pub(crate) fn fake_vendor(peer: tokio::io::DuplexStream, b: Behaviour) -> Vendor
                                 let _ = conn.send(Command::new(s, cmd.sequence_number(), r)).await;
                                 continue;
                             }
-                            next_id += 1;
-                            let id = next_id;
+                            let id = match b.ids.get(count as usize - 1) {
+                                Some(id) => *id,
+                                None => {
+                                    next_id += 1;
+                                    next_id
+                                }
+                            };
                             let shown = if b.hex_ids { format!("{id:X}") } else { id.to_string() };
                             let resp = Command::new(
                                 CommandStatus::EsmeRok,
@@ -200,6 +207,7 @@ pub(crate) fn core(vendors: &[(&str, i32, Behaviour)]) -> (Core, Vec<Vendor>) {
         mo_url: None,
         accounts: accounts.clone(),
         outbox: queue.clone(),
+        exact_grace: Duration::from_millis(300),
     });
     let sessions = Arc::new(SessionIndex::default());
     let mut cfgs = Vec::new();
@@ -344,6 +352,69 @@ async fn a_receipt_before_submit_sm_resp_is_parked_then_correlated() {
         v.status == MessageStatus::Delivered
     })
     .await;
+    assert_eq!(c.messenger.metrics.receipts_parked.get(), 1);
+}
+
+/// Message 4097 is stored and delivered; then message 1001's receipt comes before its
+/// submit_sm_resp. Read as hex, "1001" is 4097: the receipt must still go to message 1001
+/// (written exactly like it), not to message 4097 through the reading.
+#[tokio::test]
+async fn an_early_receipt_waits_for_the_message_written_exactly_like_its_id() {
+    let early = Behaviour {
+        receipt_first: true,
+        ids: vec![4097, 1001],
+        ..Behaviour::default()
+    };
+    let (c, _fakes) = core(&[("v", 100, early)]);
+    let first = c
+        .messenger
+        .submit_local(&req("first"), &c.vendors)
+        .await
+        .unwrap();
+    assert_eq!(first.vendor_message_ids, ["4097"]);
+    wait_for(&c.memory, &first.id, "delivered", |v| {
+        v.status == MessageStatus::Delivered
+    })
+    .await;
+    let second = c
+        .messenger
+        .submit_local(&req("second"), &c.vendors)
+        .await
+        .unwrap();
+    assert_eq!(second.vendor_message_ids, ["1001"]);
+    wait_for(&c.memory, &second.id, "delivered", |v| {
+        v.status == MessageStatus::Delivered
+    })
+    .await;
+    // Past the grace: the first message never got the second's receipt.
+    tokio::time::sleep(c.messenger.receipts.exact_grace * 2).await;
+    let v = c.memory.get(&first.id).await.unwrap().unwrap();
+    assert_eq!(receipts_in(&v), 1, "{:?}", v.history);
+}
+
+/// A receipt matched only through a numeric reading holds once no message written exactly
+/// like it has come within the grace: hex in submit_sm_resp, decimal in the receipt.
+#[tokio::test]
+async fn a_reading_match_holds_after_the_grace() {
+    let hex = Behaviour {
+        hex_ids: true,
+        ids: vec![4097],
+        ..Behaviour::default()
+    };
+    let (c, _fakes) = core(&[("v", 100, hex)]);
+    let started = tokio::time::Instant::now();
+    let a = c
+        .messenger
+        .submit_local(&req("hex"), &c.vendors)
+        .await
+        .unwrap();
+    // "1001" in the resp, "4097" in the receipt: "4097" reads as 4097 and as 0x4097.
+    assert_eq!(a.vendor_message_ids, ["1001"]);
+    wait_for(&c.memory, &a.id, "delivered", |v| {
+        v.status == MessageStatus::Delivered
+    })
+    .await;
+    assert!(started.elapsed() >= c.messenger.receipts.exact_grace);
     assert_eq!(c.messenger.metrics.receipts_parked.get(), 1);
 }
 

@@ -221,8 +221,8 @@ async fn one_run(env: &Env, plan: &CustPlan, run: usize, (b, w): (u32, u32)) -> 
     .await?;
     let db = Db::fresh(env, "cust").await?;
     let result = async {
-        // The sink writes decimal ids: said so, since under Auto a receipt that comes before its
-        // own mapping can match another message's hex reading of the same digits.
+        // The sink writes decimal ids, and says so: under Auto a receipt that beats its own
+        // mapping (this sink answers at once) waits out the exact-match grace (docs/receipts.md).
         db.exec(&format!(
             "INSERT INTO vendor_mgmt.service_providers (instance_name, host, port, username, password, \
              system_type, is_active, max_binds, window_size, message_id_submit_format, \

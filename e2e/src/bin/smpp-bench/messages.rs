@@ -441,9 +441,12 @@ async fn ours_run(
     let db = Db::fresh(env, "msgs").await?;
     let result = async {
         let gw = start_messaging_gateway(&db, env, &format!("bench-msgs-{binds}x{window}-{run}"), &[]).await?;
+        // The sink writes decimal ids, and says so: under Auto a receipt that beats its own
+        // mapping (this sink answers at once) waits out the exact-match grace (docs/receipts.md).
         db.exec(&format!(
             "INSERT INTO vendor_mgmt.service_providers (instance_name, host, port, username, password, system_type, \
-             is_active, max_binds, window_size) VALUES ('bench-msgs', '127.0.0.1', {}, 'bench', 'pw', '', true, {binds}, {window})",
+             is_active, max_binds, window_size, message_id_submit_format, message_id_receipt_format) \
+             VALUES ('bench-msgs', '127.0.0.1', {}, 'bench', 'pw', '', true, {binds}, {window}, 'Decimal', 'Decimal')",
             sink.port()
         ))
         .await?;

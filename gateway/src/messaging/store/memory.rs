@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::{CustomerFinal, IdemBegin, MessageStore, NewMessage, StatusChange, StoreError};
+use super::{
+    Correlated, CustomerFinal, IdemBegin, MessageStore, NewMessage, StatusChange, StoreError,
+};
 use crate::messaging::customer::Origin;
 use crate::messaging::model::{self, HistoryEntry, MessageStatus, MessageView};
 
@@ -154,10 +156,14 @@ impl MessageStore for MemoryStore {
         &self,
         keys: &[String],
         receipt_json: &str,
-    ) -> Result<Option<(String, u32)>, StoreError> {
+    ) -> Result<Option<Correlated>, StoreError> {
         let mut s = self.up()?;
-        if let Some(v) = keys.iter().find_map(|k| s.mappings.get(k)) {
-            return super::parse_mapping(v).map(Some);
+        if let Some((i, v)) = keys
+            .iter()
+            .enumerate()
+            .find_map(|(i, k)| s.mappings.get(k).map(|v| (i, v)))
+        {
+            return super::parse_mapping(v, i).map(Some);
         }
         for k in keys {
             s.parked
@@ -166,6 +172,18 @@ impl MessageStore for MemoryStore {
                 .push(receipt_json.to_string());
         }
         Ok(None)
+    }
+
+    async fn unpark(&self, key: &str, receipt_json: &str) -> Result<bool, StoreError> {
+        let mut s = self.up()?;
+        let Some(list) = s.parked.get_mut(key) else {
+            return Ok(false);
+        };
+        let Some(at) = list.iter().position(|r| r == receipt_json) else {
+            return Ok(false);
+        };
+        list.remove(at);
+        Ok(true)
     }
 
     async fn apply_receipt(

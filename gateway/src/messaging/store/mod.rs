@@ -50,13 +50,16 @@ pub trait MessageStore: Send + Sync + 'static {
         history: &[HistoryEntry],
         mappings: &[(String, u32)],
     ) -> Result<Vec<String>, StoreError>;
-    /// The (message id, part) of the first of `keys` that is mapped; when none is, parks
-    /// `receipt_json` under every key and returns None.
+    /// The first of `keys` that is mapped; when none is, parks `receipt_json` under every key
+    /// and returns None.
     async fn correlate_or_park(
         &self,
         keys: &[String],
         receipt_json: &str,
-    ) -> Result<Option<(String, u32)>, StoreError>;
+    ) -> Result<Option<Correlated>, StoreError>;
+    /// Takes one copy of `receipt_json` back out of `key`'s parking list. False when it is no
+    /// longer there: a mapping written meanwhile took it (and applies it).
+    async fn unpark(&self, key: &str, receipt_json: &str) -> Result<bool, StoreError>;
     /// Records one part's receipt and derives the message's status (`model::overall`); a part
     /// already final keeps its status. None when the message is not stored. The change carries
     /// `customer` when a final receipt finds the message final, with an origin, and not yet
@@ -113,6 +116,15 @@ pub struct NewMessage {
     pub origin: Option<Origin>,
     /// The customer account that submitted it over SMPP (None for HTTP submits).
     pub account: Option<Uuid>,
+}
+
+/// A receipt's id found mapped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Correlated {
+    pub id: String,
+    pub part: u32,
+    /// Which of the looked-up keys matched (0: the first, the exact one under `Auto`).
+    pub key: usize,
 }
 
 /// A status change a receipt caused; the caller sends the callback.
@@ -186,12 +198,17 @@ pub(crate) fn idem_key(owner: &str, key: &str) -> String {
     format!("idem:{{{owner}:{key}}}")
 }
 
-pub(crate) fn parse_mapping(v: &str) -> Result<(String, u32), StoreError> {
+/// A mapping's value (`<message id>:<part>`), found under looked-up key number `key`.
+pub(crate) fn parse_mapping(v: &str, key: usize) -> Result<Correlated, StoreError> {
     let (id, part) = v
         .rsplit_once(':')
         .ok_or_else(|| StoreError::Corrupt(format!("mapping {v:?}")))?;
     let part = part
         .parse()
         .map_err(|_| StoreError::Corrupt(format!("mapping {v:?}")))?;
-    Ok((id.to_string(), part))
+    Ok(Correlated {
+        id: id.to_string(),
+        part,
+        key,
+    })
 }

@@ -8,8 +8,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::{
-    CustomerFinal, IdemBegin, IdemRecord, MessageStore, NewMessage, StatusChange, StoreError,
-    history_key, idem_key, msg_key, parse_mapping,
+    Correlated, CustomerFinal, IdemBegin, IdemRecord, MessageStore, NewMessage, StatusChange,
+    StoreError, history_key, idem_key, msg_key, parse_mapping,
 };
 use crate::messaging::customer::Origin;
 use crate::messaging::model::{HistoryEntry, MessageStatus, MessageView};
@@ -121,6 +121,14 @@ if new ~= 'submitted' then
 end
 return {cur, new, cb, customer(new)}
 ";
+
+/// The first looked-up key that is mapped, with its number.
+fn first_mapped(found: Vec<Option<String>>) -> Option<(usize, String)> {
+    found
+        .into_iter()
+        .enumerate()
+        .find_map(|(i, v)| v.map(|v| (i, v)))
+}
 
 /// Marks a stored message `outboxed` (never creates one: it would have no TTL).
 const MARK_OUTBOXED: &str = r"
@@ -261,15 +269,15 @@ impl MessageStore for RedisStore {
         &self,
         keys: &[String],
         receipt_json: &str,
-    ) -> Result<Option<(String, u32)>, StoreError> {
+    ) -> Result<Option<Correlated>, StoreError> {
         let mut c = self.conn.clone();
         let mut pipe = redis::pipe();
         for k in keys {
             pipe.get(k);
         }
         let found: Vec<Option<String>> = self.track(pipe.query_async(&mut c).await)?;
-        if let Some(v) = found.into_iter().flatten().next() {
-            return parse_mapping(&v).map(Some);
+        if let Some((i, v)) = first_mapped(found) {
+            return parse_mapping(&v, i).map(Some);
         }
         let mut pipe = redis::pipe();
         for k in keys {
@@ -280,18 +288,31 @@ impl MessageStore for RedisStore {
             ));
         }
         let raced: Vec<Option<String>> = self.track(pipe.query_async(&mut c).await)?;
-        match raced.into_iter().flatten().next() {
-            Some(v) => {
+        match first_mapped(raced) {
+            Some((i, v)) => {
                 // Mapped meanwhile: take the receipt back from the other keys' parking.
                 let mut pipe = redis::pipe();
                 for k in keys {
                     pipe.lrem(format!("{k}:p"), 0, receipt_json).ignore();
                 }
                 let _: () = self.track(pipe.query_async(&mut c).await)?;
-                parse_mapping(&v).map(Some)
+                parse_mapping(&v, i).map(Some)
             }
             None => Ok(None),
         }
+    }
+
+    async fn unpark(&self, key: &str, receipt_json: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let taken: i64 = self.track(
+            redis::cmd("LREM")
+                .arg(format!("{key}:p"))
+                .arg(1)
+                .arg(receipt_json)
+                .query_async(&mut c)
+                .await,
+        )?;
+        Ok(taken > 0)
     }
 
     /// Applies one part's receipt; returns the status change, if any (None also when the
