@@ -127,9 +127,7 @@ async fn listen(
             n = listener.try_recv() => {
                 let Some(n) = n? else { anyhow::bail!("listener connection lost") };
                 let mut batch = vec![n];
-                while let Some(more) = listener.next_buffered() {
-                    batch.push(more);
-                }
+                crate::fleet::watcher::take_arrived(&mut listener, &mut batch)?;
                 let (mut rows, mut binds) = (Vec::new(), Vec::new());
                 let mut unreadable = false;
                 for n in &batch {
