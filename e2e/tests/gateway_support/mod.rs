@@ -48,14 +48,25 @@ impl TestDb {
 
     /// Waits until a gateway has created the schema (it migrates at start).
     pub async fn wait_schema(&self) -> Result<()> {
-        wait::until("vendor_mgmt schema", Duration::from_secs(20), || async {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema='vendor_mgmt' AND table_name='gateway_pods'",
-            )
-            .fetch_one(&self.pool)
-            .await?;
-            Ok((n == 1).then_some(()))
-        })
+        // Every migration, not a table of an early one: a test that writes a newer column
+        // would otherwise race the later migrations (ci saw "column message_id_submit_format
+        // does not exist" with gateway_pods already there).
+        let newest = *smpp_db::migrate::known_versions()
+            .last()
+            .expect("migrations");
+        wait::until(
+            "vendor_mgmt schema, every migration",
+            Duration::from_secs(20),
+            || async {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM _sqlx_migrations WHERE version = $1 AND success",
+                )
+                .bind(newest)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok((n == 1).then_some(()))
+            },
+        )
         .await
     }
 
