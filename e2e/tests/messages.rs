@@ -339,13 +339,28 @@ async fn an_early_receipt_goes_to_the_message_written_like_its_id() -> Result {
         let m = rig.delivered(id).await?;
         assert_eq!(count(&history_events(&m), "receipt"), 1, "{m}");
     }
-    // Past the grace in which "16" could still have gone to "10": it did not.
     wait::until("receipts acknowledged", SETTLE, || async {
         let s = smsc.stats().await?;
         Ok((s.receipts_acked == 7 && s.receipts_pending == 0).then_some(()))
     })
     .await?;
-    tokio::time::sleep(smpp_gateway::messaging::receipts::EXACT_MATCH_GRACE).await;
+    // Receipt "16" matched "10" only through a reading; wait until that is settled (the exact
+    // message took it), after which nothing more can go to "10".
+    let settled = |outcome: &'static str| {
+        let gw = &rig.gw;
+        async move {
+            Ok::<_, anyhow::Error>(metric(
+                &gw.metrics().await?,
+                "smpp_receipts_uncertain_total",
+                &[&format!("outcome=\"{outcome}\"")],
+            ))
+        }
+    };
+    wait::until("the uncertain match settled", SETTLE, || async {
+        Ok((settled("exact_won").await? >= 1.0).then_some(()))
+    })
+    .await?;
+    assert_eq!(settled("reading_held").await?, 0.0);
     let first = rig.delivered(&ids[0]).await?;
     assert_eq!(count(&history_events(&first), "receipt"), 1, "{first}");
     Ok(())

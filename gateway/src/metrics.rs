@@ -25,6 +25,7 @@ pub struct Metrics {
     pub failovers: IntCounterVec,
     pub receipts: IntCounterVec,
     pub receipts_parked: IntCounter,
+    pub receipts_uncertain: IntCounterVec,
     pub mo: IntCounterVec,
     pub forwards: IntCounterVec,
     pub redis_errors: IntCounterVec,
@@ -203,6 +204,14 @@ impl Metrics {
         .expect("metric");
         r.register(Box::new(receipts_parked.clone()))
             .expect("register");
+        let receipts_uncertain = ic(
+            "smpp_receipts_uncertain_total",
+            "Receipts matched only through a numeric reading of an Auto id, by how the wait for an exact match ended (exact_won, reading_held)",
+            &["outcome"],
+        );
+        for o in crate::messaging::receipts::Uncertain::ALL {
+            receipts_uncertain.with_label_values(&[o.as_str()]);
+        }
         let callbacks = ic(
             "smpp_callbacks_total",
             "HTTP callbacks by kind (status, mo) and outcome (delivered, retried, failed, dropped)",
@@ -265,6 +274,7 @@ impl Metrics {
             failovers,
             receipts,
             receipts_parked,
+            receipts_uncertain,
             mo,
             forwards,
             redis_errors,

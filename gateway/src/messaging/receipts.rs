@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::Utc;
 use rusmpp::{Command, CommandStatus, Pdu};
@@ -182,9 +182,21 @@ impl ReceiptHandler {
             None => return Ok(Looked::Parked),
             Some(c) if ids::match_is_uncertain(&p.vendor_message_id, fmt, c.key) => {
                 match self.store.correlate_or_park(&keys[..1], &json).await? {
-                    Some(exact) => exact,
+                    Some(exact) => {
+                        self.count_uncertain(Uncertain::ExactWon);
+                        exact
+                    }
                     None => {
-                        self.settle_later(keys[0].clone(), json, c, vendor_id, vendor);
+                        let later = Settle {
+                            exact: keys[0].clone(),
+                            json,
+                            found: c,
+                            vendor_id,
+                            vendor: vendor.to_string(),
+                            receipt: p.clone(),
+                            stat,
+                        };
+                        self.settle_later(later);
                         return Ok(Looked::Parked);
                     }
                 }
@@ -203,56 +215,50 @@ impl ReceiptHandler {
         Ok(Looked::Applied)
     }
 
-    /// After `exact_grace`, applies a receipt parked under `exact` to `found` (its match
-    /// through a numeric reading) unless a mapping of `exact` took it meanwhile. The vendor
-    /// was answered when it was parked, so failures are retried here.
-    fn settle_later(
-        self: &Arc<Self>,
-        exact: String,
-        parked: String,
-        found: Correlated,
-        vendor_id: Uuid,
-        vendor: &str,
-    ) {
-        let (h, vendor) = (self.clone(), vendor.to_string());
+    /// After `exact_grace`, applies a receipt parked under its exact key to the match found
+    /// through a numeric reading, unless a mapping of the exact key took it meanwhile.
+    fn settle_later(self: &Arc<Self>, s: Settle) {
+        let h = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(h.exact_grace).await;
-            let Ok(p) = serde_json::from_str::<Parked>(&parked) else {
-                return;
-            };
-            let Some(stat) = ReceiptStat::parse(&p.stat) else {
-                return;
-            };
-            let mut taken = false;
-            for (attempt, wait) in PARKED_RETRIES.iter().enumerate() {
-                let r = async {
-                    if !taken {
-                        taken = h.store.unpark(&exact, &parked).await?;
-                        if !taken {
+            // Whoever takes the receipt out of the parking list owns it: once taken here, a
+            // retry only applies it again (apply_receipt keeps a final part's status).
+            let taken = AtomicBool::new(false);
+            retried(
+                &h,
+                &s.vendor,
+                "a receipt matched through a numeric reading",
+                || async {
+                    if !taken.load(Ordering::Relaxed) {
+                        if !h.store.unpark(&s.exact, &s.json).await? {
                             // Handed over to the exact mapping's writer, which applied it.
+                            h.count_uncertain(Uncertain::ExactWon);
                             return Ok(());
                         }
+                        taken.store(true, Ordering::Relaxed);
+                        h.count_uncertain(Uncertain::ReadingHeld);
                     }
+                    let (c, r) = (&s.found, &s.receipt);
                     h.apply(
-                        &found.id,
-                        found.part,
-                        vendor_id,
-                        &vendor,
-                        stat,
-                        p.err.as_deref(),
+                        &c.id,
+                        c.part,
+                        s.vendor_id,
+                        &s.vendor,
+                        s.stat,
+                        r.err.as_deref(),
                     )
                     .await
-                };
-                match r.await {
-                    Ok(()) => return,
-                    Err(e) => {
-                        h.metrics.redis_errors.with_label_values(&["receipt"]).inc();
-                        tracing::warn!(vendor = %vendor, error = %e, attempt = attempt + 1, "cannot apply a receipt matched through a numeric reading");
-                        tokio::time::sleep(*wait).await;
-                    }
-                }
-            }
+                },
+            )
+            .await;
         });
+    }
+
+    fn count_uncertain(&self, outcome: Uncertain) {
+        self.metrics
+            .receipts_uncertain
+            .with_label_values(&[outcome.as_str()])
+            .inc();
     }
 
     async fn apply(
@@ -392,6 +398,58 @@ const PARKED_RETRIES: [Duration; 5] = [
     Duration::from_secs(8),
 ];
 
+/// Runs `step` until it succeeds, a few times with the waits of [`PARKED_RETRIES`]: the vendor
+/// was answered when the receipt was parked, so nobody resends it.
+async fn retried<F, Fut>(h: &ReceiptHandler, vendor: &str, what: &str, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::messaging::store::StoreError>>,
+{
+    for (attempt, wait) in PARKED_RETRIES.iter().enumerate() {
+        match step().await {
+            Ok(()) => return,
+            Err(e) => {
+                h.metrics.redis_errors.with_label_values(&["receipt"]).inc();
+                tracing::warn!(vendor = %vendor, error = %e, attempt = attempt + 1, "cannot apply {what}");
+                tokio::time::sleep(*wait).await;
+            }
+        }
+    }
+}
+
+/// How an uncertain match (`ids::match_is_uncertain`) was settled: the
+/// `smpp_receipts_uncertain_total{outcome}` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uncertain {
+    /// The message written exactly like the receipt's id took it.
+    ExactWon,
+    /// None came within the grace: the match through the numeric reading held.
+    ReadingHeld,
+}
+
+impl Uncertain {
+    pub const ALL: [Uncertain; 2] = [Uncertain::ExactWon, Uncertain::ReadingHeld];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Uncertain::ExactWon => "exact_won",
+            Uncertain::ReadingHeld => "reading_held",
+        }
+    }
+}
+
+/// An uncertain match waiting out the grace under its exact key.
+struct Settle {
+    exact: String,
+    /// The receipt as parked (the parking list's entry).
+    json: String,
+    found: Correlated,
+    vendor_id: Uuid,
+    vendor: String,
+    receipt: Parked,
+    stat: ReceiptStat,
+}
+
 /// Applies receipts that arrived before their mapping (handed back by `Store::create`).
 pub fn apply_parked(handler: &Arc<ReceiptHandler>, cfg: &VendorConfig, mut parked: Vec<String>) {
     // A receipt parked under several keys (Auto ids) comes back once per key.
@@ -408,19 +466,10 @@ pub fn apply_parked(handler: &Arc<ReceiptHandler>, cfg: &VendorConfig, mut parke
             let Some(stat) = ReceiptStat::parse(&p.stat) else {
                 continue;
             };
-            // The vendor was answered when it was parked: nobody resends it, so a failure
-            // (Redis, or the customer's outbox) is retried here, a few times.
-            for (attempt, wait) in PARKED_RETRIES.iter().enumerate() {
-                let r = h.correlate(vid, &vendor, fmt, &p, stat);
-                match r.await {
-                    Ok(_) => break,
-                    Err(e) => {
-                        h.metrics.redis_errors.with_label_values(&["receipt"]).inc();
-                        tracing::warn!(vendor = %vendor, error = %e, attempt = attempt + 1, "cannot apply an early receipt");
-                        tokio::time::sleep(*wait).await;
-                    }
-                }
-            }
+            retried(&h, &vendor, "an early receipt", || async {
+                h.correlate(vid, &vendor, fmt, &p, stat).await.map(|_| ())
+            })
+            .await;
         }
     });
 }

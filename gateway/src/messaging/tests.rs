@@ -23,7 +23,7 @@ use crate::messaging::callbacks::{Callbacks, RetryPolicy};
 use crate::messaging::customer::Origin;
 use crate::messaging::model::MessageStatus;
 use crate::messaging::outbox::MemoryQueue;
-use crate::messaging::receipts::ReceiptHandler;
+use crate::messaging::receipts::{ReceiptHandler, Uncertain};
 use crate::messaging::store::memory::MemoryStore;
 use crate::messaging::store::{MessageStore, Store};
 use crate::messaging::submit::{Extra, Limits, MessageRequest, Messenger, SubmitError};
@@ -287,6 +287,29 @@ async fn wait_for(
     }
 }
 
+/// Submits `text` on this core's vendors and waits until it is delivered.
+async fn submit_delivered(c: &Core, text: &str) -> crate::messaging::submit::Accepted {
+    let a = c
+        .messenger
+        .submit_local(&req(text), &c.vendors)
+        .await
+        .unwrap();
+    wait_for(&c.memory, &a.id, "delivered", |v| {
+        v.status == MessageStatus::Delivered
+    })
+    .await;
+    a
+}
+
+/// `smpp_receipts_uncertain_total{outcome}` so far.
+fn uncertain(c: &Core, outcome: Uncertain) -> u64 {
+    c.messenger
+        .metrics
+        .receipts_uncertain
+        .with_label_values(&[outcome.as_str()])
+        .get()
+}
+
 fn receipts_in(v: &crate::messaging::model::MessageView) -> usize {
     v.history.iter().filter(|h| h.event == "receipt").count()
 }
@@ -366,28 +389,18 @@ async fn an_early_receipt_waits_for_the_message_written_exactly_like_its_id() {
         ..Behaviour::default()
     };
     let (c, _fakes) = core(&[("v", 100, early)]);
-    let first = c
-        .messenger
-        .submit_local(&req("first"), &c.vendors)
-        .await
-        .unwrap();
+    let first = submit_delivered(&c, "first").await;
     assert_eq!(first.vendor_message_ids, ["4097"]);
-    wait_for(&c.memory, &first.id, "delivered", |v| {
-        v.status == MessageStatus::Delivered
-    })
-    .await;
-    let second = c
-        .messenger
-        .submit_local(&req("second"), &c.vendors)
-        .await
-        .unwrap();
+    let second = submit_delivered(&c, "second").await;
     assert_eq!(second.vendor_message_ids, ["1001"]);
-    wait_for(&c.memory, &second.id, "delivered", |v| {
-        v.status == MessageStatus::Delivered
-    })
-    .await;
-    // Past the grace: the first message never got the second's receipt.
-    tokio::time::sleep(c.messenger.receipts.exact_grace * 2).await;
+    // The uncertain match is settled (the exact message took it), so nothing more can go
+    // to the first message.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while uncertain(&c, Uncertain::ExactWon) < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never settled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(uncertain(&c, Uncertain::ReadingHeld), 0);
     let v = c.memory.get(&first.id).await.unwrap().unwrap();
     assert_eq!(receipts_in(&v), 1, "{:?}", v.history);
 }
@@ -403,19 +416,13 @@ async fn a_reading_match_holds_after_the_grace() {
     };
     let (c, _fakes) = core(&[("v", 100, hex)]);
     let started = tokio::time::Instant::now();
-    let a = c
-        .messenger
-        .submit_local(&req("hex"), &c.vendors)
-        .await
-        .unwrap();
+    let a = submit_delivered(&c, "hex").await;
     // "1001" in the resp, "4097" in the receipt: "4097" reads as 4097 and as 0x4097.
     assert_eq!(a.vendor_message_ids, ["1001"]);
-    wait_for(&c.memory, &a.id, "delivered", |v| {
-        v.status == MessageStatus::Delivered
-    })
-    .await;
     assert!(started.elapsed() >= c.messenger.receipts.exact_grace);
     assert_eq!(c.messenger.metrics.receipts_parked.get(), 1);
+    assert_eq!(uncertain(&c, Uncertain::ReadingHeld), 1);
+    assert_eq!(uncertain(&c, Uncertain::ExactWon), 0);
 }
 
 #[tokio::test]
