@@ -412,7 +412,7 @@ enum Outcome {
     Closed,
 }
 
-/// The consumer loop's state between steps.
+/// The consumer loop's state between rounds.
 struct Work {
     /// Ids in flight: this session must not claim them back.
     holding: HashSet<String>,
@@ -420,20 +420,25 @@ struct Work {
     done: Vec<(Entry, Outcome)>,
     /// Read, not started yet.
     fresh: Vec<Entry>,
+    /// When new entries are next read (now after a push here or a full read).
     poll_at: Instant,
+    /// When the pending list is next looked at (retries, hand-backs, dead sessions).
+    pending_at: Instant,
     housekeeping: Instant,
-    /// Failed steps in a row.
+    /// Failed rounds in a row.
     errors: u32,
 }
 
 impl Default for Work {
     fn default() -> Self {
+        let now = Instant::now();
         Self {
             holding: HashSet::new(),
             done: Vec::new(),
             fresh: Vec::new(),
-            poll_at: Instant::now(),
-            housekeeping: Instant::now(),
+            poll_at: now,
+            pending_at: now,
+            housekeeping: now,
             errors: 0,
         }
     }
@@ -451,12 +456,62 @@ impl Work {
         false
     }
 
-    /// A step failed: wait longer before the next, up to 5 s.
+    /// A round failed: wait longer before the next, up to 5 s.
     fn failed(&mut self, cfg: &OutboxConfig) {
         self.errors += 1;
-        self.poll_at =
-            Instant::now() + (cfg.poll * self.errors.min(10)).min(Duration::from_secs(5));
+        let at = Instant::now() + (cfg.poll * self.errors.min(10)).min(Duration::from_secs(5));
+        self.poll_at = at;
+        self.pending_at = at;
     }
+}
+
+/// What one round trip to Redis does: settle what finished, read new entries, look at the
+/// pending list. One pipeline, in that order, so the pending list never shows a receipt
+/// this session answered but has not settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Round {
+    settle: bool,
+    /// New entries to read (XREADGROUP COUNT).
+    read: Option<usize>,
+    pending: bool,
+}
+
+impl Round {
+    fn is_empty(&self) -> bool {
+        !self.settle && self.read.is_none() && !self.pending
+    }
+}
+
+/// Deliveries in flight at or below which a session reads again: reading when a single slot
+/// frees up would cost a round trip per receipt under load.
+fn low_water(cfg: &OutboxConfig) -> usize {
+    (cfg.window / 2).max(1)
+}
+
+/// The next round of a session with `inflight` deliveries out and `done` finished ones.
+/// Pure: the consumer loop's policy.
+fn plan_round(cfg: &OutboxConfig, now: Instant, w: &Work, inflight: usize) -> Round {
+    let room = cfg.window.saturating_sub(inflight);
+    let read = (room >= low_water(cfg) && now >= w.poll_at).then(|| room.min(cfg.batch));
+    let pending = room > 0 && now >= w.pending_at;
+    let done = w.done.len();
+    // Settled together with the next read, or once enough are done, or when nothing else is
+    // out: a round trip per batch, not per answer. Always with a pending look (see Round).
+    let settle = done > 0 && (read.is_some() || pending || done >= low_water(cfg) || inflight == 0);
+    Round {
+        settle,
+        read,
+        pending,
+    }
+}
+
+/// When the loop must wake on its own for the next round (None: only a delivery finishing,
+/// a push or the stop wakes it).
+fn next_due(cfg: &OutboxConfig, w: &Work, inflight: usize) -> Option<Instant> {
+    let room = cfg.window.saturating_sub(inflight);
+    let read = (room >= low_water(cfg)).then_some(w.poll_at);
+    let pending = (room > 0).then_some(w.pending_at);
+    read.into_iter().chain(pending).min()
 }
 
 /// The raw replies: XREADGROUP's (`None`: nothing new) and XCLAIM's entries.
@@ -484,6 +539,7 @@ impl Consumer {
     async fn run(self) {
         let wake = self.outbox.waker(self.account);
         tracing::debug!(account = %self.account, consumer = %self.name, "outbox consumer started");
+        let cfg = self.cfg().clone();
         let mut w = Work::default();
         // Deliveries in flight: a slow answer holds its own slot only, not the others'.
         let mut inflight = FuturesUnordered::new();
@@ -492,9 +548,11 @@ impl Consumer {
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let room = self.cfg().window.saturating_sub(inflight.len());
-            if let Err(e) = self.step(&mut w, room).await {
-                w.failed(self.cfg());
+            let round = plan_round(&cfg, Instant::now(), &w, inflight.len());
+            if !round.is_empty()
+                && let Err(e) = self.round(&mut w, round, inflight.len()).await
+            {
+                w.failed(&cfg);
                 self.outbox
                     .metrics
                     .redis_errors
@@ -504,20 +562,16 @@ impl Consumer {
                     tracing::warn!(account = %self.account, consumer = %self.name, error = %e, failures = w.errors, "outbox: cannot read or settle the account's receipts in Redis; retrying");
                 }
             }
-            let fetched = !w.fresh.is_empty();
             for e in w.fresh.drain(..) {
                 w.holding.insert(e.id.clone());
                 inflight.push(self.attempt(e));
             }
-            if fetched && inflight.len() < self.cfg().window {
-                continue;
-            }
-            let full = inflight.len() >= self.cfg().window;
+            let due = next_due(&cfg, &w, inflight.len());
             tokio::select! {
                 _ = self.stop.cancelled() => break,
                 Some(done) = inflight.next(), if !inflight.is_empty() => {
                     let mut closed = w.finished(done);
-                    // Settle together whatever else is done already: one round trip.
+                    // Take whatever else is done already: settled together.
                     while let Some(Some(done)) = inflight.next().now_or_never() {
                         closed |= w.finished(done);
                     }
@@ -526,33 +580,31 @@ impl Consumer {
                     }
                 }
                 _ = &mut notified => w.poll_at = Instant::now(),
-                _ = tokio::time::sleep_until(w.poll_at), if !full => {}
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
             }
         }
         // Answered ones are removed (else the hand-back would send them again), then what is
         // left goes back.
         drop(inflight);
-        if !w.done.is_empty()
-            && let Err(e) = self.settle(&w.done).await
-        {
-            tracing::warn!(account = %self.account, consumer = %self.name, error = %e, "outbox: cannot remove answered receipts; they may be sent again");
+        if !w.done.is_empty() {
+            let mut pipe = redis::pipe();
+            let tally = settle_into(&mut pipe, &self.key, &w.done);
+            let mut c = self.conn();
+            match pipe.query_async::<()>(&mut c).await {
+                Ok(()) => self.count(&tally),
+                Err(e) => {
+                    tracing::warn!(account = %self.account, consumer = %self.name, error = %e, "outbox: cannot remove answered receipts; they may be sent again")
+                }
+            }
         }
         self.outbox.drop_waker(self.account);
         self.hand_back().await;
     }
 
-    /// Settles what finished, then (when there is room and a poll is due) housekeeping and
-    /// the next receipts, into `w.fresh`. Nothing is read while a settle is outstanding: an
-    /// unsettled receipt would be read again.
-    async fn step(&self, w: &mut Work, room: usize) -> Result<(), StoreError> {
-        if !w.done.is_empty() {
-            self.settle(&w.done).await?;
-            w.done.clear();
-        }
-        if room == 0 || Instant::now() < w.poll_at {
-            return Ok(());
-        }
-        if Instant::now() >= w.housekeeping {
+    /// One round trip (see [`Round`]); new receipts land in `w.fresh`, with those of the
+    /// pending list this session may take (another round trip, only when there are some).
+    async fn round(&self, w: &mut Work, r: Round, inflight: usize) -> Result<(), StoreError> {
+        if r.pending && Instant::now() >= w.housekeeping {
             // Not a reason to stop delivering: logged, and tried again next time.
             if let Err(e) = self.housekeeping().await {
                 self.outbox
@@ -564,44 +616,101 @@ impl Consumer {
             }
             w.housekeeping = Instant::now() + self.cfg().housekeeping;
         }
-        let fresh = self.fetch(room, &w.holding).await?;
-        w.errors = 0;
-        w.poll_at = if fresh.is_empty() {
-            Instant::now() + self.cfg().poll
-        } else {
-            Instant::now()
+        let done: &[(Entry, Outcome)] = if r.settle { &w.done } else { &[] };
+        let (tally, reply) = match self.exchange(done, r).await {
+            // The first session of the account, or the stream expired: make it and go on.
+            Err(e) if is_nogroup(&e) => {
+                self.ensure_group().await?;
+                self.exchange(done, r).await?
+            }
+            other => other?,
         };
+        self.count(&tally);
+        if r.settle {
+            w.done.clear();
+        }
+        w.errors = 0;
+        let now = Instant::now();
+        let (fresh, pending) = reply;
+        if let Some(asked) = r.read {
+            // A full read may have left more behind: read again as soon as there is room.
+            w.poll_at = if fresh.len() >= asked {
+                now
+            } else {
+                now + self.cfg().poll
+            };
+        }
+        if r.pending {
+            w.pending_at = now + self.cfg().poll;
+        }
+        let room = self.cfg().window.saturating_sub(inflight + fresh.len());
+        let takeable: Vec<Pending> = pending
+            .into_iter()
+            .filter(|p| !w.holding.contains(&p.id))
+            .filter(|p| p.idle >= claim_after(self.cfg(), p, &self.name))
+            .take(room)
+            .collect();
         w.fresh = fresh;
+        if !takeable.is_empty() {
+            let claimed = self.claim(&takeable).await?;
+            w.fresh.extend(claimed);
+        }
         Ok(())
     }
 
-    /// Up to `room` receipts: new ones, and pending ones this session may take (not those
-    /// it has in flight).
-    async fn fetch(
+    /// The pipeline of a round: the settle, then XREADGROUP and XPENDING as asked.
+    async fn exchange(
         &self,
-        room: usize,
-        holding: &HashSet<String>,
-    ) -> Result<Vec<Entry>, StoreError> {
-        let (fresh, pending) = match self.read(room).await {
-            Ok(r) => r,
-            // The first session of the account, or the stream expired: make it and read on.
-            Err(e) if is_nogroup(&e) => {
-                self.ensure_group().await?;
-                self.read(room).await?
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let mut entries = self.entries(flatten(fresh), 1);
-        let takeable: Vec<Pending> = pending
-            .into_iter()
-            .filter(|p| !holding.contains(&p.id))
-            .filter(|p| p.idle >= claim_after(self.cfg(), p, &self.name))
-            .take(room.saturating_sub(entries.len()))
-            .collect();
-        if !takeable.is_empty() {
-            entries.extend(self.claim(&takeable).await?);
+        done: &[(Entry, Outcome)],
+        r: Round,
+    ) -> redis::RedisResult<(Tally, (Vec<Entry>, Vec<Pending>))> {
+        let cfg = self.cfg();
+        let mut pipe = redis::pipe();
+        let tally = settle_into(&mut pipe, &self.key, done);
+        if let Some(count) = r.read {
+            pipe.cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&self.name)
+                .arg("COUNT")
+                .arg(count.max(1))
+                .arg("STREAMS")
+                .arg(&self.key)
+                .arg(">");
         }
-        Ok(entries)
+        if r.pending {
+            let min_idle = cfg.retry_first.min(cfg.claim_idle);
+            pipe.cmd("XPENDING")
+                .arg(&self.key)
+                .arg(GROUP)
+                .arg("IDLE")
+                .arg(min_idle.as_millis() as u64)
+                .arg("-")
+                .arg("+")
+                .arg(cfg.batch);
+        }
+        let mut c = self.conn();
+        let mut replies: Vec<redis::Value> = pipe.query_async(&mut c).await?;
+        let pending: Vec<(String, String, u64, u64)> = if r.pending {
+            redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))?
+        } else {
+            Vec::new()
+        };
+        let fresh: StreamReply = if r.read.is_some() {
+            redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))?
+        } else {
+            None
+        };
+        let pending = pending
+            .into_iter()
+            .map(|(id, consumer, idle, deliveries)| Pending {
+                id,
+                consumer,
+                idle: Duration::from_millis(idle),
+                deliveries,
+            })
+            .collect();
+        Ok((tally, (self.entries(flatten(fresh), 1), pending)))
     }
 
     /// One delivery attempt.
@@ -624,44 +733,6 @@ impl Consumer {
             };
             (e, outcome)
         })
-    }
-
-    /// New entries for this session, and the pending list (the part idle long enough to
-    /// matter), in one round trip.
-    async fn read(&self, room: usize) -> redis::RedisResult<(StreamReply, Vec<Pending>)> {
-        let cfg = self.cfg();
-        let min_idle = cfg.retry_first.min(cfg.claim_idle);
-        let mut pipe = redis::pipe();
-        pipe.cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(&self.name)
-            .arg("COUNT")
-            .arg(room.clamp(1, cfg.batch))
-            .arg("STREAMS")
-            .arg(&self.key)
-            .arg(">")
-            .cmd("XPENDING")
-            .arg(&self.key)
-            .arg(GROUP)
-            .arg("IDLE")
-            .arg(min_idle.as_millis() as u64)
-            .arg("-")
-            .arg("+")
-            .arg(cfg.batch);
-        let mut c = self.conn();
-        let (fresh, pending): (StreamReply, Vec<(String, String, u64, u64)>) =
-            pipe.query_async(&mut c).await?;
-        let pending = pending
-            .into_iter()
-            .map(|(id, consumer, idle, deliveries)| Pending {
-                id,
-                consumer,
-                idle: Duration::from_millis(idle),
-                deliveries,
-            })
-            .collect();
-        Ok((fresh, pending))
     }
 
     /// Takes `ps` over (each only if still idle long enough: another session may have been
@@ -706,63 +777,12 @@ impl Consumer {
             .collect()
     }
 
-    async fn settle(&self, results: &[(Entry, Outcome)]) -> Result<(), StoreError> {
-        let (mut done, mut retry) = (Vec::new(), Vec::new());
-        let (mut delivered, mut expired, mut failed, mut again) = (0, 0, 0, 0);
-        for (e, o) in results {
-            if e.attempt > 1 && matches!(o, Outcome::Done | Outcome::Retry) {
-                again += 1;
-            }
-            match o {
-                Outcome::Done => {
-                    delivered += 1;
-                    done.push(e.id.as_str());
-                }
-                Outcome::Drop { expired: x } => {
-                    expired += u64::from(*x);
-                    done.push(e.id.as_str());
-                }
-                Outcome::Retry => {
-                    failed += 1;
-                    retry.push(e.id.as_str());
-                }
-                Outcome::Closed => {}
-            }
-        }
-        let mut pipe = redis::pipe();
-        if !done.is_empty() {
-            pipe.cmd("XACK")
-                .arg(&self.key)
-                .arg(GROUP)
-                .arg(&done)
-                .ignore()
-                .cmd("XDEL")
-                .arg(&self.key)
-                .arg(&done)
-                .ignore();
-        }
-        if !retry.is_empty() {
-            // JUSTID: parking is not an attempt. The idle time restarts: the backoff counts
-            // from now.
-            pipe.cmd("XCLAIM")
-                .arg(&self.key)
-                .arg(GROUP)
-                .arg(PARKED)
-                .arg(0)
-                .arg(&retry)
-                .arg("JUSTID")
-                .ignore();
-        }
-        if !done.is_empty() || !retry.is_empty() {
-            let mut c = self.conn();
-            let () = pipe.query_async(&mut c).await?;
-        }
+    fn count(&self, t: &Tally) {
         let o = &self.outbox;
-        o.count(self.account, Event::Delivered, delivered);
-        o.count(self.account, Event::Expired, expired);
-        o.count(self.account, Event::Failed, failed);
-        o.count(self.account, Event::Redelivered, again);
-        Ok(())
+        o.count(self.account, Event::Delivered, t.delivered);
+        o.count(self.account, Event::Expired, t.expired);
+        o.count(self.account, Event::Failed, t.failed);
+        o.count(self.account, Event::Redelivered, t.again);
     }
 
     /// Creates the group (from the stream's start, so nothing pushed before is skipped) and
@@ -839,6 +859,66 @@ impl Consumer {
     }
 }
 
+/// What a settle counts, once it is in Redis.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    delivered: u64,
+    expired: u64,
+    failed: u64,
+    again: u64,
+}
+
+/// Adds to `pipe` what settles `results` (answered and dropped ones: XACK + XDEL; refused
+/// ones: parked for their retry) and says what it counts.
+fn settle_into(pipe: &mut redis::Pipeline, key: &str, results: &[(Entry, Outcome)]) -> Tally {
+    let (mut done, mut retry) = (Vec::new(), Vec::new());
+    let mut t = Tally::default();
+    for (e, o) in results {
+        if e.attempt > 1 && matches!(o, Outcome::Done | Outcome::Retry) {
+            t.again += 1;
+        }
+        match o {
+            Outcome::Done => {
+                t.delivered += 1;
+                done.push(e.id.as_str());
+            }
+            Outcome::Drop { expired: x } => {
+                t.expired += u64::from(*x);
+                done.push(e.id.as_str());
+            }
+            Outcome::Retry => {
+                t.failed += 1;
+                retry.push(e.id.as_str());
+            }
+            Outcome::Closed => {}
+        }
+    }
+    if !done.is_empty() {
+        pipe.cmd("XACK")
+            .arg(key)
+            .arg(GROUP)
+            .arg(&done)
+            .ignore()
+            .cmd("XDEL")
+            .arg(key)
+            .arg(&done)
+            .ignore();
+    }
+    if !retry.is_empty() {
+        // JUSTID: parking is not an attempt. The idle time restarts: the backoff counts
+        // from now.
+        pipe.cmd("XCLAIM")
+            .arg(key)
+            .arg(GROUP)
+            .arg(PARKED)
+            .arg(0)
+            .arg(&retry)
+            .arg("JUSTID")
+            .ignore();
+    }
+    t
+}
+
 fn flatten(r: StreamReply) -> Entries {
     r.into_iter().flatten().flat_map(|(_, es)| es).collect()
 }
@@ -905,6 +985,90 @@ mod tests {
         );
         // Another session's: only once that session is taken for dead.
         assert_eq!(claim_after(&c, &pending("other", 0, 1), "me"), c.claim_idle);
+    }
+
+    fn entry(id: &str) -> (Entry, Outcome) {
+        let e = Entry {
+            id: id.into(),
+            receipt: None,
+            attempt: 1,
+        };
+        (e, Outcome::Done)
+    }
+
+    fn work_due(now: Instant) -> Work {
+        Work {
+            poll_at: now,
+            pending_at: now + Duration::from_secs(1),
+            ..Work::default()
+        }
+    }
+
+    #[test]
+    fn a_session_reads_again_only_once_half_its_window_is_free() {
+        let c = cfg(); // window 16
+        let now = Instant::now();
+        let w = work_due(now);
+        assert_eq!(plan_round(&c, now, &w, 0).read, Some(16));
+        assert_eq!(plan_round(&c, now, &w, 8).read, Some(8));
+        // One slot free: no round trip for it alone.
+        assert_eq!(
+            plan_round(&c, now, &w, 15),
+            Round {
+                settle: false,
+                read: None,
+                pending: false
+            }
+        );
+        assert_eq!(next_due(&c, &w, 15), Some(w.pending_at));
+        // Full: only a finished delivery (or a push, or the stop) wakes it.
+        assert_eq!(next_due(&c, &w, 16), None);
+        // Not due yet.
+        let later = Work {
+            poll_at: now + Duration::from_millis(500),
+            ..work_due(now)
+        };
+        assert_eq!(plan_round(&c, now, &later, 0).read, None);
+        assert_eq!(next_due(&c, &later, 0), Some(later.poll_at));
+    }
+
+    #[test]
+    fn answers_are_settled_in_batches_and_always_before_a_pending_look() {
+        let c = cfg();
+        let now = Instant::now();
+        let mut w = Work {
+            poll_at: now + Duration::from_secs(1),
+            ..work_due(now)
+        };
+        w.done.push(entry("1-0"));
+        // Others still out, no read due: wait for more answers.
+        assert!(!plan_round(&c, now, &w, 10).settle);
+        // Nothing else out: settle now.
+        assert!(plan_round(&c, now, &w, 0).settle);
+        // Enough answers for a batch.
+        w.done.extend((2..=8).map(|i| entry(&format!("{i}-0"))));
+        assert!(plan_round(&c, now, &w, 10).settle);
+        // A pending look never sees an answered, unsettled receipt as takeable.
+        let mut w = Work {
+            poll_at: now + Duration::from_secs(1),
+            pending_at: now,
+            ..Work::default()
+        };
+        w.done.push(entry("1-0"));
+        let r = plan_round(&c, now, &w, 10);
+        assert!(r.pending && r.settle);
+    }
+
+    #[test]
+    fn a_failed_round_backs_off_reads_and_pending_looks_alike() {
+        let c = cfg();
+        let mut w = Work::default();
+        w.failed(&c);
+        w.failed(&c);
+        let now = Instant::now();
+        assert!(w.poll_at > now && w.pending_at == w.poll_at);
+        assert!(plan_round(&c, now, &w, 0).is_empty());
+        assert_eq!(next_due(&c, &w, 0), Some(w.poll_at));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use smpp_e2e::sink::{Pipeline, PipelinedSession, ReceiptConfig, ReceiptSink, Rec
 
 use crate::common::{Db, peak_rss_mib};
 use crate::messages::{
-    KannelBest, OursFigures, RECEIPT_DELAY, SHAPES, ceiling_run, flush_bench_redis, shape,
-    start_messaging_gateway,
+    KannelBest, OursFigures, RECEIPT_DELAY, SHAPES, ceiling_run, flush_bench_redis, http_in_flight,
+    shape, start_messaging_gateway,
 };
 
 const SYSTEM_ID: &str = "benchcust";
@@ -209,9 +209,19 @@ struct Run {
     refusals: Vec<String>,
 }
 
+/// The submits each customer session keeps in flight at a vendor shape: as many in all as the
+/// HTTP load keeps requests in flight at that shape, so the two front doors get the same
+/// offered load. (At the vendor's own window, 10 in flight, a customer is bound by its
+/// latency: the gateway's storing before and after the vendor leaves the vendor's window part
+/// empty.)
+fn customer_window(binds: u32, window: u32) -> u32 {
+    http_in_flight(binds, window) / binds
+}
+
 async fn one_run(env: &Env, plan: &CustPlan, run: usize, (b, w): (u32, u32)) -> Result<Run> {
-    // The raw exchange first, on the same machine a moment before.
-    let (_, ceiling_receipts) = ceiling_run(b, w, plan.ceiling_n)
+    let cw = customer_window(b, w);
+    // The raw exchange first, on the same machine a moment before, at the customer's shape.
+    let (_, ceiling_receipts) = ceiling_run(b, cw, plan.ceiling_n)
         .await
         .context("the raw exchange (sink alone)")?;
     flush_bench_redis(env).await?;
@@ -251,11 +261,11 @@ async fn one_run(env: &Env, plan: &CustPlan, run: usize, (b, w): (u32, u32)) -> 
             .with_context(|| format!("{b} vendor binds did not reach the sink within 20 s"))?;
         gw.wait_http("/ready", Duration::from_secs(20)).await?;
         let mut sessions = bind_customer(smpp, b, Duration::from_secs(20)).await?;
-        let warm = phase(&sink, &mut sessions, w, plan.warmup, None, plan.limit).await?;
-        let sat = phase(&sink, &mut sessions, w, plan.n, None, plan.limit).await?;
+        let warm = phase(&sink, &mut sessions, cw, plan.warmup, None, plan.limit).await?;
+        let sat = phase(&sink, &mut sessions, cw, plan.n, None, plan.limit).await?;
         let half_rate = sat.end_to_end() / 2.0;
         let n = (half_rate * plan.paced.as_secs_f64()).max(200.0) as u64;
-        let lat = phase(&sink, &mut sessions, w, n, Some(half_rate), plan.limit).await?;
+        let lat = phase(&sink, &mut sessions, cw, n, Some(half_rate), plan.limit).await?;
         for s in sessions {
             s.unbind(Instant::now() + Duration::from_secs(10)).await?;
         }
@@ -302,6 +312,7 @@ const P50: &str = "latency p50 submit_sm → submit_sm_resp at half of saturatio
 const P99: &str = "latency p99 submit_sm → submit_sm_resp at half of saturation";
 
 fn method(plan: &CustPlan, (b, w): (u32, u32)) -> String {
+    let cw = customer_window(b, w);
     format!(
         "SMPP in → SMPP out → receipt back. One gateway process (release build, default settings, \
          `--smpp-addr` on 127.0.0.1; Redis of `make env-up`, the messages suite's database index, flushed \
@@ -310,9 +321,10 @@ fn method(plan: &CustPlan, (b, w): (u32, u32)) -> String {
          sink writes them) on the messaging sink, which sends each \
          receipt {} ms after its submit_sm_resp. The customer is {b} TRX session{} of the pipelined ESME of \
          e2e/src/sink.rs (`PipelinedSession`, the client of the raw exchange too), bound for the whole run, \
-         each keeping {w} submit_sm in flight and answering every deliver_sm at once; a receipt may come \
+         each keeping {cw} submit_sm in flight ({} in all: as many as the HTTP load of the messages suite \
+         keeps requests in flight at this shape) and answering every deliver_sm at once; a receipt may come \
          back on any of the customer's sessions. Per run: the raw exchange ({} messages: the same client against the sink alone, same \
-         binds and window), then a warm-up of {} messages, {} messages at saturation, and latency of \
+         sessions and window), then a warm-up of {} messages, {} messages at saturation, and latency of \
          submits paced at half of the end-to-end saturation rate for {} ms (from each submit's scheduled \
          time to its submit_sm_resp, which the gateway sends once the vendor has answered and the message \
          is stored). Rates are messages over the time from the first submit_sm to the last submit_sm_resp \
@@ -320,6 +332,7 @@ fn method(plan: &CustPlan, (b, w): (u32, u32)) -> String {
          ends only when every accepted message's receipt is back at the customer.",
         RECEIPT_DELAY.as_millis(),
         if b == 1 { "" } else { "s" },
+        cw * b,
         plan.ceiling_n,
         plan.warmup,
         plan.n,

@@ -81,6 +81,12 @@ impl MsgPlan {
     }
 }
 
+/// Requests the HTTP load keeps in flight at a vendor shape (one per connection): twice the
+/// vendor's window so it stays full, within 32..=256. The customers suite offers the same.
+pub fn http_in_flight(binds: u32, window: u32) -> u32 {
+    (2 * binds * window).clamp(32, 256)
+}
+
 pub fn shape(b: u32, w: u32) -> String {
     format!("{b} bind{} × window {w}", if b == 1 { "" } else { "s" })
 }
@@ -457,7 +463,7 @@ async fn ours_run(
         gw.wait_http("/ready", Duration::from_secs(20)).await?;
         let port = gw.http;
         let pid = gw.pid();
-        let conns = (2 * binds * window).clamp(32, 256) as usize;
+        let conns = http_in_flight(binds, window) as usize;
         let settle = Duration::from_secs(60);
         // Warm-up: connections, Redis scripts, allocator.
         phase(&sink, Receipts::Acked, closed(port, conns, 2_000.min(plan.single_n), single_request(), judge_single()), &[], settle).await?;
@@ -574,7 +580,7 @@ pub async fn ours(env: &Env, plan: &MsgPlan, binds: u32, window: u32) -> (Sectio
             RECEIPT_DELAY.as_millis(),
             plan.paced.as_secs(),
             plan.single_n,
-            (2 * binds * window).clamp(32, 256),
+            http_in_flight(binds, window),
             plan.batch_n,
             (2 * binds * window).div_ceil(64).max(2),
         ),
