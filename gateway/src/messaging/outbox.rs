@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::messaging::customer::{CustomerLink, CustomerReceipt, DeliverError};
-use crate::messaging::store::{Conn, StoreError};
+use crate::messaging::store::{self, Conn, StoreError};
 use crate::metrics::Metrics;
 
 /// The consumer group every session of an account reads in.
@@ -69,6 +69,9 @@ pub struct OutboxConfig {
     /// A session holding nothing and silent this long is gone: its name is removed from the
     /// group (killed pods' names would pile up).
     pub forget_after: Duration,
+    /// How often pushes trim an account's stream and renew its TTL (set this much longer
+    /// than `ttl`, so the stream outlives its newest receipt): not on every receipt.
+    pub upkeep: Duration,
 }
 
 impl OutboxConfig {
@@ -83,6 +86,7 @@ impl OutboxConfig {
             retry_max: Duration::from_secs(60),
             housekeeping: Duration::from_secs(10),
             forget_after: Duration::from_secs(300),
+            upkeep: Duration::from_secs(1),
         }
     }
 }
@@ -201,7 +205,9 @@ return n
 /// [`MemoryQueue`] in the fast in-process tests (as `store::memory` is for the store).
 #[async_trait::async_trait]
 pub trait ReceiptQueue: Send + Sync + 'static {
-    /// Ok: it is kept until a session of `account` acknowledges it. Err: it is not.
+    /// Ok: it is kept until a session of `account` acknowledges it, and its message is
+    /// marked outboxed in the store (`MessageStore::mark_outboxed`; a failed mark is only
+    /// logged). Err: it is not kept, and the message is not marked.
     async fn push(&self, account: Uuid, r: &CustomerReceipt) -> Result<(), StoreError>;
 }
 
@@ -217,9 +223,19 @@ impl ReceiptQueue for Outbox {
 pub struct MemoryQueue {
     pushed: Mutex<Vec<(Uuid, CustomerReceipt)>>,
     down: std::sync::atomic::AtomicBool,
+    /// The store whose messages a push marks (none: nothing is marked).
+    store: Option<Arc<crate::messaging::store::memory::MemoryStore>>,
 }
 
 impl MemoryQueue {
+    /// A queue whose pushes mark their messages in `store`, as the outbox does in Redis.
+    pub fn marking(store: Arc<crate::messaging::store::memory::MemoryStore>) -> Self {
+        Self {
+            store: Some(store),
+            ..Self::default()
+        }
+    }
+
     pub fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::Relaxed);
     }
@@ -240,6 +256,10 @@ impl ReceiptQueue for MemoryQueue {
             .lock()
             .expect("queue")
             .push((account, r.clone()));
+        if let Some(store) = &self.store {
+            use crate::messaging::store::MessageStore;
+            store.mark_outboxed(&r.message_id).await?;
+        }
         Ok(())
     }
 }
@@ -252,6 +272,23 @@ pub struct Outbox {
     /// Wakes this pod's sessions of an account when a receipt is pushed here; with the
     /// number of sessions using it.
     wakers: Mutex<HashMap<Uuid, (Arc<Notify>, usize)>>,
+    /// When each account's stream was last trimmed and its TTL renewed by a push.
+    upkept: Mutex<HashMap<Uuid, Instant>>,
+}
+
+/// Whether a push at `now` does the upkeep, the last one having been at `last`. Pure.
+fn upkeep_due(every: Duration, last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|at| now.duration_since(at) >= every)
+}
+
+/// Whether a push's XADD landed.
+#[derive(Debug)]
+enum Landed {
+    Yes {
+        trimmed: u64,
+    },
+    /// NOMKSTREAM found no stream.
+    NoStream,
 }
 
 impl Outbox {
@@ -266,6 +303,7 @@ impl Outbox {
             cfg,
             metrics,
             wakers: Mutex::new(HashMap::new()),
+            upkept: Mutex::new(HashMap::new()),
         })
     }
 
@@ -287,35 +325,113 @@ impl Outbox {
         }
     }
 
-    /// Appends a receipt to `account`'s outbox (and trims what expired). Ok means it is in
-    /// Redis: the caller may acknowledge the vendor's deliver_sm. Err means it is not: the
-    /// caller answers the vendor with a temporary error so it redelivers.
+    /// Appends a receipt to `account`'s outbox and marks its message `outboxed` (one
+    /// pipeline). Ok means it is in Redis: the caller may acknowledge the vendor's
+    /// deliver_sm. Err means it is not, nor is the message marked: the caller answers the
+    /// vendor with a temporary error so it redelivers and the receipt is pushed again.
+    ///
+    /// A mark that fails after the receipt landed is logged and counted, not returned: the
+    /// receipt is queued; only a resent vendor receipt would queue it twice.
     pub async fn push(&self, account: Uuid, r: &CustomerReceipt) -> Result<(), StoreError> {
-        let key = key(account);
-        let json = serde_json::to_string(r).expect("receipt");
-        let mut pipe = redis::pipe();
-        pipe.cmd("XADD")
-            .arg(&key)
-            .arg("*")
-            .arg(FIELD)
-            .arg(json)
-            .ignore()
-            .cmd("XTRIM")
-            .arg(&key)
-            .arg("MINID")
-            .arg(min_id(SystemTime::now(), self.cfg.ttl))
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(self.cfg.ttl.as_secs().max(1))
-            .ignore();
-        let mut c = self.conn.clone();
-        let (trimmed,): (u64,) = pipe.query_async(&mut c).await?;
+        let upkeep = self.upkeep_due(account, Instant::now());
+        let mut landed = self.push_once(account, r, upkeep).await;
+        if matches!(landed, Ok(Landed::NoStream)) {
+            // Gone since the last upkeep (expired, deleted): create it with its TTL.
+            landed = self.push_once(account, r, true).await;
+        }
+        let trimmed = match landed {
+            Ok(Landed::Yes { trimmed }) => trimmed,
+            Ok(Landed::NoStream) => {
+                return Err(StoreError::Corrupt(format!(
+                    "the outbox {} vanished twice while a receipt was pushed",
+                    key(account)
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        if upkeep {
+            self.upkept
+                .lock()
+                .expect("upkept")
+                .insert(account, Instant::now());
+        }
         self.count(account, Event::Pushed, 1);
         self.count(account, Event::Expired, trimmed);
         if let Some((n, _)) = self.wakers.lock().expect("wakers").get(&account) {
             n.notify_waiters();
         }
         Ok(())
+    }
+
+    /// Whether this push also trims what expired and renews the stream's TTL: once per
+    /// `upkeep` per account, not per receipt.
+    fn upkeep_due(&self, account: Uuid, now: Instant) -> bool {
+        let last = self.upkept.lock().expect("upkept").get(&account).copied();
+        upkeep_due(self.cfg.upkeep, last, now)
+    }
+
+    /// One try of a push: XADD (NOMKSTREAM without upkeep: only a push that sets the TTL
+    /// creates the stream), the mark, and with `upkeep` XTRIM and EXPIRE.
+    async fn push_once(
+        &self,
+        account: Uuid,
+        r: &CustomerReceipt,
+        upkeep: bool,
+    ) -> Result<Landed, StoreError> {
+        let key = key(account);
+        let json = serde_json::to_string(r).expect("receipt");
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let xadd = pipe.cmd("XADD").arg(&key);
+        if !upkeep {
+            xadd.arg("NOMKSTREAM");
+        }
+        xadd.arg("*").arg(FIELD).arg(json);
+        pipe.add_command(store::redis::mark_outboxed_cmd(&r.message_id));
+        if upkeep {
+            pipe.cmd("XTRIM")
+                .arg(&key)
+                .arg("MINID")
+                .arg(min_id(SystemTime::now(), self.cfg.ttl))
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(self.cfg.ttl.as_secs().max(1) + self.cfg.upkeep.as_secs_f64().ceil() as u64);
+        }
+        let mut c = self.conn.clone();
+        let replies: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut c).await?;
+        let mut replies = replies.into_iter();
+        let added = replies.next().unwrap_or(Ok(redis::Value::Nil));
+        let marked = replies.next().unwrap_or(Ok(redis::Value::Nil));
+        let landed = match added {
+            Ok(redis::Value::Nil) => Ok(Landed::NoStream),
+            Ok(_) => Ok(Landed::Yes {
+                trimmed: match replies.next() {
+                    Some(Ok(v)) => redis::from_redis_value(v).unwrap_or(0),
+                    _ => 0,
+                },
+            }),
+            Err(e) => Err(StoreError::from(e)),
+        };
+        match (&landed, marked) {
+            (Ok(Landed::Yes { .. }), Err(e)) => {
+                self.metrics
+                    .redis_errors
+                    .with_label_values(&["receipt"])
+                    .inc();
+                tracing::warn!(message = %r.message_id, error = %e, "customer receipt queued, but the message could not be marked; a resent vendor receipt may queue it twice");
+            }
+            (Ok(Landed::Yes { .. }), Ok(_)) | (_, Err(_)) => {}
+            // Not queued, yet marked: take the mark back, or a resent receipt would not push.
+            (_, Ok(_)) => {
+                let r2: redis::RedisResult<i64> = store::redis::unmark_outboxed_cmd(&r.message_id)
+                    .query_async(&mut c)
+                    .await;
+                if let Err(e) = r2 {
+                    tracing::error!(message = %r.message_id, error = %e, "customer receipt not queued and its message stays marked: a resent vendor receipt will not queue it");
+                }
+            }
+        }
+        landed
     }
 
     /// Delivers `account`'s receipts over `link` (one bound RX/TRX session) until `stop` is
@@ -951,6 +1067,15 @@ mod tests {
 
     fn cfg() -> OutboxConfig {
         OutboxConfig::new(Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn pushes_trim_and_renew_the_ttl_once_per_upkeep_interval_not_per_receipt() {
+        let every = cfg().upkeep;
+        let t0 = Instant::now();
+        assert!(upkeep_due(every, None, t0), "an account's first push");
+        assert!(!upkeep_due(every, Some(t0), t0 + every / 2));
+        assert!(upkeep_due(every, Some(t0), t0 + every));
     }
 
     fn pending(consumer: &str, idle_ms: u64, deliveries: u64) -> Pending {

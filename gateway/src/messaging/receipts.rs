@@ -297,8 +297,8 @@ impl ReceiptHandler {
         }
     }
 
-    /// Puts the customer's receipt in its account's outbox when one is due, then marks the
-    /// message so a resent vendor receipt does not push it twice.
+    /// Puts the customer's receipt in its account's outbox when one is due; the push marks
+    /// the message so a resent vendor receipt does not push it twice.
     async fn forward(
         &self,
         id: &str,
@@ -313,17 +313,7 @@ impl ReceiptHandler {
         }
         self.outbox
             .push(c.origin.account, &c.receipt(id, change.to))
-            .await?;
-        if let Err(e) = self.store.mark_outboxed(id).await {
-            // It is in the outbox: answering the vendor OK is right; only a resent receipt
-            // would push it again.
-            self.metrics
-                .redis_errors
-                .with_label_values(&["receipt"])
-                .inc();
-            tracing::warn!(message = %id, error = %e, "customer receipt queued, but the message could not be marked; a resent vendor receipt may queue it twice");
-        }
-        Ok(())
+            .await
     }
 
     /// The per-vendor counters of /api/v1/vendors for a message just submitted.

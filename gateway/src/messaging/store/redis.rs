@@ -90,34 +90,44 @@ return false
 /// is {origin_account, origin_to, origin_from, submitted_at, done_at, error_code} when the
 /// receipt is final, the message is final after it, has an origin and is not `outboxed`;
 /// else empty.
+///
+/// Every field it may need comes in one HMGET (each redis.call costs about a microsecond on
+/// the hottest path of the store): a one-part receipt is 4 calls, not 11.
 pub const APPLY_RECEIPT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local f = redis.call('HMGET', KEYS[1], 'status', 'callback_url', 'p:' .. ARGV[1], 'parts',
+  'outboxed', 'origin_account', 'origin_to', 'origin_from', 'submitted_at', 'done_at',
+  'error_code')
+local cur = f[1]
+if not cur then return false end
+local cb = f[2] or ''
+local final = ARGV[3] == '1'
+local done, err = f[10], f[11]
 local function customer(status)
-  if ARGV[3] ~= '1' or status == 'submitted' then return {} end
-  if redis.call('HEXISTS', KEYS[1], 'outboxed') == 1 then return {} end
-  local o = redis.call('HMGET', KEYS[1], 'origin_account', 'origin_to', 'origin_from',
-    'submitted_at', 'done_at', 'error_code')
-  if not o[1] then return {} end
-  return o
+  if not final or status == 'submitted' or f[5] or not f[6] then return {} end
+  return {f[6], f[7], f[8], f[9], done, err}
 end
-local cur = redis.call('HGET', KEYS[1], 'status')
-local cb = redis.call('HGET', KEYS[1], 'callback_url') or ''
 redis.call('RPUSH', KEYS[2], ARGV[6])
-local pkey = 'p:' .. ARGV[1]
-local pcur = redis.call('HGET', KEYS[1], pkey)
-if ARGV[3] == '0' or not pcur or pcur ~= 'submitted' then return {cur, cur, cb, customer(cur)} end
-redis.call('HSET', KEYS[1], pkey, ARGV[2])
+if not final or f[3] ~= 'submitted' then return {cur, cur, cb, customer(cur)} end
+redis.call('HSET', KEYS[1], 'p:' .. ARGV[1], ARGV[2])
 if cur ~= 'submitted' then return {cur, cur, cb, customer(cur)} end
 local new = ARGV[2]
-if new == 'delivered' then
-  local n = tonumber(redis.call('HGET', KEYS[1], 'parts'))
-  for i = 0, n - 1 do
-    if redis.call('HGET', KEYS[1], 'p:' .. i) ~= 'delivered' then new = 'submitted' break end
+local n = tonumber(f[4])
+if new == 'delivered' and n > 1 then
+  local names = {}
+  for i = 0, n - 1 do names[i + 1] = 'p:' .. i end
+  local parts = redis.call('HMGET', KEYS[1], unpack(names))
+  for i = 1, n do
+    if parts[i] ~= 'delivered' then new = 'submitted' break end
   end
 end
 if new ~= 'submitted' then
-  redis.call('HSET', KEYS[1], 'status', new, 'done_at', ARGV[5])
-  if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error_code', ARGV[4]) end
+  done = ARGV[5]
+  if ARGV[4] ~= '' then
+    err = ARGV[4]
+    redis.call('HSET', KEYS[1], 'status', new, 'done_at', done, 'error_code', err)
+  else
+    redis.call('HSET', KEYS[1], 'status', new, 'done_at', done)
+  end
 end
 return {cur, new, cb, customer(new)}
 ";
@@ -135,6 +145,19 @@ const MARK_OUTBOXED: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'outboxed', '1') end
 return 1
 ";
+
+/// Marks message `id` `outboxed`. The outbox sends it in the pipeline of the push itself,
+/// so a customer receipt costs one round trip, not two.
+pub(crate) fn mark_outboxed_cmd(id: &str) -> Cmd {
+    eval(MARK_OUTBOXED, &[&msg_key(id)], &[])
+}
+
+/// Takes the mark back, for a push that did not land after all.
+pub(crate) fn unmark_outboxed_cmd(id: &str) -> Cmd {
+    let mut c = redis::cmd("HDEL");
+    c.arg(msg_key(id)).arg("outboxed");
+    c
+}
 
 /// The Redis store. Cheap to clone; every call pipelines what it can.
 #[derive(Clone)]
@@ -355,11 +378,7 @@ impl MessageStore for RedisStore {
 
     async fn mark_outboxed(&self, id: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let _: i64 = self.track(
-            eval(MARK_OUTBOXED, &[&msg_key(id)], &[])
-                .query_async(&mut c)
-                .await,
-        )?;
+        let _: i64 = self.track(mark_outboxed_cmd(id).query_async(&mut c).await)?;
         Ok(())
     }
 
