@@ -414,14 +414,24 @@ fn comparisons(ours: &[((u32, u32), Option<f64>)], kannel: Option<&KannelBest>) 
         .collect()
 }
 
-/// Our SMPP path against our HTTP path at the same shape, for the section's notes.
-fn against_http(smpp: Option<f64>, http: Option<f64>) -> Option<String> {
-    let (s, h) = (smpp?, http?);
-    (h > 0.0).then(|| {
+/// Our SMPP path against our HTTP path at the same shape, for the section's notes: against
+/// the like-for-like figure (each receipt posted back to the HTTP customer's callback_url) and
+/// the one where receipts are only stored.
+fn against_http(smpp: Option<f64>, http: Option<&OursFigures>) -> Option<String> {
+    let s = smpp?;
+    let h = http?;
+    let ratio = |x: Option<f64>| {
+        x.filter(|x| *x > 0.0)
+            .map(|x| format!("{x:.0} msg/s ({:.2}×)", s / x))
+            .unwrap_or_else(|| "not measured".into())
+    };
+    (h.callback.is_some() || h.single.is_some()).then(|| {
         format!(
-            "Same invocation, our HTTP path at this shape (messages suite, single messages, receipts \
-             stored): {h:.0} msg/s; over SMPP with receipts back to the customer: {s:.0} msg/s ({:.1}×).",
-            s / h
+            "Same invocation, over SMPP with receipts back to the customer: {s:.0} msg/s. Our HTTP path \
+             at this shape (messages suite, single messages), with each receipt posted back to the \
+             customer's callback_url (like for like): {}; with receipts only stored, nobody told: {}.",
+            ratio(h.callback),
+            ratio(h.single),
         )
     })
 }
@@ -445,10 +455,7 @@ pub async fn suite(
         ));
         let mut s = section(env, &plan, sh).await;
         let rec = s.median_of(RECEIPTS);
-        let h = http
-            .iter()
-            .find(|(x, _)| *x == sh)
-            .and_then(|(_, f)| f.single);
+        let h = http.iter().find(|(x, _)| *x == sh).map(|(_, f)| f);
         s.notes.extend(against_http(rec, h));
         sections.push(s);
         ours.push((sh, rec));
@@ -478,10 +485,26 @@ mod tests {
 
     #[test]
     fn http_note_only_with_both_figures() {
+        let http = OursFigures {
+            single: Some(1000.0),
+            callback: Some(1500.0),
+            ..Default::default()
+        };
         assert!(against_http(Some(3000.0), None).is_none());
-        assert!(against_http(None, Some(1000.0)).is_none());
-        let n = against_http(Some(3000.0), Some(1000.0)).unwrap();
-        assert!(n.contains("(3.0×)"), "{n}");
+        assert!(against_http(None, Some(&http)).is_none());
+        assert!(against_http(Some(3000.0), Some(&OursFigures::default())).is_none());
+        let n = against_http(Some(3000.0), Some(&http)).unwrap();
+        assert!(n.contains("1500 msg/s (2.00×)"), "{n}");
+        assert!(n.contains("1000 msg/s (3.00×)"), "{n}");
+        let only_stored = OursFigures {
+            callback: None,
+            ..http
+        };
+        let n = against_http(Some(3000.0), Some(&only_stored)).unwrap();
+        assert!(
+            n.contains("callback_url (like for like): not measured"),
+            "{n}"
+        );
     }
 
     #[test]

@@ -286,6 +286,19 @@ pub fn single_request() -> load::MakeRequest {
     Arc::new(move |_| req.clone())
 }
 
+/// The path of our callback_url on the counter (only these requests are counted).
+const CALLBACK_PATH: &str = "/ours-dlr";
+
+/// A single message whose receipt the gateway posts to the counter on `port`: the HTTP
+/// customer's way of getting it back, as Kannel's dlr-url is.
+fn single_request_with_callback(port: u16) -> load::MakeRequest {
+    let body = format!(
+        r#"{{"to":"+4915112345678","from":"4912345","text":"bench message","callback_url":"http://127.0.0.1:{port}{CALLBACK_PATH}"}}"#
+    );
+    let req = load::post("/api/v1/messages", TOKEN, body.as_bytes());
+    Arc::new(move |_| req.clone())
+}
+
 fn batch_request(size: usize) -> load::MakeRequest {
     let body = format!(r#"{{"messages":[{}]}}"#, vec![MESSAGE; size].join(","));
     let req = load::post("/api/v1/messages/batch", TOKEN, body.as_bytes());
@@ -418,6 +431,8 @@ pub async fn flush_bench_redis(env: &Env) -> Result<()> {
 /// What one run of ours measured at one shape.
 struct OursRun {
     single: Phase,
+    /// Single messages whose receipts also go to a callback_url.
+    callback: Phase,
     batch100: Phase,
     batch1000: Phase,
     half_rate: f64,
@@ -486,6 +501,18 @@ async fn ours_run(
             Some(id) => get_status(port, &id).await.unwrap_or_else(|e| format!("GET failed: {e:#}")),
             None => "no accepted message".into(),
         };
+        // Single messages at saturation, each receipt also posted to a callback_url.
+        let counter = Counter::start(CALLBACK_PATH).await?;
+        let callback = phase(
+            &sink,
+            Receipts::Counter(&counter),
+            closed(port, conns, plan.single_n, single_request_with_callback(counter.port), judge_single()),
+            &[],
+            settle,
+        )
+        .await;
+        counter.stop();
+        let callback = callback?;
         // Latency at half of saturation (paced: latency from each request's scheduled time).
         let half_rate = single.end_to_end() / 2.0;
         let n = (half_rate * plan.paced.as_secs_f64()).max(200.0) as u64;
@@ -514,6 +541,7 @@ async fn ours_run(
             redis_cmds: c1.saturating_sub(c0) as f64 / msgs,
             redis_us: u1.saturating_sub(u0) as f64 / msgs,
             single: merge_refusals(single, &[&rss_phase, &lat]),
+            callback,
             batch100: b100,
             batch1000: b1000,
         })
@@ -549,10 +577,40 @@ async fn get_status(port: u16, id: &str) -> Result<String> {
     Ok(format!("HTTP {}, status {}", a.status, a.json["status"]))
 }
 
+/// The name of the phase whose receipts go to a callback_url, in its rows.
+const CALLBACK_PHASE: &str = "single, receipts posted to a callback_url";
+
+/// The three rates of a phase, as rows named after it; `receipts` names the third.
+fn phase_rows(s: &mut Section, name: &str, p: &Phase, receipts: &str) {
+    s.row(&format!("{name}: HTTP accepted"), "msg/s", None)
+        .per_run
+        .push(p.http_per_s);
+    s.row(&format!("{name}: submits at the sink"), "msg/s", None)
+        .per_run
+        .push(p.submits_per_s);
+    s.row(&format!("{name}: {receipts}"), "msg/s", None)
+        .per_run
+        .push(p.receipts_per_s);
+}
+
+fn refusal_note(notes: &mut Vec<String>, run: usize, name: &str, p: &Phase) {
+    if p.refused > 0 || p.receipts_failed > 0 {
+        notes.push(format!(
+            "Run {}, {name}: {} refused answers, {} receipts answered with an error; first: {}",
+            run + 1,
+            p.refused,
+            p.receipts_failed,
+            p.first_refusal.as_deref().unwrap_or("—")
+        ));
+    }
+}
+
 /// Medians of ours at one shape, for the comparisons.
 #[derive(Default, Clone)]
 pub struct OursFigures {
     pub single: Option<f64>,
+    /// Single messages with each receipt posted to a callback_url.
+    pub callback: Option<f64>,
     pub batch100: Option<f64>,
     pub batch1000: Option<f64>,
     pub p50: Option<f64>,
@@ -570,7 +628,9 @@ pub async fn ours(env: &Env, plan: &MsgPlan, binds: u32, window: u32) -> (Sectio
              HTTP/1.1 keep-alive generator (see e2e/src/bin/smpp-bench/load.rs for why not wrk), one request in \
              flight per connection. Per run, in order: a warm-up; RSS (peak VmRSS, sampled every 100 ms) while \
              single messages are paced at {RSS_RATE} msgs/s for {}s (or the gateway's maximum, shown as the rate \
-             reached); {} single messages at saturation ({} connections); latency of single messages paced at half \
+             reached); {} single messages at saturation ({} connections); as many again with a `callback_url` on a \
+             counter in this process, so each receipt is also posted back (the HTTP customer's way of getting \
+             it, as Kannel's dlr-url is), timed to the last callback counted; latency of single messages paced at half \
              of that saturation rate, from each request's scheduled send to its 201 (which the gateway sends once \
              submit_sm_resp is in and the message is written to Redis); {} messages in batches of 100 and of 1000 \
              ({} connections). Rates: messages over the time from the load's start to the last HTTP answer \
@@ -594,25 +654,16 @@ pub async fn ours(env: &Env, plan: &MsgPlan, binds: u32, window: u32) -> (Sectio
                     ("batch of 100", &r.batch100),
                     ("batch of 1000", &r.batch1000),
                 ] {
-                    s.row(&format!("{name}: HTTP accepted"), "msg/s", None)
-                        .per_run
-                        .push(p.http_per_s);
-                    s.row(&format!("{name}: submits at the sink"), "msg/s", None)
-                        .per_run
-                        .push(p.submits_per_s);
-                    s.row(&format!("{name}: receipts stored"), "msg/s", None)
-                        .per_run
-                        .push(p.receipts_per_s);
-                    if p.refused > 0 || p.receipts_failed > 0 {
-                        notes.push(format!(
-                            "Run {}, {name}: {} refused answers, {} receipts answered with an error; first: {}",
-                            run + 1,
-                            p.refused,
-                            p.receipts_failed,
-                            p.first_refusal.as_deref().unwrap_or("—")
-                        ));
-                    }
+                    phase_rows(&mut s, name, p, "receipts stored");
+                    refusal_note(&mut notes, run, name, p);
                 }
+                phase_rows(
+                    &mut s,
+                    CALLBACK_PHASE,
+                    &r.callback,
+                    "receipts at the callback_url",
+                );
+                refusal_note(&mut notes, run, CALLBACK_PHASE, &r.callback);
                 s.row("latency p50 at half of saturation", "ms", None)
                     .per_run
                     .push(r.p50);
@@ -665,6 +716,7 @@ pub async fn ours(env: &Env, plan: &MsgPlan, binds: u32, window: u32) -> (Sectio
     s.notes.extend(notes);
     let f = OursFigures {
         single: s.median_of("single: receipts stored"),
+        callback: s.median_of(&format!("{CALLBACK_PHASE}: receipts at the callback_url")),
         batch100: s.median_of("batch of 100: receipts stored"),
         batch1000: s.median_of("batch of 1000: receipts stored"),
         p50: s.median_of("latency p50 at half of saturation"),
@@ -1048,6 +1100,16 @@ pub fn comparisons(ours: &[((u32, u32), OursFigures)], k: &KannelBest) -> Vec<Co
             ),
             "msg/s",
             f.single,
+            k.receipts,
+            Better::Higher,
+        ));
+        v.push(mk(
+            format!(
+                "… each receipt posted to a callback_url, as Kannel's go to its dlr-url (ours {}; {kset})",
+                shape(*b, *w)
+            ),
+            "msg/s",
+            f.callback,
             k.receipts,
             Better::Higher,
         ));
