@@ -168,3 +168,64 @@ async fn both_stores_keep_the_account_that_submitted_a_message() -> Result {
     }
     Ok(())
 }
+
+/// What a status callback says (without the clock: whether done_at is set).
+type CallbackSeen = Option<(String, Option<String>, u32, bool, Option<String>)>;
+
+async fn callback_scenario(s: &dyn MessageStore, tag: &str) -> Result<Vec<CallbackSeen>> {
+    let with = format!("{tag}-cb-{}", Uuid::new_v4());
+    let without = format!("{tag}-nocb-{}", Uuid::new_v4());
+    let mut m = message(&with, 2, None);
+    m.callback_url = Some("http://127.0.0.1:9/cb".into());
+    m.client_ref = Some("order-42".into());
+    s.create(&m, &[], &[]).await?;
+    s.create(&message(&without, 1, None), &[], &[]).await?;
+    let h = HistoryEntry::new("receipt");
+    let mut out = Vec::new();
+    for (id, part, st, err) in [
+        (&with, 0, MessageStatus::Delivered, None),
+        (&with, 1, MessageStatus::Undeliverable, Some("0x0000000B")),
+        (&without, 0, MessageStatus::Delivered, None),
+    ] {
+        let c = s
+            .apply_receipt(id, part, st, err, &h)
+            .await?
+            .expect("stored");
+        out.push(c.callback.map(|c| {
+            (
+                c.url,
+                c.client_ref,
+                c.parts,
+                c.done_at.is_some(),
+                c.error_code,
+            )
+        }));
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn redis_and_memory_stores_give_a_callback_what_it_says_without_a_second_read() -> Result {
+    let env = Env::load()?;
+    let redis = RedisStore::new(
+        store::connect(&env.redis_url).await?,
+        Duration::from_secs(600),
+    );
+    let r = callback_scenario(&redis, "redis").await?;
+    let m = callback_scenario(&MemoryStore::default(), "memory").await?;
+    assert_eq!(r, m, "the stores disagree");
+    let url = "http://127.0.0.1:9/cb".to_string();
+    let cref = Some("order-42".to_string());
+    assert_eq!(
+        r,
+        vec![
+            // Not final yet: the message's fields as stored.
+            Some((url.clone(), cref.clone(), 2, false, None)),
+            // Final now: done_at and the error code of the receipt that made it so.
+            Some((url, cref, 2, true, Some("0x0000000B".into()))),
+            // No callback_url: nothing to say.
+            None,
+        ]
+    );
+    Ok(())
+}

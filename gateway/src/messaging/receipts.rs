@@ -340,16 +340,9 @@ impl ReceiptHandler {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(url) = change.callback_url.clone() {
-            // The body carries the message as stored (client_ref, parts, error code): read it
-            // once, only for messages that have a callback.
-            let (store, callbacks) = (self.store.clone(), self.callbacks.clone());
-            let (id, vendor, to) = (id.to_string(), vendor.to_string(), change.to);
-            tokio::spawn(async move {
-                let stored = store.get(&id).await.ok().flatten();
-                let body = status_body(&id, &vendor, to, stored.as_ref());
-                callbacks.post(Kind::Status, url, body);
-            });
+        if let Some(cb) = &change.callback {
+            let body = status_body(id, vendor, change.to, cb);
+            self.callbacks.post(Kind::Status, cb.url.clone(), body);
         }
     }
 }
@@ -366,16 +359,16 @@ pub fn status_body(
     id: &str,
     vendor: &str,
     status: MessageStatus,
-    m: Option<&crate::messaging::model::MessageView>,
+    cb: &crate::messaging::store::Callback,
 ) -> serde_json::Value {
     serde_json::json!({
         "id": id,
         "status": status,
         "vendor": vendor,
-        "client_ref": m.and_then(|m| m.client_ref.clone()),
-        "parts": m.map(|m| m.parts),
-        "done_at": m.and_then(|m| m.done_at).unwrap_or_else(Utc::now),
-        "error_code": m.and_then(|m| m.error_code.clone()),
+        "client_ref": cb.client_ref,
+        "parts": cb.parts,
+        "done_at": cb.done_at.unwrap_or_else(Utc::now),
+        "error_code": cb.error_code,
     })
 }
 
@@ -490,24 +483,17 @@ fn decode_mo(data_coding: u8, b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messaging::model::MessageView;
 
     #[test]
     fn the_status_callback_carries_what_docs_callbacks_md_promises() {
-        let m = MessageView {
-            id: "m1".into(),
-            status: MessageStatus::Undeliverable,
-            vendor: "v".into(),
+        let cb = crate::messaging::store::Callback {
+            url: "http://example.test/cb".into(),
+            client_ref: Some("order-42".into()),
             parts: 2,
-            vendor_message_ids: vec!["1".into(), "2".into()],
-            submitted_at: Utc::now(),
             done_at: Some(Utc::now()),
             error_code: Some("0x0000000B".into()),
-            client_ref: Some("order-42".into()),
-            history: vec![],
-            account: None,
         };
-        let b = status_body("m1", "v", MessageStatus::Undeliverable, Some(&m));
+        let b = status_body("m1", "v", MessageStatus::Undeliverable, &cb);
         let keys: Vec<&str> = b.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
@@ -524,8 +510,18 @@ mod tests {
         assert_eq!(b["status"], "undeliverable");
         assert_eq!(b["client_ref"], "order-42");
         assert_eq!(b["parts"], 2);
-        // Without the stored message (Redis hiccup) the callback still goes, with nulls.
-        let b = status_body("m1", "v", MessageStatus::Delivered, None);
+        assert!(
+            !b.to_string().contains("example.test"),
+            "the URL is not in the body"
+        );
+        // Nothing optional stored: nulls, and done_at still a time.
+        let bare = crate::messaging::store::Callback {
+            client_ref: None,
+            done_at: None,
+            error_code: None,
+            ..cb
+        };
+        let b = status_body("m1", "v", MessageStatus::Delivered, &bare);
         assert!(b["client_ref"].is_null() && b["done_at"].is_string());
     }
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{
-    Correlated, CustomerFinal, IdemBegin, MessageStore, NewMessage, StatusChange, StoreError,
+    Callback, Correlated, CustomerFinal, IdemBegin, MessageStore, NewMessage, StatusChange,
+    StoreError,
 };
 use crate::messaging::customer::Origin;
 use crate::messaging::model::{self, HistoryEntry, MessageStatus, MessageView};
@@ -204,7 +205,13 @@ impl MessageStore for MemoryStore {
         Ok(Some(StatusChange {
             from,
             to,
-            callback_url: m.callback_url.clone(),
+            callback: m.callback_url.clone().map(|url| Callback {
+                url,
+                client_ref: m.view.client_ref.clone(),
+                parts: m.view.parts,
+                done_at: m.view.done_at,
+                error_code: m.view.error_code.clone(),
+            }),
             customer: m.customer(status.is_final()),
         }))
     }

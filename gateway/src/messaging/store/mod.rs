@@ -132,9 +132,21 @@ pub struct Correlated {
 pub struct StatusChange {
     pub from: MessageStatus,
     pub to: MessageStatus,
-    pub callback_url: Option<String>,
+    /// When the message has a callback_url: what its status callback says.
+    pub callback: Option<Callback>,
     /// What the customer's receipt needs, when one is due (see `apply_receipt`).
     pub customer: Option<CustomerFinal>,
+}
+
+/// What a status callback needs, read in the step that applied the receipt (a second read
+/// per callback cost a Redis round trip and the parse of the whole history).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Callback {
+    pub url: String,
+    pub client_ref: Option<String>,
+    pub parts: u32,
+    pub done_at: Option<DateTime<Utc>>,
+    pub error_code: Option<String>,
 }
 
 /// A final message a customer submitted over SMPP, as its receipt needs it.

@@ -8,8 +8,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::{
-    Correlated, CustomerFinal, IdemBegin, IdemRecord, MessageStore, NewMessage, StatusChange,
-    StoreError, history_key, idem_key, msg_key, parse_mapping,
+    Callback, Correlated, CustomerFinal, IdemBegin, IdemRecord, MessageStore, NewMessage,
+    StatusChange, StoreError, history_key, idem_key, msg_key, parse_mapping,
 };
 use crate::messaging::customer::Origin;
 use crate::messaging::model::{HistoryEntry, MessageStatus, MessageView};
@@ -86,17 +86,18 @@ return false
 /// Applies one part's receipt: records it in the history, sets the part's status (a part
 /// that is already final keeps it: vendors resend; an unknown part changes nothing), and
 /// derives the message's status with the rule of `model::overall`. Returns {old status, new
-/// status, callback_url, customer}, or nil when the message is not (yet) stored. `customer`
-/// is {origin_account, origin_to, origin_from, submitted_at, done_at, error_code} when the
-/// receipt is final, the message is final after it, has an origin and is not `outboxed`;
-/// else empty.
+/// status, callback_url, customer, callback}, or nil when the message is not (yet) stored.
+/// `customer` is {origin_account, origin_to, origin_from, submitted_at, done_at, error_code}
+/// when the receipt is final, the message is final after it, has an origin and is not
+/// `outboxed`; else empty. `callback` is {client_ref, parts, done_at, error_code}, what a
+/// status callback says.
 ///
 /// Every field it may need comes in one HMGET (each redis.call costs about a microsecond on
 /// the hottest path of the store): a one-part receipt is 4 calls, not 11.
 pub const APPLY_RECEIPT: &str = r"
 local f = redis.call('HMGET', KEYS[1], 'status', 'callback_url', 'p:' .. ARGV[1], 'parts',
   'outboxed', 'origin_account', 'origin_to', 'origin_from', 'submitted_at', 'done_at',
-  'error_code')
+  'error_code', 'client_ref')
 local cur = f[1]
 if not cur then return false end
 local cb = f[2] or ''
@@ -106,10 +107,11 @@ local function customer(status)
   if not final or status == 'submitted' or f[5] or not f[6] then return {} end
   return {f[6], f[7], f[8], f[9], done, err}
 end
+local function callback() return {f[12], f[4], done, err} end
 redis.call('RPUSH', KEYS[2], ARGV[6])
-if not final or f[3] ~= 'submitted' then return {cur, cur, cb, customer(cur)} end
+if not final or f[3] ~= 'submitted' then return {cur, cur, cb, customer(cur), callback()} end
 redis.call('HSET', KEYS[1], 'p:' .. ARGV[1], ARGV[2])
-if cur ~= 'submitted' then return {cur, cur, cb, customer(cur)} end
+if cur ~= 'submitted' then return {cur, cur, cb, customer(cur), callback()} end
 local new = ARGV[2]
 local n = tonumber(f[4])
 if new == 'delivered' and n > 1 then
@@ -129,7 +131,7 @@ if new ~= 'submitted' then
     redis.call('HSET', KEYS[1], 'status', new, 'done_at', done)
   end
 end
-return {cur, new, cb, customer(new)}
+return {cur, new, cb, customer(new), callback()}
 ";
 
 /// The first looked-up key that is mapped, with its number.
@@ -349,7 +351,14 @@ impl MessageStore for RedisStore {
         entry: &HistoryEntry,
     ) -> Result<Option<StatusChange>, StoreError> {
         let mut c = self.conn.clone();
-        let r: Option<(String, String, String, Vec<Option<String>>)> = self.track(
+        type Applied = (
+            String,
+            String,
+            String,
+            Vec<Option<String>>,
+            Vec<Option<String>>,
+        );
+        let r: Option<Applied> = self.track(
             self.apply
                 .key(msg_key(id))
                 .key(history_key(id))
@@ -362,7 +371,7 @@ impl MessageStore for RedisStore {
                 .invoke_async(&mut c)
                 .await,
         )?;
-        let Some((from, to, cb, customer)) = r else {
+        let Some((from, to, cb, customer, callback)) = r else {
             return Ok(None);
         };
         let parse = |s: &str| {
@@ -371,7 +380,7 @@ impl MessageStore for RedisStore {
         Ok(Some(StatusChange {
             from: parse(&from)?,
             to: parse(&to)?,
-            callback_url: (!cb.is_empty()).then_some(cb),
+            callback: (!cb.is_empty()).then(|| callback_fields(cb, callback)),
             customer: customer_final(id, customer)?,
         }))
     }
@@ -486,6 +495,21 @@ fn eval(script: &str, keys: &[&str], args: &[&str]) -> Cmd {
     let mut c = redis::cmd("EVAL");
     c.arg(script).arg(keys.len()).arg(keys).arg(args);
     c
+}
+
+/// The `callback` part of APPLY_RECEIPT's answer, for the message's callback_url `url`.
+fn callback_fields(url: String, f: Vec<Option<String>>) -> Callback {
+    let mut f = f.into_iter();
+    let mut next = || f.next().flatten();
+    Callback {
+        url,
+        client_ref: next(),
+        parts: next().and_then(|p| p.parse().ok()).unwrap_or(0),
+        done_at: next()
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|d| d.with_timezone(&Utc)),
+        error_code: next(),
+    }
 }
 
 /// The `customer` part of APPLY_RECEIPT's answer (empty: none due).
