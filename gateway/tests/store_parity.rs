@@ -51,6 +51,15 @@ fn seen(c: Option<StatusChange>) -> Seen {
     })
 }
 
+/// The Redis store on the environment's Redis.
+async fn redis_store() -> Result<RedisStore> {
+    let env = Env::load()?;
+    Ok(RedisStore::new(
+        store::connect(&env.redis_url).await?,
+        Duration::from_secs(600),
+    ))
+}
+
 /// The scenario, on one store; `tag` keeps the two stores' ids apart in Redis.
 async fn scenario(s: &dyn MessageStore, tag: &str) -> Result<Vec<Seen>> {
     let origin = Origin {
@@ -106,11 +115,7 @@ async fn scenario(s: &dyn MessageStore, tag: &str) -> Result<Vec<Seen>> {
 
 #[tokio::test]
 async fn redis_and_memory_stores_agree_on_customer_receipts() -> Result {
-    let env = Env::load()?;
-    let redis = RedisStore::new(
-        store::connect(&env.redis_url).await?,
-        Duration::from_secs(600),
-    );
+    let redis = redis_store().await?;
     let memory = Arc::new(MemoryStore::default());
     let r = scenario(&redis, "redis").await?;
     let m = scenario(memory.as_ref(), "memory").await?;
@@ -143,11 +148,7 @@ async fn redis_and_memory_stores_agree_on_customer_receipts() -> Result {
 
 #[tokio::test]
 async fn both_stores_keep_the_account_that_submitted_a_message() -> Result {
-    let env = Env::load()?;
-    let redis = RedisStore::new(
-        store::connect(&env.redis_url).await?,
-        Duration::from_secs(600),
-    );
+    let redis = redis_store().await?;
     let memory = MemoryStore::default();
     let account = Uuid::new_v4();
     for s in [&redis as &dyn MessageStore, &memory] {
@@ -206,11 +207,7 @@ async fn callback_scenario(s: &dyn MessageStore, tag: &str) -> Result<Vec<Callba
 
 #[tokio::test]
 async fn redis_and_memory_stores_give_a_callback_what_it_says_without_a_second_read() -> Result {
-    let env = Env::load()?;
-    let redis = RedisStore::new(
-        store::connect(&env.redis_url).await?,
-        Duration::from_secs(600),
-    );
+    let redis = redis_store().await?;
     let r = callback_scenario(&redis, "redis").await?;
     let m = callback_scenario(&MemoryStore::default(), "memory").await?;
     assert_eq!(r, m, "the stores disagree");

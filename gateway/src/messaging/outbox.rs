@@ -281,6 +281,25 @@ fn upkeep_due(every: Duration, last: Option<Instant>, now: Instant) -> bool {
     last.is_none_or(|at| now.duration_since(at) >= every)
 }
 
+/// What a push does once its pipeline answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterPush {
+    Done,
+    /// Queued but not marked: only a resent vendor receipt could queue it twice.
+    WarnUnmarked,
+    /// Marked but not queued: take the mark back, or a resent receipt would not push.
+    Unmark,
+}
+
+/// Pure: from whether the receipt was queued and whether the mark was written.
+fn after_push(queued: bool, marked: bool) -> AfterPush {
+    match (queued, marked) {
+        (true, false) => AfterPush::WarnUnmarked,
+        (false, true) => AfterPush::Unmark,
+        _ => AfterPush::Done,
+    }
+}
+
 /// Whether a push's XADD landed.
 #[derive(Debug)]
 enum Landed {
@@ -412,21 +431,22 @@ impl Outbox {
             }),
             Err(e) => Err(StoreError::from(e)),
         };
-        match (&landed, marked) {
-            (Ok(Landed::Yes { .. }), Err(e)) => {
+        let queued = matches!(landed, Ok(Landed::Yes { .. }));
+        match after_push(queued, marked.is_ok()) {
+            AfterPush::Done => {}
+            AfterPush::WarnUnmarked => {
                 self.metrics
                     .redis_errors
                     .with_label_values(&["receipt"])
                     .inc();
-                tracing::warn!(message = %r.message_id, error = %e, "customer receipt queued, but the message could not be marked; a resent vendor receipt may queue it twice");
+                tracing::warn!(message = %r.message_id, error = ?marked.err(), "customer receipt queued, but the message could not be marked; a resent vendor receipt may queue it twice");
             }
-            (Ok(Landed::Yes { .. }), Ok(_)) | (_, Err(_)) => {}
-            // Not queued, yet marked: take the mark back, or a resent receipt would not push.
-            (_, Ok(_)) => {
-                let r2: redis::RedisResult<i64> = store::redis::unmark_outboxed_cmd(&r.message_id)
-                    .query_async(&mut c)
-                    .await;
-                if let Err(e) = r2 {
+            AfterPush::Unmark => {
+                let undone: redis::RedisResult<i64> =
+                    store::redis::unmark_outboxed_cmd(&r.message_id)
+                        .query_async(&mut c)
+                        .await;
+                if let Err(e) = undone {
                     tracing::error!(message = %r.message_id, error = %e, "customer receipt not queued and its message stays marked: a resent vendor receipt will not queue it");
                 }
             }
@@ -1067,6 +1087,14 @@ mod tests {
 
     fn cfg() -> OutboxConfig {
         OutboxConfig::new(Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn a_mark_without_its_receipt_is_taken_back() {
+        assert_eq!(after_push(true, true), AfterPush::Done);
+        assert_eq!(after_push(true, false), AfterPush::WarnUnmarked);
+        assert_eq!(after_push(false, true), AfterPush::Unmark);
+        assert_eq!(after_push(false, false), AfterPush::Done);
     }
 
     #[test]

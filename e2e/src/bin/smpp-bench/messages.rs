@@ -292,10 +292,9 @@ const CALLBACK_PATH: &str = "/ours-dlr";
 /// A single message whose receipt the gateway posts to the counter on `port`: the HTTP
 /// customer's way of getting it back, as Kannel's dlr-url is.
 fn single_request_with_callback(port: u16) -> load::MakeRequest {
-    let body = format!(
-        r#"{{"to":"+4915112345678","from":"4912345","text":"bench message","callback_url":"http://127.0.0.1:{port}{CALLBACK_PATH}"}}"#
-    );
-    let req = load::post("/api/v1/messages", TOKEN, body.as_bytes());
+    let mut body: serde_json::Value = serde_json::from_str(MESSAGE).expect("MESSAGE is JSON");
+    body["callback_url"] = format!("http://127.0.0.1:{port}{CALLBACK_PATH}").into();
+    let req = load::post("/api/v1/messages", TOKEN, body.to_string().as_bytes());
     Arc::new(move |_| req.clone())
 }
 
