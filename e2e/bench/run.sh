@@ -22,10 +22,15 @@ log "building release binaries (smpp-gateway, smpp-operator, smpp-bench)"
 cargo build --release -q -p smpp-gateway -p smpp-operator -p smpp-e2e --bins ||
   die "cargo build --release failed (see the compiler output above)"
 
-# Use a running environment as it is; start one only when there is none, and stop it after.
+# Use the environment of `make env-up`, and leave it up; start one only when there is none,
+# and stop it after. An env.sh can outlive its processes (a reboot): env-up is idempotent, so
+# it restarts what died and keeps what is healthy.
 env_file=${SMPP_ENV_FILE:-$REPO_ROOT/target/env.sh}
 started_env=0
-if [ ! -f "$env_file" ]; then
+if [ -f "$env_file" ]; then
+  log "an environment is set up: checking its parts are up (make env-up keeps healthy ones)"
+  "$E2E_SCRIPTS/env-up.sh" || die "make env-up could not bring the environment's parts back up"
+else
   log "no environment up: starting one (make env-up), stopped again afterwards"
   on_fail "'$E2E_SCRIPTS/env-down.sh'"
   "$E2E_SCRIPTS/env-up.sh"
