@@ -361,6 +361,8 @@ async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<(
     }
     let env = Env::load()
         .context("loading target/env.sh (make bench starts the environment when it is down)")?;
+    // Before the suites: the tree may change while they run, the binaries measured do not.
+    let versions = versions(&env).await;
     let plan = Plan::new(quick);
     let mut c = Collected::default();
     // In SUITES order: the Kannel suite compares with the gateway suite's figures.
@@ -411,7 +413,7 @@ async fn run(out: PathBuf, only: &str, quick: bool, command: String) -> Result<(
         } else {
             command
         },
-        versions: versions(&env).await,
+        versions,
         machine: machine(),
         comparisons,
         sections,
