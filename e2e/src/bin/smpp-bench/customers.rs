@@ -320,7 +320,7 @@ fn method(plan: &CustPlan, (b, w): (u32, u32)) -> String {
          route) and one vendor row (max_binds {b}, window_size {w}, message ids declared Decimal, as the \
          sink writes them) on the messaging sink, which sends each \
          receipt {} ms after its submit_sm_resp. The customer is {b} TRX session{} of the pipelined ESME of \
-         e2e/src/sink.rs (`PipelinedSession`, the client of the raw exchange too), bound for the whole run, \
+         e2e/src/sink/pipelined.rs (`PipelinedSession`, the client of the raw exchange too), bound for the whole run, \
          each keeping {cw} submit_sm in flight ({} in all: as many as the HTTP load of the messages suite \
          keeps requests in flight at this shape) and answering every deliver_sm at once; a receipt may come \
          back on any of the customer's sessions. Per run: the raw exchange ({} messages: the same client against the sink alone, same \

@@ -455,11 +455,11 @@ fn notes() -> Vec<String> {
          environment of `make env-up` or starts and stops one, then runs `smpp-bench run`). \
          `BENCH_ARGS=\"--only gateway,kannel\"` picks suites; `BENCH_ARGS=--quick` is a smoke test with small \
          loads whose figures are not comparable. Process logs: target/bench-logs/.",
-        "The sink is e2e/src/sink.rs on the smpp34 server: it accepts any credentials, answers submit_sm and \
+        "The sink is e2e/src/sink/mod.rs on the smpp34 server: it accepts any credentials, answers submit_sm and \
          records every established bind (credentials, port, time of bind_resp). It works around a bug in \
          smpp34 1.5.1, which drops the unbind_resp it owes (Kannel then waits 30 s to stop); e2e/tests/sink.rs \
          checks the workaround.",
-        "The message suite uses the messaging sink instead (e2e/src/sink.rs `ReceiptSink`: raw SMPP 3.4, \
+        "The message suite uses the messaging sink instead (e2e/src/sink/receipts.rs `ReceiptSink`: raw SMPP 3.4, \
          pipelined, a receipt after a fixed delay; its own ceiling is measured first) and this process's HTTP \
          load generator (e2e/src/bin/smpp-bench/load.rs) for both the gateway and Kannel.",
         "CPU figures come from the scheduler's per-thread accounting (/proc/<pid>/task/*/schedstat, ns), not \
@@ -574,7 +574,7 @@ async fn versions(env: &Env) -> Vec<(String, String)> {
         (
             "sink".into(),
             format!(
-                "smpp34 {} server, in-process (e2e/src/sink.rs)",
+                "smpp34 {} server, in-process (e2e/src/sink/mod.rs)",
                 locked_version(&lock, "smpp34")
             ),
         ),

@@ -99,7 +99,7 @@ pub async fn ceiling(plan: &MsgPlan) -> Section {
     let mut s = Section::new(
         "Messages: the sink alone (the ceiling)",
         format!(
-            "The messaging sink (e2e/src/sink.rs `ReceiptSink`: raw SMPP 3.4, one reader and one writer per \
+            "The messaging sink (e2e/src/sink/receipts.rs `ReceiptSink`: raw SMPP 3.4, one reader and one writer per \
              connection, every write carries all that is queued, TCP_NODELAY) driven by a pipelined in-process \
              ESME (`pipelined_client`) that keeps `window` submit_sm in flight per bind and answers every \
              receipt. {} messages per run, split over the binds; each receipt {} ms after its submit_sm_resp. \
