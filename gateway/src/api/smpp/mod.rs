@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod bound;
 pub mod limits;
+pub mod link;
 pub mod listener;
 pub mod requests;
 pub mod session;

@@ -8,13 +8,13 @@
 //! answered and the session goes on; a command_length it cannot frame, an idle customer, or a
 //! customer that stops reading (its queue full) ends this session only.
 //!
-//! An RX or TRX session is also the account's [`CustomerLink`]: the outbox consumer started at
-//! bind sends receipts through it as deliver_sm and waits for deliver_sm_resp.
+//! An RX or TRX session is also the account's `CustomerLink` (`link::Link`): the outbox
+//! consumer started at bind sends receipts through it as deliver_sm and waits for
+//! deliver_sm_resp.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -23,21 +23,21 @@ use rusmpp::pdus::{SubmitMulti, SubmitSm};
 use rusmpp::values::DestAddress;
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use smpp_db::accounts::CustomerBindType;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::smpp::Ctx;
 use crate::api::smpp::bound::{Kick, KickSignal, Registration};
+use crate::api::smpp::link::{Link, next_seq};
 use crate::api::smpp::requests::{self, Content, Prepared};
 use crate::api::smpp::status::{self, BindRefusal};
 use crate::fleet::accounts::CustomerAccount;
-use crate::messaging::customer::{CustomerLink, CustomerReceipt, DeliverError};
 use crate::smpp::codec::{Codec, CodecError, Frame, Malformed};
 use crate::smpp::connection::Transport;
 use crate::smpp::pdu::{self, BindKind, CustomerVersion};
-use crate::smpp::session::{Window, write_batches};
+use crate::smpp::session::write_batches;
 
 type Stream = futures::stream::SplitStream<Framed<Transport, Codec>>;
 
@@ -127,95 +127,6 @@ impl End {
 enum Step {
     Continue,
     End(End),
-}
-
-/// An RX/TRX session as the outbox sees it: deliver_sm out, deliver_sm_resp back.
-pub struct Link {
-    out: mpsc::Sender<Box<Command>>,
-    seq: Arc<AtomicU32>,
-    pending: Mutex<HashMap<u32, oneshot::Sender<CommandStatus>>>,
-    window: Window,
-    closed: CancellationToken,
-    timeout: Duration,
-    version: CustomerVersion,
-    metrics: Arc<crate::metrics::Metrics>,
-}
-
-/// The next of our sequence numbers: 1..=0x7FFFFFFF.
-fn next_seq(seq: &AtomicU32) -> u32 {
-    let n = seq.fetch_add(1, Ordering::Relaxed);
-    (n % 0x7FFF_FFFF) + 1
-}
-
-impl Link {
-    /// A deliver_sm_resp (or generic_nack) for `seq`; false when nobody waits for it.
-    fn complete(&self, seq: u32, status: CommandStatus) -> bool {
-        let waiter = self.pending.lock().expect("pending").remove(&seq);
-        waiter.is_some_and(|w| w.send(status).is_ok())
-    }
-
-    fn close(&self) {
-        self.closed.cancel();
-        self.window.close();
-        self.pending.lock().expect("pending").clear();
-    }
-
-    fn count(&self, outcome: &str) {
-        self.metrics
-            .customer_deliveries
-            .with_label_values(&[outcome])
-            .inc();
-    }
-}
-
-#[async_trait::async_trait]
-impl CustomerLink for Link {
-    async fn deliver(&self, receipt: &CustomerReceipt) -> Result<(), DeliverError> {
-        let _slot = tokio::select! {
-            _ = self.closed.cancelled() => return Err(DeliverError::Closed),
-            p = self.window.acquire() => p.ok_or(DeliverError::Closed)?,
-        };
-        let seq = next_seq(&self.seq);
-        let mut cmd = receipt.deliver_sm(seq).map_err(|e| {
-            tracing::warn!(message = %receipt.message_id, error = %e, "a receipt cannot be put in a deliver_sm");
-            DeliverError::Refused(u32::from(CommandStatus::EsmeRsyserr))
-        })?;
-        if !self.version.has_tlvs()
-            && let Some(Pdu::DeliverSm(d)) = cmd.pdu()
-        {
-            // SMPP 3.3 has no TLVs: the receipt text alone.
-            let mut d = d.clone();
-            d.clear_tlvs();
-            cmd.set_pdu(d);
-        }
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().expect("pending").insert(seq, tx);
-        let sent = tokio::select! {
-            _ = self.closed.cancelled() => false,
-            r = self.out.send(Box::new(cmd)) => r.is_ok(),
-        };
-        if !sent {
-            self.pending.lock().expect("pending").remove(&seq);
-            self.count("closed");
-            return Err(DeliverError::Closed);
-        }
-        let r = match tokio::time::timeout(self.timeout, rx).await {
-            Err(_) => {
-                self.pending.lock().expect("pending").remove(&seq);
-                Err(DeliverError::Timeout(self.timeout))
-            }
-            Ok(Err(_)) => Err(DeliverError::Closed),
-            Ok(Ok(CommandStatus::EsmeRok)) => Ok(()),
-            Ok(Ok(s)) => Err(DeliverError::Refused(u32::from(s))),
-        };
-        self.count(match &r {
-            Ok(()) => "ok",
-            Err(DeliverError::Timeout(_)) => "timeout",
-            Err(DeliverError::Refused(_)) => "refused",
-            Err(DeliverError::Closed) => "closed",
-        });
-        r
-    }
 }
 
 /// A bound session's account and resources.
@@ -600,16 +511,14 @@ impl Session {
 
     /// Makes this session a carrier of the account's receipts and starts its consumer.
     fn start_receipts(&self, b: &mut Bound, version: CustomerVersion) {
-        let link = Arc::new(Link {
-            out: self.out.clone(),
-            seq: self.seq.clone(),
-            pending: Mutex::default(),
-            window: Window::new(self.ctx.settings.window),
-            closed: CancellationToken::new(),
-            timeout: self.ctx.settings.response_timeout,
+        let link = Arc::new(Link::new(
+            self.out.clone(),
+            self.seq.clone(),
+            self.ctx.settings.window,
+            self.ctx.settings.response_timeout,
             version,
-            metrics: self.ctx.metrics.clone(),
-        });
+            self.ctx.metrics.clone(),
+        ));
         if let Some(feed) = &self.ctx.receipts {
             let stop = CancellationToken::new();
             let handle = feed.consume(
