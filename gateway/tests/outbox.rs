@@ -14,7 +14,7 @@ use smpp_e2e::wait;
 use smpp_gateway::messaging::customer::{CustomerLink, CustomerReceipt, DeliverError};
 use smpp_gateway::messaging::model::MessageStatus;
 use smpp_gateway::messaging::outbox::{self, Outbox, OutboxConfig};
-use smpp_gateway::messaging::store;
+use smpp_gateway::messaging::store::{self, MessageStore};
 use smpp_gateway::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -495,6 +495,43 @@ async fn a_receipt_the_customer_does_not_answer_holds_up_no_other() -> Result {
 }
 
 #[tokio::test]
+async fn a_push_marks_its_message_so_a_resent_vendor_receipt_is_not_queued_twice() -> Result {
+    let r = rig(fast(Duration::from_secs(60))).await?;
+    let env = Env::load()?;
+    let s = store::RedisStore::new(
+        store::connect(&env.redis_url).await?,
+        Duration::from_secs(60),
+    );
+    let id = format!("mark-{}", Uuid::new_v4());
+    let origin = smpp_gateway::messaging::customer::Origin {
+        account: r.account,
+        to: "15551234567".into(),
+        from: "ACME".into(),
+    };
+    s.create(&customer_message(&id, origin), &[], &[]).await?;
+    let h = smpp_gateway::messaging::model::HistoryEntry::new("receipt");
+    let first = s
+        .apply_receipt(&id, 0, MessageStatus::Delivered, None, &h)
+        .await?
+        .expect("stored");
+    assert!(first.customer.is_some(), "the final receipt is due");
+    r.push(&[&id]).await?;
+    let resent = s
+        .apply_receipt(&id, 0, MessageStatus::Delivered, None, &h)
+        .await?
+        .expect("stored");
+    assert!(
+        resent.customer.is_none(),
+        "the push marked the message in the same pipeline"
+    );
+    // A receipt whose message is not stored is queued, and no message is made up for it.
+    r.push(&["nobody"]).await?;
+    assert!(s.get("nobody").await?.is_none());
+    assert_eq!(r.outbox.depth(r.account).await?.0, 2);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_push_recreates_an_outbox_deleted_since_the_last_upkeep_with_its_ttl() -> Result {
     // No upkeep due within the test: only the NOMKSTREAM miss can make the second push
     // create the stream.
@@ -518,4 +555,24 @@ async fn a_push_recreates_an_outbox_deleted_since_the_last_upkeep_with_its_ttl()
     );
     assert_eq!(r.count("pushed"), 3);
     Ok(())
+}
+
+fn customer_message(
+    id: &str,
+    origin: smpp_gateway::messaging::customer::Origin,
+) -> store::NewMessage {
+    store::NewMessage {
+        id: id.into(),
+        vendor: "v".into(),
+        vendor_id: Uuid::nil(),
+        parts: 1,
+        vendor_message_ids: vec![format!("{id}-0")],
+        submitted_at: Utc::now(),
+        status: MessageStatus::Submitted,
+        error_code: None,
+        client_ref: None,
+        callback_url: None,
+        account: Some(origin.account),
+        origin: Some(origin),
+    }
 }

@@ -297,9 +297,8 @@ impl ReceiptHandler {
         }
     }
 
-    /// Puts the customer's receipt in its account's outbox when the store handed one out
-    /// (marking the message so a resent vendor receipt does not push it twice). A failed push
-    /// gives it back, so the resent receipt pushes it.
+    /// Puts the customer's receipt in its account's outbox when one is due; the push marks
+    /// the message so a resent vendor receipt does not push it twice.
     async fn forward(
         &self,
         id: &str,
@@ -312,16 +311,9 @@ impl ReceiptHandler {
         if !forwards(account.as_deref()) {
             return Ok(());
         }
-        let pushed = self
-            .outbox
+        self.outbox
             .push(c.origin.account, &c.receipt(id, change.to))
-            .await;
-        if pushed.is_err()
-            && let Err(e) = self.store.unmark_outboxed(id).await
-        {
-            tracing::error!(message = %id, error = %e, "customer receipt not queued, and its message stays marked: a resent vendor receipt will not queue it");
-        }
-        pushed
+            .await
     }
 
     /// The per-vendor counters of /api/v1/vendors for a message just submitted.

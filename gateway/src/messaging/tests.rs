@@ -190,7 +190,7 @@ pub(crate) fn core(vendors: &[(&str, i32, Behaviour)]) -> (Core, Vec<Vendor>) {
     let memory = Arc::new(MemoryStore::default());
     let store: Store = memory.clone();
     let metrics = Arc::new(Metrics::new());
-    let queue = Arc::new(MemoryQueue::default());
+    let queue = Arc::new(MemoryQueue::marking(memory.clone()));
     let accounts = AccountRegistry::new();
     let receipts = Arc::new(ReceiptHandler {
         store: store.clone(),

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::messaging::customer::{CustomerLink, CustomerReceipt};
-use crate::messaging::store::{Conn, StoreError};
+use crate::messaging::store::{self, Conn, StoreError};
 use crate::metrics::Metrics;
 
 mod consumer;
@@ -168,8 +168,9 @@ pub fn expired(id: &str, now: SystemTime, ttl: Duration) -> bool {
 /// [`MemoryQueue`] in the fast in-process tests (as `store::memory` is for the store).
 #[async_trait::async_trait]
 pub trait ReceiptQueue: Send + Sync + 'static {
-    /// Ok: it is kept until a session of `account` acknowledges it. Err: it is not kept (the
-    /// caller gives the receipt back to the store: `MessageStore::unmark_outboxed`).
+    /// Ok: it is kept until a session of `account` acknowledges it, and its message is
+    /// marked outboxed in the store (`MessageStore::mark_outboxed`; a failed mark is only
+    /// logged). Err: it is not kept, and the message is not marked.
     async fn push(&self, account: Uuid, r: &CustomerReceipt) -> Result<(), StoreError>;
 }
 
@@ -185,9 +186,19 @@ impl ReceiptQueue for Outbox {
 pub struct MemoryQueue {
     pushed: Mutex<Vec<(Uuid, CustomerReceipt)>>,
     down: std::sync::atomic::AtomicBool,
+    /// The store whose messages a push marks (none: nothing is marked).
+    store: Option<Arc<crate::messaging::store::memory::MemoryStore>>,
 }
 
 impl MemoryQueue {
+    /// A queue whose pushes mark their messages in `store`, as the outbox does in Redis.
+    pub fn marking(store: Arc<crate::messaging::store::memory::MemoryStore>) -> Self {
+        Self {
+            store: Some(store),
+            ..Self::default()
+        }
+    }
+
     pub fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::Relaxed);
     }
@@ -208,6 +219,10 @@ impl ReceiptQueue for MemoryQueue {
             .lock()
             .expect("queue")
             .push((account, r.clone()));
+        if let Some(store) = &self.store {
+            use crate::messaging::store::MessageStore;
+            store.mark_outboxed(&r.message_id).await?;
+        }
         Ok(())
     }
 }
@@ -227,6 +242,25 @@ pub struct Outbox {
 /// Whether a push at `now` does the upkeep, the last one having been at `last`. Pure.
 fn upkeep_due(every: Duration, last: Option<Instant>, now: Instant) -> bool {
     last.is_none_or(|at| now.duration_since(at) >= every)
+}
+
+/// What a push does once its pipeline answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterPush {
+    Done,
+    /// Queued but not marked: only a resent vendor receipt could queue it twice.
+    WarnUnmarked,
+    /// Marked but not queued: take the mark back, or a resent receipt would not push.
+    Unmark,
+}
+
+/// Pure: from whether the receipt was queued and whether the mark was written.
+fn after_push(queued: bool, marked: bool) -> AfterPush {
+    match (queued, marked) {
+        (true, false) => AfterPush::WarnUnmarked,
+        (false, true) => AfterPush::Unmark,
+        _ => AfterPush::Done,
+    }
 }
 
 /// Whether a push's XADD landed.
@@ -273,10 +307,13 @@ impl Outbox {
         }
     }
 
-    /// Appends a receipt to `account`'s outbox. Ok means it is in Redis: the caller may
-    /// acknowledge the vendor's deliver_sm. Err means it is not: the caller gives it back to
-    /// the store and answers the vendor with a temporary error, so it redelivers and the
-    /// receipt is pushed again.
+    /// Appends a receipt to `account`'s outbox and marks its message `outboxed` (one
+    /// pipeline). Ok means it is in Redis: the caller may acknowledge the vendor's
+    /// deliver_sm. Err means it is not, nor is the message marked: the caller answers the
+    /// vendor with a temporary error so it redelivers and the receipt is pushed again.
+    ///
+    /// A mark that fails after the receipt landed is logged and counted, not returned: the
+    /// receipt is queued; only a resent vendor receipt would queue it twice.
     pub async fn push(&self, account: Uuid, r: &CustomerReceipt) -> Result<(), StoreError> {
         let upkeep = self.upkeep_due(account, Instant::now());
         let mut landed = self.push_once(account, r, upkeep).await;
@@ -316,7 +353,7 @@ impl Outbox {
     }
 
     /// One try of a push: XADD (NOMKSTREAM without upkeep: only a push that sets the TTL
-    /// creates the stream), and with `upkeep` XTRIM and EXPIRE, in one pipeline.
+    /// creates the stream), the mark, and with `upkeep` XTRIM and EXPIRE.
     async fn push_once(
         &self,
         account: Uuid,
@@ -326,11 +363,13 @@ impl Outbox {
         let key = key(account);
         let json = serde_json::to_string(r).expect("receipt");
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         let xadd = pipe.cmd("XADD").arg(&key);
         if !upkeep {
             xadd.arg("NOMKSTREAM");
         }
         xadd.arg("*").arg(FIELD).arg(json);
+        pipe.add_command(store::redis::mark_outboxed_cmd(&r.message_id));
         if upkeep {
             pipe.cmd("XTRIM")
                 .arg(&key)
@@ -338,22 +377,44 @@ impl Outbox {
                 .arg(min_id(SystemTime::now(), self.cfg.ttl))
                 .cmd("EXPIRE")
                 .arg(&key)
-                .arg(self.cfg.ttl.as_secs().max(1) + self.cfg.upkeep.as_secs_f64().ceil() as u64)
-                .ignore();
+                .arg(self.cfg.ttl.as_secs().max(1) + self.cfg.upkeep.as_secs_f64().ceil() as u64);
         }
         let mut c = self.conn.clone();
-        // One reply without upkeep, two with it (EXPIRE's is ignored).
-        let replies: Vec<redis::Value> = pipe.query_async(&mut c).await?;
+        let replies: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut c).await?;
         let mut replies = replies.into_iter();
-        Ok(match replies.next() {
-            None | Some(redis::Value::Nil) => Landed::NoStream,
-            Some(_) => Landed::Yes {
-                trimmed: replies
-                    .next()
-                    .and_then(|v| redis::from_redis_value(v).ok())
-                    .unwrap_or(0),
-            },
-        })
+        let added = replies.next().unwrap_or(Ok(redis::Value::Nil));
+        let marked = replies.next().unwrap_or(Ok(redis::Value::Nil));
+        let landed = match added {
+            Ok(redis::Value::Nil) => Ok(Landed::NoStream),
+            Ok(_) => Ok(Landed::Yes {
+                trimmed: match replies.next() {
+                    Some(Ok(v)) => redis::from_redis_value(v).unwrap_or(0),
+                    _ => 0,
+                },
+            }),
+            Err(e) => Err(StoreError::from(e)),
+        };
+        let queued = matches!(landed, Ok(Landed::Yes { .. }));
+        match after_push(queued, marked.is_ok()) {
+            AfterPush::Done => {}
+            AfterPush::WarnUnmarked => {
+                self.metrics
+                    .redis_errors
+                    .with_label_values(&["receipt"])
+                    .inc();
+                tracing::warn!(message = %r.message_id, error = ?marked.err(), "customer receipt queued, but the message could not be marked; a resent vendor receipt may queue it twice");
+            }
+            AfterPush::Unmark => {
+                let undone: redis::RedisResult<i64> =
+                    store::redis::unmark_outboxed_cmd(&r.message_id)
+                        .query_async(&mut c)
+                        .await;
+                if let Err(e) = undone {
+                    tracing::error!(message = %r.message_id, error = %e, "customer receipt not queued and its message stays marked: a resent vendor receipt will not queue it");
+                }
+            }
+        }
+        landed
     }
 
     /// Delivers `account`'s receipts over `link` (one bound RX/TRX session) until `stop` is
@@ -443,6 +504,14 @@ mod tests {
 
     pub(super) fn cfg() -> OutboxConfig {
         OutboxConfig::new(Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn a_mark_without_its_receipt_is_taken_back() {
+        assert_eq!(after_push(true, true), AfterPush::Done);
+        assert_eq!(after_push(true, false), AfterPush::WarnUnmarked);
+        assert_eq!(after_push(false, true), AfterPush::Unmark);
+        assert_eq!(after_push(false, false), AfterPush::Done);
     }
 
     #[test]

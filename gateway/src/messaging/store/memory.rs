@@ -25,16 +25,13 @@ struct Message {
 }
 
 impl Message {
-    /// The customer's receipt when one is due, marking it handed out (the rule of
-    /// `MessageStore::apply_receipt`).
-    fn take_customer(&mut self, final_receipt: bool) -> Option<CustomerFinal> {
+    /// The customer's receipt when one is due (the rule of `MessageStore::apply_receipt`).
+    fn customer(&self, final_receipt: bool) -> Option<CustomerFinal> {
         if !final_receipt || !self.view.status.is_final() || self.outboxed {
             return None;
         }
-        let origin = self.origin.clone()?;
-        self.outboxed = true;
         Some(CustomerFinal {
-            origin,
+            origin: self.origin.clone()?,
             submitted_at: self.view.submitted_at,
             done_at: self.view.done_at.unwrap_or_else(Utc::now),
             error_code: self.view.error_code.clone(),
@@ -215,13 +212,13 @@ impl MessageStore for MemoryStore {
                 done_at: m.view.done_at,
                 error_code: m.view.error_code.clone(),
             }),
-            customer: m.take_customer(status.is_final()),
+            customer: m.customer(status.is_final()),
         }))
     }
 
-    async fn unmark_outboxed(&self, id: &str) -> Result<(), StoreError> {
+    async fn mark_outboxed(&self, id: &str) -> Result<(), StoreError> {
         if let Some(m) = self.up()?.messages.get_mut(id) {
-            m.outboxed = false;
+            m.outboxed = true;
         }
         Ok(())
     }

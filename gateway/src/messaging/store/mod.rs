@@ -63,8 +63,7 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Records one part's receipt and derives the message's status (`model::overall`); a part
     /// already final keeps its status. None when the message is not stored. The change carries
     /// `customer` when a final receipt finds the message final, with an origin, and not yet
-    /// `outboxed`; handing it out marks the message `outboxed` in the same atomic step, so
-    /// a resent receipt (even a concurrent one) does not push it twice.
+    /// `mark_outboxed` (so a resent receipt whose first push failed pushes again).
     async fn apply_receipt(
         &self,
         id: &str,
@@ -73,10 +72,9 @@ pub trait MessageStore: Send + Sync + 'static {
         error_code: Option<&str>,
         entry: &HistoryEntry,
     ) -> Result<Option<StatusChange>, StoreError>;
-    /// Gives back the customer receipt `apply_receipt` handed out, when its push failed: the
-    /// resent vendor receipt then carries `customer` again. Nothing happens when the message
-    /// is not stored.
-    async fn unmark_outboxed(&self, id: &str) -> Result<(), StoreError>;
+    /// Notes that the message's customer receipt is in its outbox: later receipts for it
+    /// carry no `customer`. Nothing happens when the message is not stored.
+    async fn mark_outboxed(&self, id: &str) -> Result<(), StoreError>;
     async fn get(&self, id: &str) -> Result<Option<MessageView>, StoreError>;
     /// Claims an Idempotency-Key for a body hash, or says what it holds.
     async fn idem_begin(&self, owner: &str, key: &str, hash: &str)

@@ -89,10 +89,8 @@ return false
 /// status, callback_url, customer, callback}, or nil when the message is not (yet) stored.
 /// `customer` is {origin_account, origin_to, origin_from, submitted_at, done_at, error_code}
 /// when the receipt is final, the message is final after it, has an origin and is not
-/// `outboxed`; else empty. Handing it out sets `outboxed`, in the same step: one receipt
-/// takes the customer's receipt, and concurrent resends do not push it twice (a failed push
-/// gives it back with `unmark_outboxed`). `callback` is {client_ref, parts, done_at,
-/// error_code}, what a status callback says.
+/// `outboxed`; else empty. `callback` is {client_ref, parts, done_at, error_code}, what a
+/// status callback says.
 ///
 /// Every field it may need comes in one HMGET (each redis.call costs about a microsecond on
 /// the hottest path of the store): a one-part receipt is 4 calls, not 11.
@@ -107,7 +105,6 @@ local final = ARGV[3] == '1'
 local done, err = f[10], f[11]
 local function customer(status)
   if not final or status == 'submitted' or f[5] or not f[6] then return {} end
-  redis.call('HSET', KEYS[1], 'outboxed', '1')
   return {f[6], f[7], f[8], f[9], done, err}
 end
 local function callback() return {f[12], f[4], done, err} end
@@ -145,8 +142,20 @@ fn first_mapped(found: Vec<Option<String>>) -> Option<(usize, String)> {
         .find_map(|(i, v)| v.map(|v| (i, v)))
 }
 
-/// Takes the `outboxed` mark back, for a customer receipt whose push did not land.
-fn unmark_outboxed_cmd(id: &str) -> Cmd {
+/// Marks a stored message `outboxed` (never creates one: it would have no TTL).
+const MARK_OUTBOXED: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'outboxed', '1') end
+return 1
+";
+
+/// Marks message `id` `outboxed`. The outbox sends it in the pipeline of the push itself,
+/// so a customer receipt costs one round trip, not two.
+pub(crate) fn mark_outboxed_cmd(id: &str) -> Cmd {
+    eval(MARK_OUTBOXED, &[&msg_key(id)], &[])
+}
+
+/// Takes the mark back, for a push that did not land after all.
+pub(crate) fn unmark_outboxed_cmd(id: &str) -> Cmd {
     let mut c = redis::cmd("HDEL");
     c.arg(msg_key(id)).arg("outboxed");
     c
@@ -376,9 +385,9 @@ impl MessageStore for RedisStore {
         }))
     }
 
-    async fn unmark_outboxed(&self, id: &str) -> Result<(), StoreError> {
+    async fn mark_outboxed(&self, id: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let _: i64 = self.track(unmark_outboxed_cmd(id).query_async(&mut c).await)?;
+        let _: i64 = self.track(mark_outboxed_cmd(id).query_async(&mut c).await)?;
         Ok(())
     }
 
