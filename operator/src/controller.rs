@@ -71,6 +71,10 @@ pub struct Settings {
     pub resync: Duration,
     /// Sessions whose heartbeat is older than this are ignored.
     pub session_ttl: chrono::Duration,
+    /// Reconciles in flight at once per kind. Unbounded, 1,000 new resources start 1,000
+    /// reconciles that each open an apiserver connection and wait on the 8 pooled database
+    /// connections, timing out there.
+    pub concurrency: u16,
 }
 
 pub struct Context {
@@ -375,12 +379,19 @@ async fn control<K: Reconciler>(
     secrets: impl Stream<Item = SecretMeta> + Send + 'static,
     triggers: impl Stream<Item = ObjectRef<K>> + Send + 'static,
 ) {
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    controller
+    let (store, writer) = reflector::store::<K>();
+    let objects = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(prune)
+        .reflect(writer)
+        .applied_objects();
+    let mapper_store = store.clone();
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+    Controller::for_stream(objects, store)
+        .with_config(config)
         .reconcile_on(triggers)
         .watches_stream(secrets.map(Ok::<_, watcher::Error>), move |s| {
-            using_secret(&store, s.namespace(), &s.name_any())
+            using_secret(&mapper_store, s.namespace(), &s.name_any())
         })
         .shutdown_on_signal()
         .run(run_reconcile::<K>, error_policy::<K>, ctx)
@@ -392,6 +403,17 @@ async fn control<K: Reconciler>(
             }
         })
         .await;
+}
+
+/// The kubectl annotation holding the last applied object, as applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no reconcile reads before an object enters a cache: managedFields (often the
+/// largest part of an object) and kubectl's copy of the applied object, which for a Secret
+/// applied with kubectl holds its values.
+pub(crate) fn prune<K: Resource>(o: &mut K) {
+    o.managed_fields_mut().clear();
+    o.annotations_mut().remove(LAST_APPLIED);
 }
 
 fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -409,14 +431,18 @@ where
 /// lost) or a signal arrives.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let client = ctx.client.clone();
-    // Secrets are watched as metadata only (no values stream through the operator), once for
-    // both controllers.
+    // Secrets are watched as metadata only (`Api<PartialObjectMeta<_>>`: the apiserver sends
+    // no values), once for both controllers. Metadata still holds kubectl's last-applied
+    // annotation, which for a Secret applied with kubectl carries its values: pruned.
     let (index, writer) = reflector::store::<SecretMeta>();
     ctx.secrets.set_index(namespace.as_deref(), index);
-    let secret_events = reflector::reflector(
-        writer,
-        watcher(scoped(&client, &namespace), watcher::Config::default()).default_backoff(),
+    let secret_events = watcher(
+        scoped::<SecretMeta>(&client, &namespace),
+        watcher::Config::default(),
     )
+    .default_backoff()
+    .modify(prune)
+    .reflect(writer)
     .touched_objects();
     let (vendor_tx, vendor_secrets) = mpsc::channel(256);
     let (account_tx, account_secrets) = mpsc::channel(256);
@@ -459,6 +485,43 @@ mod tests {
 
     fn t(s: &str) -> Option<Time> {
         Some(Time(s.parse().unwrap()))
+    }
+
+    #[test]
+    fn prune_drops_managed_fields_and_the_applied_copy_only() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let mut s = Secret::default();
+        s.metadata.name = Some("pw".into());
+        s.metadata.resource_version = Some("7".into());
+        s.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("kubectl".into()),
+            ..Default::default()
+        }]);
+        s.metadata.annotations = Some(
+            [
+                (
+                    LAST_APPLIED.to_string(),
+                    r#"{"data":{"password":"c2VjcmV0"}}"#.to_string(),
+                ),
+                ("team".to_string(), "sms".to_string()),
+            ]
+            .into(),
+        );
+        s.data = Some(
+            [(
+                "password".to_string(),
+                k8s_openapi::ByteString(b"secret".to_vec()),
+            )]
+            .into(),
+        );
+        prune(&mut s);
+        assert!(s.metadata.managed_fields.unwrap_or_default().is_empty());
+        let annotations = s.metadata.annotations.unwrap_or_default();
+        assert!(!annotations.contains_key(LAST_APPLIED));
+        assert_eq!(annotations.get("team").map(String::as_str), Some("sms"));
+        // What reconciles read stays.
+        assert_eq!(s.metadata.resource_version.as_deref(), Some("7"));
+        assert!(s.data.is_some_and(|d| d.contains_key("password")));
     }
 
     #[test]

@@ -345,7 +345,7 @@ impl SecretSource {
             }
         }
         let api: Api<KubeSecret> = Api::namespaced(self.client.clone(), namespace);
-        let secret = api
+        let mut secret = api
             .get_opt(name)
             .await
             .map_err(|source| CredentialError::Api {
@@ -353,6 +353,9 @@ impl SecretSource {
                 name: name.to_string(),
                 source,
             })?;
+        if let Some(s) = secret.as_mut() {
+            crate::controller::prune(s);
+        }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         match &secret {
             Some(s) => {

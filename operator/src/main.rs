@@ -61,6 +61,10 @@ struct Args {
     /// Seconds between status refreshes / drift checks of each vendor and account.
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 5)]
     resync_seconds: u64,
+    /// Reconciles run at once per kind (SmppVendor, SmppAccount). Each holds a database
+    /// connection while it writes, and the pool has 8, so more only queue there.
+    #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 16)]
+    reconcile_concurrency: u16,
     /// Gateway sessions with an older heartbeat are ignored; the gateways give up a slot
     /// whose holder has been silent this long (their slot TTL), hence the shared default.
     #[arg(long, env = "SESSION_TTL_SECONDS", default_value_t = smpp_db::sessions::SLOT_TTL.as_secs() as i64)]
@@ -117,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         controller::Settings {
             resync: Duration::from_secs(args.resync_seconds.max(1)),
             session_ttl: chrono::Duration::seconds(args.session_ttl_seconds),
+            concurrency: args.reconcile_concurrency.max(1),
         },
     ));
     let scopes = watch_scopes(&args.watch_namespace);

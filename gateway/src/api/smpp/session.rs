@@ -17,13 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::StreamExt;
-use rusmpp::pdus::{SubmitMulti, SubmitSm};
-use rusmpp::values::DestAddress;
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use smpp_db::accounts::CustomerBindType;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -31,67 +28,19 @@ use tokio_util::sync::CancellationToken;
 use crate::api::smpp::Ctx;
 use crate::api::smpp::bound::{Kick, KickSignal, Registration};
 use crate::api::smpp::link::{Link, next_seq};
-use crate::api::smpp::requests::{self, Content, Prepared};
-use crate::api::smpp::status::{self, BindRefusal};
+use crate::api::smpp::status::BindRefusal;
 use crate::fleet::accounts::CustomerAccount;
 use crate::smpp::codec::{Codec, CodecError, Frame, Malformed};
 use crate::smpp::connection::Transport;
 use crate::smpp::pdu::{self, BindKind, CustomerVersion};
 use crate::smpp::session::write_batches;
 
+mod admit;
+mod transmit;
+
+pub use admit::{Admit, StateKind, admit};
+
 type Stream = futures::stream::SplitStream<Framed<Transport, Codec>>;
-
-/// The state as far as which PDUs are valid goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateKind {
-    Open,
-    Tx,
-    Rx,
-    Trx,
-    /// We sent unbind and wait for unbind_resp.
-    Unbinding,
-}
-
-/// What to do with a PDU in a state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
-    Handle,
-    /// Answer with the request's own response and this status.
-    Refuse(CommandStatus),
-    /// Answer generic_nack with this status.
-    Nack(CommandStatus),
-    /// A response nobody waits for: nothing to answer.
-    Ignore,
-}
-
-/// Which PDUs a state serves. Pure: the whole state machine's table.
-pub fn admit(state: StateKind, id: CommandId) -> Admit {
-    use CommandId as C;
-    use StateKind as S;
-    let bound = matches!(state, S::Tx | S::Rx | S::Trx);
-    let transmits = matches!(state, S::Tx | S::Trx);
-    let receives = matches!(state, S::Rx | S::Trx | S::Unbinding);
-    match id {
-        C::EnquireLink => Admit::Handle,
-        C::BindTransmitter | C::BindReceiver | C::BindTransceiver => match state {
-            S::Open => Admit::Handle,
-            S::Unbinding => Admit::Refuse(CommandStatus::EsmeRinvbndsts),
-            _ => Admit::Refuse(CommandStatus::EsmeRalybnd),
-        },
-        C::Unbind if bound || state == S::Unbinding => Admit::Handle,
-        C::Unbind => Admit::Refuse(CommandStatus::EsmeRinvbndsts),
-        C::SubmitSm | C::SubmitMulti | C::QuerySm | C::CancelSm if transmits => Admit::Handle,
-        C::SubmitSm | C::SubmitMulti | C::QuerySm | C::CancelSm => {
-            Admit::Refuse(CommandStatus::EsmeRinvbndsts)
-        }
-        C::DeliverSmResp | C::GenericNack if receives => Admit::Handle,
-        C::UnbindResp if state == S::Unbinding => Admit::Handle,
-        // Requests an SMSC serves that we do not (replace_sm, data_sm, broadcasts), and
-        // those only an SMSC sends (deliver_sm, outbind, alert_notification) or unknown ids.
-        id if u32::from(id) & 0x8000_0000 == 0 => Admit::Nack(CommandStatus::EsmeRinvcmdid),
-        _ => Admit::Ignore,
-    }
-}
 
 /// Why a session ended: the `reason` label of smpp_customer_sessions_closed_total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -607,264 +556,5 @@ impl Session {
         self.ctx.refresh_share(&a);
         self.ctx.release_slot(a.id, b.slot);
         tracing::info!(peer = %self.peer, system_id = %a.system_id, bind_type = b.kind.as_str(), reason = end.as_str(), "customer session closed");
-    }
-
-    fn count_submit(&self, account: &CustomerAccount, s: CommandStatus) {
-        count_submit(&self.ctx, account, s);
-    }
-
-    fn submit_sm(&self, seq: u32, sm: &SubmitSm) {
-        let request = u32::from(CommandId::SubmitSm);
-        let Some(account) = self.account() else {
-            return;
-        };
-        let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
-            self.count_submit(&account, CommandStatus::EsmeRmsgqful);
-            return self.refuse(request, seq, CommandStatus::EsmeRmsgqful);
-        };
-        let content = Content::of_submit_sm(sm);
-        let dest = sm.destination_addr.to_string();
-        let p = match self.ctx.prepare(&account, &content, &dest) {
-            Ok(p) => p,
-            Err(s) => {
-                self.count_submit(&account, s);
-                return self.refuse(request, seq, s);
-            }
-        };
-        let (ctx, out, nr) = (self.ctx.clone(), self.out.clone(), self.not_reading.clone());
-        tokio::spawn(async move {
-            let permit: OwnedSemaphorePermit = permit;
-            let cmd = match ctx.submit(&account, &p).await {
-                Ok(id) => {
-                    count_submit(&ctx, &account, CommandStatus::EsmeRok);
-                    pdu::submit_sm_resp(seq, &id).unwrap_or_else(|_| {
-                        pdu::error_resp(request, seq, CommandStatus::EsmeRsyserr)
-                    })
-                }
-                Err(s) => {
-                    count_submit(&ctx, &account, s);
-                    pdu::error_resp(request, seq, s)
-                }
-            };
-            // Free the window slot before the answer can reach the customer, which may then
-            // send its next request at once.
-            drop(permit);
-            send(&out, &nr, cmd);
-        });
-    }
-
-    fn submit_multi(&self, seq: u32, sm: &SubmitMulti) {
-        let request = u32::from(CommandId::SubmitMulti);
-        let Some(account) = self.account() else {
-            return;
-        };
-        let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
-            self.count_submit(&account, CommandStatus::EsmeRmsgqful);
-            return self.refuse(request, seq, CommandStatus::EsmeRmsgqful);
-        };
-        let content = Content::of_submit_multi(sm);
-        // Each destination is a message of its own; those refused before sending are
-        // unsuccess_smes at once.
-        let mut unsuccess: Vec<(usize, String, CommandStatus)> = Vec::new();
-        let mut ready: Vec<(usize, String, Prepared)> = Vec::new();
-        for (i, d) in sm.dest_address().iter().enumerate() {
-            let dest = match d {
-                DestAddress::SmeAddress(a) => a.destination_addr.to_string(),
-                DestAddress::DistributionListName(l) => {
-                    // No distribution lists here.
-                    unsuccess.push((i, l.dl_name.to_string(), CommandStatus::EsmeRinvdstadr));
-                    continue;
-                }
-            };
-            match self.ctx.prepare(&account, &content, &dest) {
-                Ok(p) => ready.push((i, dest, p)),
-                Err(s) => {
-                    self.count_submit(&account, s);
-                    unsuccess.push((i, dest, s));
-                }
-            }
-        }
-        let (ctx, out, nr) = (self.ctx.clone(), self.out.clone(), self.not_reading.clone());
-        tokio::spawn(async move {
-            let permit: OwnedSemaphorePermit = permit;
-            let sends = ready.iter().map(|(i, dest, p)| {
-                let (ctx, account) = (&ctx, &account);
-                async move { (*i, dest.clone(), ctx.submit(account, p).await) }
-            });
-            let mut first: Option<(usize, String)> = None;
-            for (i, dest, r) in futures::future::join_all(sends).await {
-                match r {
-                    Ok(id) => {
-                        count_submit(&ctx, &account, CommandStatus::EsmeRok);
-                        if first.as_ref().is_none_or(|(j, _)| i < *j) {
-                            first = Some((i, id));
-                        }
-                    }
-                    Err(s) => {
-                        count_submit(&ctx, &account, s);
-                        unsuccess.push((i, dest, s));
-                    }
-                }
-            }
-            unsuccess.sort_by_key(|(i, _, _)| *i);
-            let list: Vec<(String, CommandStatus)> =
-                unsuccess.into_iter().map(|(_, d, s)| (d, s)).collect();
-            // The message id is the first accepted destination's; none accepted: the first
-            // refusal's status for the whole request.
-            let (status, id) = match &first {
-                Some((_, id)) => (CommandStatus::EsmeRok, id.as_str()),
-                None => (
-                    list.first()
-                        .map_or(CommandStatus::EsmeRinvnumdests, |(_, s)| *s),
-                    "",
-                ),
-            };
-            let cmd = pdu::submit_multi_resp(seq, status, id, &list)
-                .unwrap_or_else(|_| pdu::error_resp(request, seq, CommandStatus::EsmeRsyserr));
-            // Free the window slot before the answer can reach the customer, which may then
-            // send its next request at once.
-            drop(permit);
-            send(&out, &nr, cmd);
-        });
-    }
-
-    fn query_sm(&self, seq: u32, message_id: String) {
-        let request = u32::from(CommandId::QuerySm);
-        let Some(account) = self.bound().map(|b| b.account.id) else {
-            return;
-        };
-        let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
-            return self.refuse(request, seq, CommandStatus::EsmeRmsgqful);
-        };
-        let Some(api) = self.ctx.messages.clone() else {
-            return self.refuse(request, seq, CommandStatus::EsmeRsyserr);
-        };
-        let (out, nr) = (self.out.clone(), self.not_reading.clone());
-        tokio::spawn(async move {
-            let permit: OwnedSemaphorePermit = permit;
-            let cmd = match api.messenger.store.get(&message_id).await {
-                // Another account's message (or an HTTP one) is answered as an unknown id.
-                Ok(Some(m)) if requests::visible_to(&m, account) => {
-                    let (state, date, err) = requests::query_answer(&m);
-                    pdu::query_sm_resp(seq, &message_id, &date, state, err).unwrap_or_else(|_| {
-                        pdu::error_resp(request, seq, CommandStatus::EsmeRqueryfail)
-                    })
-                }
-                Ok(_) => pdu::error_resp(request, seq, CommandStatus::EsmeRqueryfail),
-                Err(_) => pdu::error_resp(request, seq, CommandStatus::EsmeRsyserr),
-            };
-            // Free the window slot before the answer can reach the customer, which may then
-            // send its next request at once.
-            drop(permit);
-            send(&out, &nr, cmd);
-        });
-    }
-}
-
-fn count_submit(ctx: &Ctx, account: &CustomerAccount, s: CommandStatus) {
-    ctx.metrics
-        .customer_submits
-        .with_label_values(&[&account.system_id, status::outcome_label(s)])
-        .inc();
-    if s == CommandStatus::EsmeRthrottled {
-        ctx.metrics
-            .customer_throttled
-            .with_label_values(&[&account.system_id])
-            .inc();
-    }
-}
-
-/// The answer to a prepared submit's message: our message id, or the status that refuses it.
-pub(crate) type SubmitResult = Result<String, CommandStatus>;
-
-impl Ctx {
-    /// A destination's message, with the account's rate taken.
-    fn prepare(
-        &self,
-        account: &CustomerAccount,
-        content: &Content,
-        dest: &str,
-    ) -> Result<Prepared, CommandStatus> {
-        let max_parts = self
-            .messages
-            .as_ref()
-            .map_or(10, |m| m.messenger.limits.max_parts);
-        let p = requests::prepare(account, content, dest, max_parts, Utc::now())?;
-        if !self
-            .rates
-            .take(account.id, account.max_messages_per_second, p.parts)
-        {
-            return Err(CommandStatus::EsmeRthrottled);
-        }
-        Ok(p)
-    }
-
-    /// Sends a prepared message through the messaging core (here, or forwarded to the pod
-    /// holding the vendor).
-    async fn submit(&self, account: &CustomerAccount, p: &Prepared) -> SubmitResult {
-        let Some(api) = &self.messages else {
-            return Err(CommandStatus::EsmeRsyserr);
-        };
-        let hop = api.keys.hop_header().unwrap_or_default();
-        match api
-            .dispatch(&p.req, &p.extra, &account.route, &hop, false)
-            .await
-        {
-            Ok(a) => Ok(a.id),
-            Err(e) => {
-                tracing::debug!(account = %account.system_id, error = %e, "customer submit not accepted");
-                Err(status::submit_status(&e))
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use CommandId as C;
-    use StateKind as S;
-
-    #[test]
-    fn each_state_serves_only_its_pdus() {
-        let refuse = Admit::Refuse(CommandStatus::EsmeRinvbndsts);
-        // Open: bind and enquire_link only.
-        assert_eq!(admit(S::Open, C::BindTransceiver), Admit::Handle);
-        assert_eq!(admit(S::Open, C::EnquireLink), Admit::Handle);
-        for id in [
-            C::SubmitSm,
-            C::SubmitMulti,
-            C::QuerySm,
-            C::CancelSm,
-            C::Unbind,
-        ] {
-            assert_eq!(admit(S::Open, id), refuse, "{id:?} before a bind");
-        }
-        // A second bind.
-        for s in [S::Tx, S::Rx, S::Trx] {
-            assert_eq!(
-                admit(s, C::BindTransmitter),
-                Admit::Refuse(CommandStatus::EsmeRalybnd)
-            );
-            assert_eq!(admit(s, C::Unbind), Admit::Handle);
-            assert_eq!(admit(s, C::EnquireLink), Admit::Handle);
-        }
-        // A receiver submits nothing; a transmitter gets no deliver_sm to answer.
-        assert_eq!(admit(S::Rx, C::SubmitSm), refuse);
-        assert_eq!(admit(S::Rx, C::DeliverSmResp), Admit::Handle);
-        assert_eq!(admit(S::Tx, C::SubmitSm), Admit::Handle);
-        assert_eq!(admit(S::Tx, C::DeliverSmResp), Admit::Ignore);
-        assert_eq!(admit(S::Trx, C::QuerySm), Admit::Handle);
-        // Unbinding: only the unbind exchange and late answers.
-        assert_eq!(admit(S::Unbinding, C::UnbindResp), Admit::Handle);
-        assert_eq!(admit(S::Unbinding, C::SubmitSm), refuse);
-        assert_eq!(admit(S::Trx, C::UnbindResp), Admit::Ignore);
-        // What an SMSC does not take from an ESME, and ids nobody knows.
-        let nack = Admit::Nack(CommandStatus::EsmeRinvcmdid);
-        assert_eq!(admit(S::Trx, C::DeliverSm), nack);
-        assert_eq!(admit(S::Trx, C::DataSm), nack);
-        assert_eq!(admit(S::Open, C::Other(0x0000_0099)), nack);
-        assert_eq!(admit(S::Trx, C::Other(0x8000_0099)), Admit::Ignore);
-        assert_eq!(admit(S::Trx, C::SubmitSmResp), Admit::Ignore);
     }
 }
