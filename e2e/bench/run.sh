@@ -4,7 +4,7 @@
 # smpp-bench, which prints the figures and writes docs/benchmarks.md.
 #
 # Bounded: smpp-bench gives every wait a deadline and the whole run a hard limit
-# (BENCH_TIMEOUT, default 2400 s). Leaves nothing behind: smpp-bench kills what it started,
+# (BENCH_TIMEOUT, default 3600 s; a full run takes ~25 min here). Leaves nothing behind: smpp-bench kills what it started,
 # and an environment this script started is stopped again.
 #
 #   BENCH_ARGS="--quick"            fewer runs, smaller loads (smoke test of the benchmarks)
@@ -38,7 +38,7 @@ else
 fi
 
 # shellcheck disable=SC2086
-timeout --kill-after=20 "${BENCH_TIMEOUT:-2400}" \
+timeout --kill-after=20 "${BENCH_TIMEOUT:-3600}" \
   "$CARGO_TARGET_DIR/release/smpp-bench" run --out "${BENCH_OUT:-docs/benchmarks.md}" ${BENCH_ARGS:-} ||
   die "smpp-bench failed or ran out of time (exit $?); the report above says which benchmark and why"
 
