@@ -506,16 +506,24 @@ fn notes() -> Vec<String> {
          1,000 rows every 30 s. A quarter of the samples are the kernel switching tasks and 7 % tokio's \
          timer wheel; the rest is spread thin (PDU decode, metrics, the diff, sqlx). Kannel's bearerbox \
          idles lower; this is the one bind-side row where it is still ahead.",
-        "Profile, operator at 1,000 SmppVendors (the operator suite, CPU from schedstat; top every 2 s): \
-         the apiserver sets the pace. Per vendor the operator makes three writes (the finalizer, the status \
-         through server-side apply, a `Created` Event) and one Secret read; on a backlog of 1,000 the test \
-         apiserver took ~30 s of CPU (~8 ms per write, at ~1.4 of the 2 cores throughout) while the operator \
-         took 2-6 s. Memory: 44.6 MiB before this round, with unbounded reconciles (on a backlog 1,000 at \
-         once, each with its own apiserver connection, all waiting on 8 pooled database connections: 77 MiB \
-         peak) and whole objects in the caches. Now at most 16 reconciles run at once per kind \
-         (`--reconcile-concurrency`), and managedFields and kubectl's last-applied annotation (which for a \
-         Secret applied with kubectl holds its values) are dropped before an object enters a cache: \
-         24-28 MiB.",
+        "Profile, operator at 1,000 SmppVendors (the operator suite above; CPU from schedstat, and top every \
+         2 s): the apiserver sets the pace. Per vendor the operator makes three writes (the finalizer, the \
+         status through server-side apply, a `Created` Event) and one Secret read. On a backlog of 1,000 the \
+         test apiserver used ~16 s of CPU (~1.4 of the 2 cores throughout, ~5 ms per write on average) \
+         against the operator's ~2.5 s; the same apiserver stores the 2,000 objects of the backlog in ~3.3 s \
+         (~2.3 ms of CPU each). Memory: 44.6 MiB at this scale before, with unbounded reconciles (1,000 at \
+         once on a backlog, each with its own apiserver connection, all waiting on 8 pooled database \
+         connections: 77 MiB peak) and whole objects in the caches. Now at most 16 reconciles run at once per \
+         kind (`--reconcile-concurrency`), and managedFields and kubectl's last-applied annotation (which for \
+         a Secret applied with kubectl holds its values) are dropped before an object enters a cache: 24-28 \
+         MiB.",
+        "Profile, CPU per message against the goal of 10× Kannel (the rows \"CPU per message\" of the message \
+         suite; `--quick --only messages` at 65e1b2c: Redis ~32-42 µs, the gateway ~88 µs, the load generator \
+         and sink ~23-27 µs, at 11.8-12.8k msg/s against a ceiling of 13.1-13.5k msg/s that those costs leave \
+         on 2 cores): the machine is saturated, and the gateway is ~60 % of it. 10× Kannel's same-run rate \
+         needs all three to fit in about a third of what they take now; the Redis work alone (the message \
+         record, its receipt mapping and state changes, ~10 commands with those inside Lua) is already over \
+         a third of that budget.",
         "Profile, time per message on the HTTP path (perf, 499 Hz, both gateway processes of `--only messages \
          --quick`): kernel 30 % (the syscalls of the HTTP request, the Redis round trips and the SMPP \
          writes and reads, loopback TCP), glibc malloc/free/memcpy 27 %, tokio 9 %, formatting, ids and \

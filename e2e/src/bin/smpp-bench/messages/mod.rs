@@ -12,7 +12,7 @@ use smpp_e2e::bench::{Below, Better, Comparison, Section, percentile};
 use smpp_e2e::env::Env;
 use smpp_e2e::sink::{ReceiptConfig, ReceiptCounts, ReceiptSink, pipelined_client};
 
-use crate::common::{Db, Proc, log_dir, peak_rss_mib, rss_mib, sibling_bin};
+use crate::common::{Db, Proc, cpu_ns, log_dir, peak_rss_mib, rss_mib, sibling_bin};
 use crate::load::{self, Counter, Load};
 
 mod kannel;
@@ -444,6 +444,10 @@ struct OursRun {
     /// Redis commands and µs of Redis time per message, over the single-message phase.
     redis_cmds: f64,
     redis_us: f64,
+    /// µs of CPU per message over the same phase: the gateway (all threads), and this
+    /// process (the HTTP load generator and the sink).
+    gateway_us: f64,
+    driver_us: f64,
 }
 
 async fn ours_run(
@@ -493,7 +497,9 @@ async fn ours_run(
         .await?;
         // Single messages at saturation.
         let (c0, u0) = redis_command_totals(env).await?;
+        let (g0, d0) = (cpu_ns(pid)?, cpu_ns(std::process::id())?);
         let single = phase(&sink, Receipts::Acked, closed(port, conns, plan.single_n, single_request(), judge_single()), &[], settle).await?;
+        let (g1, d1) = (cpu_ns(pid)?, cpu_ns(std::process::id())?);
         let (c1, u1) = redis_command_totals(env).await?;
         let msgs = single.accepted.max(1) as f64;
         let last_status = match single.last_accepted.as_deref().and_then(message_id) {
@@ -539,6 +545,8 @@ async fn ours_run(
             last_status,
             redis_cmds: c1.saturating_sub(c0) as f64 / msgs,
             redis_us: u1.saturating_sub(u0) as f64 / msgs,
+            gateway_us: g1.saturating_sub(g0) as f64 / 1000.0 / msgs,
+            driver_us: d1.saturating_sub(d0) as f64 / 1000.0 / msgs,
             single: merge_refusals(single, &[&rss_phase, &lat]),
             callback,
             batch100: b100,
@@ -695,6 +703,25 @@ pub async fn ours(env: &Env, plan: &MsgPlan, binds: u32, window: u32) -> (Sectio
                 )
                 .per_run
                 .push(r.redis_us);
+                s.row("gateway CPU per message (single; all threads)", "µs", None)
+                    .per_run
+                    .push(r.gateway_us);
+                s.row(
+                    "load generator + sink CPU per message (single; this process)",
+                    "µs",
+                    None,
+                )
+                .per_run
+                .push(r.driver_us);
+                // Two cores: 2 s of CPU per second shared by the three.
+                let cpu = r.redis_us + r.gateway_us + r.driver_us;
+                s.row(
+                    "machine ceiling at this CPU per message (2 cores ÷ Redis + gateway + driver)",
+                    "msg/s",
+                    None,
+                )
+                .per_run
+                .push(2e6 / cpu.max(1.0));
                 if !r.last_status.contains("\"delivered\"") {
                     notes.push(format!(
                         "Run {}: GET of the last accepted single message: {} (expected delivered)",
