@@ -504,8 +504,10 @@ fn notes() -> Vec<String> {
          idle CPU of a debug build at 1,000 binds 1.40 → 1.14 % of a core, median of 3 runs each), the \
          slot heartbeat runs every 3 s and the resync diffs the \
          1,000 rows every 30 s. A quarter of the samples are the kernel switching tasks and 7 % tokio's \
-         timer wheel; the rest is spread thin (PDU decode, metrics, the diff, sqlx). Kannel's bearerbox \
-         idles lower; this is the one bind-side row where it is still ahead.",
+         timer wheel; the rest is spread thin (PDU decode, metrics, the diff, sqlx). In the 10 s right \
+         after binding, when no keep-alive is due, Kannel's bearerbox does nothing while the gateway's \
+         heartbeat, budget checks and resync still run, so there Kannel idles lower; over 40 s, which holds \
+         one enquire_link per bind on both sides, the gateway uses less (the comparison table).",
         "Profile, operator at 1,000 SmppVendors (the operator suite above; CPU from schedstat, and top every \
          2 s): the apiserver sets the pace. Per vendor the operator makes three writes (the finalizer, the \
          status through server-side apply, a `Created` Event) and one Secret read. On a backlog of 1,000 the \
@@ -518,7 +520,7 @@ fn notes() -> Vec<String> {
          a Secret applied with kubectl holds its values) are dropped before an object enters a cache: 24-28 \
          MiB.",
         "Profile, CPU per message against the goal of 10× Kannel (the rows \"CPU per message\" of the message \
-         suite; `--quick --only messages` at 65e1b2c: Redis ~32-42 µs, the gateway ~88 µs, the load generator \
+         suite; `--quick --only messages` of this code, one run per shape: Redis ~32-42 µs, the gateway ~88 µs, the load generator \
          and sink ~23-27 µs, at 11.8-12.8k msg/s against a ceiling of 13.1-13.5k msg/s that those costs leave \
          on 2 cores): the machine is saturated, and the gateway is ~60 % of it. 10× Kannel's same-run rate \
          needs all three to fit in about a third of what they take now; the Redis work alone (the message \
